@@ -1,0 +1,22 @@
+"""Liveness and readiness, declared in ``spec/localai.yaml`` and open without an API key."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from localai_runtime import runtime
+
+
+async def getHealth() -> dict[str, Any]:  # noqa: N802 - named after the operationId
+    return {"status": "ok"}
+
+
+async def getReadiness() -> tuple[dict[str, Any], int]:  # noqa: N802
+    current = runtime.current()
+    body = {
+        "status": "ready" if current.ready else "starting",
+        "uptime_s": round(time.time() - current.started_at, 3),
+        "operations": len(current.spec.operations),
+    }
+    return body, 200 if current.ready else 503

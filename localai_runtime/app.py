@@ -1,0 +1,153 @@
+"""The application factory: resolved settings in, a connexion ``AsyncApp`` out.
+
+Everything a request needs (the built spec, later the registrations and backends) is created
+here, once, and reaches handlers through the lifespan state as a :class:`Runtime`; there are no
+module globals.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from connexion import AsyncApp, ConnexionMiddleware
+from connexion.exceptions import ProblemException
+from connexion.lifecycle import ConnexionRequest, ConnexionResponse
+from connexion.middleware import MiddlewarePosition
+from connexion.middleware.main import API
+from connexion.middleware.security import SecurityMiddleware
+from connexion.options import SwaggerUIOptions
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from localai_runtime import errors, openapi31, routing
+from localai_runtime.middleware import (
+    AuthMiddleware,
+    BodyLimitMiddleware,
+    NotImplementedMiddleware,
+    secured_operations,
+)
+from localai_runtime.runtime import Runtime
+from localai_runtime.schemas import SchemaCache
+from localai_runtime.settings import Settings
+from localai_runtime.spec_pipeline import BuiltSpec, build_spec
+
+logger = logging.getLogger(__name__)
+
+_PROBLEM_ERRORS: dict[int, type[errors.APIError]] = {
+    400: errors.InvalidRequestError,
+    401: errors.AuthenticationError,
+    404: errors.NotFoundError,
+    405: errors.MethodNotAllowedError,
+    413: errors.PayloadTooLargeError,
+    415: errors.UnsupportedMediaTypeError,
+    501: errors.NotImplementedAPIError,
+}
+
+_HTTP_MESSAGES = {
+    404: "Unknown request URL: {method} {path}. Please check the URL for typos.",
+    405: "Method {method} is not allowed for {path}.",
+}
+
+
+class RuntimeApp(AsyncApp):
+    """``AsyncApp`` that also takes a ready ``Specification`` object.
+
+    connexion's ``add_api`` only accepts a file, URL or dict and always parses it as OpenAPI
+    3.0; this registers an :class:`~localai_runtime.openapi31.OpenAPI31Specification` with the
+    app's options, as ``add_api`` would.
+    """
+
+    def add_specification(self, specification: openapi31.OpenAPI31Specification, *, base_path: str = "") -> None:
+        middleware: ConnexionMiddleware = self.middleware
+        middleware.apis.append(API(specification, base_path=base_path, name=None, **middleware.options.__dict__))
+
+
+def _to_api_error(request: ConnexionRequest, exc: Exception) -> errors.APIError:
+    if isinstance(exc, errors.APIError):
+        return exc
+    if isinstance(exc, ProblemException):
+        cls = _PROBLEM_ERRORS.get(exc.status, errors.APIError)
+        return cls(str(exc.detail or exc.title), headers=dict(exc.headers or {}))
+    if isinstance(exc, HTTPException):
+        cls = _PROBLEM_ERRORS.get(exc.status_code, errors.APIError)
+        template = _HTTP_MESSAGES.get(exc.status_code, "{detail}")
+        message = template.format(method=request.method, path=request.url.path, detail=exc.detail)
+        return cls(message, headers=dict(exc.headers or {}))
+    return errors.internal_error(exc)
+
+
+def _error_handler(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    error = _to_api_error(request, exc)
+    if error.status >= 500 and not isinstance(error, errors.NotImplementedAPIError):
+        logger.warning("%s %s -> %d %s", request.method, request.url.path, error.status, error.message)
+    response = errors.error_response(error)
+    return ConnexionResponse(
+        status_code=error.status,
+        mimetype=errors.ERROR_MEDIA_TYPE,
+        body=response.body,
+        headers=error.headers,
+    )
+
+
+def _middlewares(settings: Settings, built: BuiltSpec, implemented: set[str]) -> list[Any]:
+    stack: list[Any] = []
+    for middleware in ConnexionMiddleware.default_middlewares:
+        if middleware is SecurityMiddleware:
+            stack.append(
+                functools.partial(
+                    AuthMiddleware,
+                    keys=settings.api_keys,
+                    secured=secured_operations(built.document, built.operations),
+                )
+            )
+            stack.append(functools.partial(NotImplementedMiddleware, operations=built.operations, implemented=implemented))
+            continue
+        stack.append(middleware)
+        if middleware is MiddlewarePosition.BEFORE_SWAGGER.value:
+            # Directly inside the exception middleware, so a 413 gets OpenAI's envelope.
+            stack.insert(-1, functools.partial(BodyLimitMiddleware, max_bytes=settings.max_body_bytes))
+    return stack
+
+
+def create_app(settings: Settings, built: BuiltSpec | None = None) -> RuntimeApp:
+    built = built or build_spec(
+        spec_path=settings.spec_path, fragments_dir=settings.fragments_dir, patches_dir=settings.patches_dir
+    )
+    handlers = routing.find_handlers(built.operations)
+    runtime = Runtime(settings=settings, spec=built)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[dict[str, Any]]:
+        async with runtime.running():
+            yield {"runtime": runtime}
+
+    app = RuntimeApp(
+        __name__,
+        lifespan=lifespan,
+        middlewares=_middlewares(settings, built, set(handlers)),
+        resolver=routing.resolver(built.operations, handlers),
+        validator_map=openapi31.validator_map(SchemaCache()),
+        uri_parser_class=openapi31.OpenAPI31URIParser,
+        swagger_ui_options=SwaggerUIOptions(swagger_ui_path="/ui"),
+    )
+    for exception in (errors.APIError, ProblemException, HTTPException, Exception):
+        app.add_error_handler(exception, _error_handler)
+    # connexion mutates the document it is given (servers, defaults): give it its own copy.
+    app.add_specification(openapi31.OpenAPI31Specification(copy.deepcopy(built.document)))
+    document_json = json.dumps(built.document).encode()
+
+    async def openapi_v1(_request: Any) -> Response:
+        return Response(document_json, media_type="application/json")
+
+    app.add_url_rule("/v1/openapi.json", "openapi_v1", openapi_v1)
+    if settings.api_keys:
+        logger.info("API keys required for %d secured operations", len(secured_operations(built.document, built.operations)))
+    else:
+        logger.warning("no API keys configured: every operation is open to anyone who can reach %s:%s", settings.host, settings.port)
+    return app

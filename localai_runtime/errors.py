@@ -1,0 +1,170 @@
+"""Errors, and the one place that turns them into OpenAI's error envelope.
+
+Every error the server produces reaches the client as::
+
+    {"error": {"message": ..., "type": ..., "param": ..., "code": ...}}
+
+The exception tree::
+
+    APIError                       (500 api_error)
+    ├── InvalidRequestError        (400 invalid_request_error)
+    │   ├── UnknownParameterError  (400, code unknown_parameter)
+    │   ├── UnsupportedParameterError (400, code unsupported_parameter)
+    │   └── ContextLengthExceededError (400, code context_length_exceeded)
+    ├── AuthenticationError        (401)
+    ├── NotFoundError              (404)
+    │   └── ModelNotFoundError     (404, code model_not_found, param model)
+    ├── MethodNotAllowedError      (405)
+    ├── PayloadTooLargeError       (413)
+    ├── UnsupportedMediaTypeError  (415)
+    ├── RateLimitError             (429, Retry-After)
+    ├── NotImplementedAPIError     (501)
+    └── ServiceUnavailableError    (503)
+
+``SpecError`` is separate: it is raised at start-up (and by ``localai-runtime check``) for a
+bad spec, fragment, patch or registration file, and never reaches a client.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from starlette.responses import Response
+
+logger = logging.getLogger(__name__)
+
+ERROR_MEDIA_TYPE = "application/json"
+
+
+class SpecError(Exception):
+    """A start-up problem in a file the operator controls; the message names the file."""
+
+
+class APIError(Exception):
+    status = 500
+    type = "api_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequestError(APIError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class UnknownParameterError(InvalidRequestError):
+    code = "unknown_parameter"
+
+
+class UnsupportedParameterError(InvalidRequestError):
+    code = "unsupported_parameter"
+
+
+class ContextLengthExceededError(InvalidRequestError):
+    code = "context_length_exceeded"
+
+
+class AuthenticationError(APIError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class NotFoundError(APIError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFoundError(NotFoundError):
+    code = "model_not_found"
+
+    def __init__(self, model: str, **kwargs: Any) -> None:
+        super().__init__(
+            f"The model '{model}' does not exist or is not registered on this server",
+            param="model",
+            **kwargs,
+        )
+
+
+class MethodNotAllowedError(APIError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class PayloadTooLargeError(APIError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class UnsupportedMediaTypeError(APIError):
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_media_type"
+
+
+class RateLimitError(APIError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class NotImplementedAPIError(APIError):
+    status = 501
+    type = "not_implemented_error"
+    code = "not_implemented"
+
+
+class ServiceUnavailableError(APIError):
+    status = 503
+    type = "service_unavailable_error"
+    code = "service_unavailable"
+
+
+def error_response(error: APIError) -> Response:
+    """The HTTP response for ``error``: OpenAI's envelope with the error's status."""
+    return Response(
+        content=json.dumps(error.body()),
+        status_code=error.status,
+        media_type=ERROR_MEDIA_TYPE,
+        headers=error.headers,
+    )
+
+
+def stream_error_event(error: APIError) -> bytes:
+    """The SSE event that reports ``error`` after a stream has started."""
+    return b"data: " + json.dumps(error.body()).encode() + b"\n\n"
+
+
+def internal_error(exc: BaseException) -> APIError:
+    """A 500 for an unexpected exception: logged with its traceback, never sent to the client."""
+    logger.error("internal error", exc_info=exc)
+    return APIError("The server had an error while processing your request.")

@@ -1,0 +1,122 @@
+"""Small ASGI middlewares inserted into connexion's stack.
+
+- :class:`BodyLimitMiddleware`: 413 for a body over the configured limit, counted as it
+  arrives (a missing or lying ``Content-Length`` does not get around it).
+- :class:`AuthMiddleware`: bearer keys for every operation the spec secures, replacing
+  connexion's ``SecurityMiddleware`` (which needs a token function per scheme and answers in
+  problem+json).
+- :class:`NotImplementedMiddleware`: 501 for operations without a handler, before request
+  validation, so an unimplemented operation never answers 400 for a body it would not use.
+
+Each raises :mod:`localai_runtime.errors` exceptions; connexion's exception middleware, which
+wraps all three, turns them into OpenAI's envelope.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Collection, Mapping
+
+from connexion.middleware.abstract import ROUTING_CONTEXT
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from localai_runtime.errors import AuthenticationError, NotImplementedAPIError, PayloadTooLargeError
+from localai_runtime.spec_pipeline import Operation
+
+logger = logging.getLogger(__name__)
+
+
+def operation_id(scope: Scope) -> str | None:
+    """The operationId connexion's router matched, if any."""
+    return scope.get("extensions", {}).get(ROUTING_CONTEXT, {}).get("operation_id")
+
+
+class BodyLimitMiddleware:
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self) -> PayloadTooLargeError:
+        return PayloadTooLargeError(f"The request body is larger than this server's limit of {self.max_bytes} bytes")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_bytes:
+            raise self._too_large()
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise self._too_large()
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+class AuthMiddleware:
+    """Requires ``Authorization: Bearer <key>`` for operations whose spec ``security`` asks for it."""
+
+    def __init__(self, app: ASGIApp, *, keys: Collection[str], secured: Collection[str]) -> None:
+        self.app = app
+        self.keys = [key.encode() for key in keys]
+        self.secured = frozenset(secured)
+
+    def _authorized(self, scope: Scope) -> bool:
+        header = Headers(scope=scope).get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return False
+        candidate = token.strip().encode()
+        # Compare against every key so the time taken does not tell which key came close.
+        matches = [hmac.compare_digest(candidate, key) for key in self.keys]
+        return any(matches)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.keys and operation_id(scope) in self.secured:
+            header = Headers(scope=scope).get("authorization")
+            if not self._authorized(scope):
+                raise AuthenticationError(
+                    "Missing API key: send 'Authorization: Bearer <key>'" if not header
+                    else "Incorrect API key provided",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+        await self.app(scope, receive, send)
+
+
+class NotImplementedMiddleware:
+    def __init__(self, app: ASGIApp, *, operations: Mapping[str, Operation], implemented: Collection[str]) -> None:
+        self.app = app
+        self.operations = operations
+        self.implemented = frozenset(implemented)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        op_id = operation_id(scope)
+        if op_id is not None and op_id not in self.implemented:
+            raise not_implemented(self.operations[op_id])
+        await self.app(scope, receive, send)
+
+
+def not_implemented(operation: Operation) -> NotImplementedAPIError:
+    return NotImplementedAPIError(
+        f"{operation.operation_id} ({operation.method.upper()} {operation.path}) is not implemented by this server"
+    )
+
+
+def secured_operations(document: dict, operations: Mapping[str, Operation]) -> set[str]:
+    """Operations whose effective ``security`` requires at least one scheme."""
+    default = document.get("security") or []
+    secured = set()
+    for op_id, operation in operations.items():
+        requirements = operation.spec.get("security", default)
+        # An empty requirement object ({}) in the list makes the operation optionally open.
+        if requirements and all(requirement for requirement in requirements):
+            secured.add(op_id)
+    return secured

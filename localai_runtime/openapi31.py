@@ -1,0 +1,122 @@
+"""OpenAPI 3.1 for connexion 3.3, through its documented extension points.
+
+connexion 3.3 refuses ``openapi: 3.1.0`` (it validates documents against the 3.0 meta-schema)
+and validates bodies and parameters with Draft 4 rules. Here:
+
+- :class:`OpenAPI31Specification` is a ``Specification`` subclass that skips the 3.0
+  meta-schema check (the spec pipeline has checked the document) and copies the document once
+  instead of twice;
+- :func:`validator_map` gives the ``validator_map`` for ``add_api``: body and parameter
+  validators with JSON Schema 2020-12 semantics plus the 3.0 ``nullable`` keyword
+  (:mod:`localai_runtime.schemas`), raising OpenAI-shaped errors that name the field;
+- :class:`OpenAPI31URIParser` is the ``uri_parser_class``: it copes with parameter schemas
+  that have no single ``type`` (``anyOf``, ``type: [x, "null"]``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from connexion.datastructures import MediaTypeDict
+from connexion.json_schema import resolve_refs
+from connexion.spec import OpenAPISpecification
+from connexion.uri_parsing import OpenAPIURIParser
+from connexion.validators import VALIDATOR_MAP, JSONRequestBodyValidator, ParameterValidator
+
+from localai_runtime.errors import InvalidRequestError
+from localai_runtime.schemas import SchemaCache, describe
+
+logger = logging.getLogger(__name__)
+
+BODY_KEY = "localai.body"
+"""Scope key under which the body validator leaves the parsed JSON body for the handlers."""
+
+
+class OpenAPI31Specification(OpenAPISpecification):
+    def __init__(self, raw_spec: dict[str, Any], *, base_uri: str = "") -> None:
+        # The base class deep-copies the document, checks it against the OpenAPI 3.0
+        # meta-schema (which rejects 3.1) and resolves references on a second copy. The spec
+        # pipeline hands over a document of its own, so one copy is enough.
+        self._raw_spec = raw_spec
+        self._set_defaults(raw_spec)
+        self._spec = resolve_refs(raw_spec, base_uri=base_uri)
+        self._base_uri = base_uri
+
+    @classmethod
+    def _validate_spec(cls, spec: dict[str, Any]) -> None:
+        """Checked by the spec pipeline; the 3.0 meta-schema does not apply to 3.1."""
+
+    def clone(self) -> OpenAPI31Specification:
+        return type(self)(json.loads(json.dumps(self._raw_spec)), base_uri=self._base_uri)
+
+
+def _primary_type(schema: dict[str, Any]) -> str | None:
+    kind = schema.get("type")
+    if isinstance(kind, str):
+        return kind
+    candidates = kind if isinstance(kind, list) else [
+        s.get("type") for s in schema.get("anyOf", []) + schema.get("oneOf", []) if isinstance(s, dict)
+    ]
+    return next((k for k in candidates if isinstance(k, str) and k != "null"), None)
+
+
+class OpenAPI31URIParser(OpenAPIURIParser):
+    """connexion's parser reads ``schema["type"]`` as one string; 3.1 schemas may not have one."""
+
+    @property
+    def param_schemas(self) -> dict[str, dict[str, Any]]:
+        schemas = {}
+        for name, definition in self.param_defns.items():
+            schema = definition.get("schema", {})
+            schemas[name] = {**schema, "type": _primary_type(schema)}
+        return schemas
+
+
+def validator_map(cache: SchemaCache) -> dict[str, Any]:
+    """The ``validator_map`` for connexion's ``add_api``, sharing one validator cache."""
+
+    class BodyValidator(JSONRequestBodyValidator):
+        async def _parse(self, stream, scope):  # noqa: ANN001, ANN202 - connexion's signature
+            raw = b"".join([chunk async for chunk in stream])
+            if not raw.strip():
+                return None
+            try:
+                body = json.loads(raw.decode(self._encoding))
+            except UnicodeDecodeError as exc:
+                raise InvalidRequestError(
+                    f"The request body is not valid {self._encoding}: {exc.reason} at byte {exc.start}"
+                ) from exc
+            except ValueError as exc:
+                raise InvalidRequestError(f"The request body is not valid JSON: {exc}") from exc
+            scope.setdefault("extensions", {})[BODY_KEY] = body
+            return body
+
+        def _validate(self, body: Any) -> None:
+            if body is None:
+                raise InvalidRequestError("The request body is missing; this operation needs a JSON body")
+            error = cache.first_error(self._schema, body)
+            if error is not None:
+                message, param = describe(error)
+                raise InvalidRequestError(message, param=param)
+
+    class Parameters(ParameterValidator):
+        @staticmethod
+        def validate_parameter(parameter_type, value, param, param_name=None):  # noqa: ANN001, ANN205
+            name = param.get("name", param_name)
+            if value is None:
+                if param.get("required"):
+                    raise InvalidRequestError(f"Missing required {parameter_type} parameter '{name}'", param=name)
+                return None
+            schema = param.get("schema", param)
+            error = cache.first_error(schema, value)
+            if error is not None:
+                raise InvalidRequestError(
+                    f"Invalid {parameter_type} parameter '{name}': {error.message}", param=name
+                )
+            return None
+
+    body = MediaTypeDict(dict(VALIDATOR_MAP["body"]))
+    body["*/*json"] = BodyValidator
+    return {"body": body, "parameter": Parameters}

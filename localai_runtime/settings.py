@@ -1,0 +1,42 @@
+"""Server-wide settings, resolved once from the command line and the environment.
+
+Per-model settings live with the registrations in ``configs/``; this is only what the whole
+server shares. The defaults point at the project's ``spec/``, ``patches/`` and ``configs/``
+directories, found beside the package in a checkout and inside it once installed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+API_KEYS_ENV = "LOCALAI_API_KEYS"
+
+
+def resource_dir(name: str) -> Path:
+    """``spec``, ``patches`` or ``configs``: the checkout's folder, else the installed copy."""
+    package = Path(__file__).resolve().parent
+    checkout = package.parent / name
+    if checkout.is_dir():
+        return checkout
+    return package / "_bundled" / name
+
+
+def keys_from_env() -> list[str]:
+    return [key.strip() for key in os.environ.get(API_KEYS_ENV, "").split(",") if key.strip()]
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    spec_path: Path | None = None
+    fragments_dir: Path = field(default_factory=lambda: resource_dir("spec"))
+    patches_dir: Path | None = field(default_factory=lambda: resource_dir("patches"))
+    configs_dir: Path | None = field(default_factory=lambda: resource_dir("configs"))
+    api_keys: tuple[str, ...] = ()
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES

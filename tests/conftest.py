@@ -1,0 +1,86 @@
+"""Shared fixtures: a real uvicorn server on 127.0.0.1 and the official OpenAI client.
+
+Servers run in a background thread of the test process on a free port; the client talks
+HTTP to them exactly as a user's would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import uvicorn
+
+from localai_runtime import Settings, create_app
+from localai_runtime.spec_pipeline import BuiltSpec, build_spec
+from localai_runtime.settings import resource_dir
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveServer:
+    def __init__(self, settings: Settings, built: BuiltSpec | None = None) -> None:
+        self.settings = settings
+        self.app = create_app(settings, built)
+        self.server = uvicorn.Server(
+            uvicorn.Config(self.app, host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.port}"
+
+    def start(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+    def client(self, api_key: str = "unused", **kwargs) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=api_key, max_retries=0, **kwargs)
+
+    def http(self, **kwargs) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, **kwargs)
+
+
+@contextlib.contextmanager
+def live_server(built: BuiltSpec | None = None, **overrides) -> Iterator[LiveServer]:
+    settings = Settings(**{"port": free_port(), **overrides})
+    server = LiveServer(settings, built).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def built_spec() -> BuiltSpec:
+    """The default patched document, built once (tests must not mutate it)."""
+    return build_spec(spec_path=None, fragments_dir=resource_dir("spec"), patches_dir=resource_dir("patches"))
+
+
+@pytest.fixture(scope="session")
+def server(built_spec: BuiltSpec) -> Iterator[LiveServer]:
+    with live_server(built_spec) as live:
+        yield live
