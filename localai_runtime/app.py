@@ -119,7 +119,7 @@ def create_app(settings: Settings, built: BuiltSpec | None = None) -> RuntimeApp
     built = built or build_spec(
         spec_path=settings.spec_path, fragments_dir=settings.fragments_dir, patches_dir=settings.patches_dir
     )
-    handlers = routing.find_handlers(built.operations)
+    handlers = routing.find_handlers(built.operations, settings.handler_packages)
     runtime = Runtime(settings=settings, spec=built)
 
     @contextlib.asynccontextmanager

@@ -48,6 +48,8 @@ class BodyLimitMiddleware:
         declared = Headers(scope=scope).get("content-length")
         if declared and declared.isdigit() and int(declared) > self.max_bytes:
             raise self._too_large()
+        if declared is None and scope["method"] in ("POST", "PUT", "PATCH"):
+            scope, receive = await self._buffer_chunked(scope, receive)
         received = 0
 
         async def counting_receive() -> Message:
@@ -59,6 +61,35 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, counting_receive, send)
+
+    async def _buffer_chunked(self, scope: Scope, receive: Receive) -> tuple[Scope, Receive]:
+        """Read a body sent without Content-Length (chunked), within the limit, and replay it.
+
+        connexion's validators take a missing Content-Length for an empty body; giving them
+        the length makes chunked uploads work like any other.
+        """
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return scope, receive  # disconnected: let the app see it
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                raise self._too_large()
+            more = message.get("more_body", False)
+        headers = [(k, v) for k, v in scope["headers"] if k not in (b"content-length", b"transfer-encoding")]
+        scope = {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return scope, replay
 
 
 class AuthMiddleware:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from connexion.resolver import Resolver
@@ -27,22 +27,30 @@ def module_for_tag(tag: str | None) -> str:
     return re.sub(r"[^0-9a-z]+", "_", (tag or "default").lower()).strip("_")
 
 
-def find_handlers(operations: Mapping[str, Operation], package: str = HANDLERS_PACKAGE) -> dict[str, Callable[..., Any]]:
-    """operationId -> handler function, for every operation that has one."""
+def _import(module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise
+        return None
+
+
+def find_handlers(
+    operations: Mapping[str, Operation], packages: Sequence[str] = (HANDLERS_PACKAGE,)
+) -> dict[str, Callable[..., Any]]:
+    """operationId -> handler function, for every operation that has one (first package wins)."""
     found: dict[str, Callable[..., Any]] = {}
     modules: dict[str, Any] = {}
     for op_id, operation in operations.items():
-        name = module_for_tag(operation.tag)
-        if name not in modules:
-            try:
-                modules[name] = importlib.import_module(f"{package}.{name}")
-            except ModuleNotFoundError as exc:
-                if exc.name != f"{package}.{name}":
-                    raise
-                modules[name] = None
-        function = getattr(modules[name], op_id, None) if modules[name] else None
-        if callable(function):
-            found[op_id] = function
+        for package in packages:
+            name = f"{package}.{module_for_tag(operation.tag)}"
+            if name not in modules:
+                modules[name] = _import(name)
+            function = getattr(modules[name], op_id, None)
+            if callable(function):
+                found[op_id] = function
+                break
     logger.info("%d of %d operations have handlers", len(found), len(operations))
     return found
 

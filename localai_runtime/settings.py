@@ -40,3 +40,5 @@ class Settings:
     configs_dir: Path | None = field(default_factory=lambda: resource_dir("configs"))
     api_keys: tuple[str, ...] = ()
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    handler_packages: tuple[str, ...] = ("handlers",)
+    """Packages searched, in order, for ``<tag>.<operationId>`` handler functions."""

@@ -1,0 +1,47 @@
+"""Every operation of the patched document is routed: its handler, or OpenAI-shaped 501."""
+
+from __future__ import annotations
+
+import re
+
+from localai_runtime.middleware import secured_operations
+from localai_runtime.routing import find_handlers, module_for_tag
+
+
+def concrete(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", "x_test_1", path)
+
+
+def test_every_operation_answers_its_handler_or_501(server, built_spec):
+    handlers = find_handlers(built_spec.operations)
+    assert {"getHealth", "getReadiness"} <= set(handlers)
+    seen = 0
+    with server.http() as http:
+        for op in built_spec.operations.values():
+            response = http.request(op.method.upper(), concrete(op.path))
+            seen += 1
+            if op.operation_id in handlers:
+                assert response.status_code < 500, (op.operation_id, response.text)
+                continue
+            assert response.status_code == 501, (op.operation_id, op.method, op.path, response.status_code, response.text)
+            assert response.headers["content-type"] == "application/json"
+            assert response.json() == {"error": {
+                "message": f"{op.operation_id} ({op.method.upper()} {op.path}) is not implemented by this server",
+                "type": "not_implemented_error",
+                "param": None,
+                "code": "not_implemented",
+            }}
+    assert seen == len(built_spec.operations) == 273
+
+
+def test_tag_to_module_name():
+    assert module_for_tag("Chat") == "chat"
+    assert module_for_tag("Vector stores") == "vector_stores"
+    assert module_for_tag(None) == "default"
+
+
+def test_health_is_open_and_the_rest_is_secured(built_spec):
+    secured = secured_operations(built_spec.document, built_spec.operations)
+    assert "getHealth" not in secured and "getReadiness" not in secured
+    assert "createChatCompletion" in secured
+    assert len(secured) == 271

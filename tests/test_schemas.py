@@ -1,0 +1,82 @@
+"""OpenAPI 3.1 validation semantics: JSON Schema 2020-12 plus the 3.0 ``nullable`` keyword."""
+
+from __future__ import annotations
+
+import pytest
+
+from localai_runtime.schemas import SchemaCache, describe, format_path
+
+SCHEMA = {
+    "type": "object",
+    "required": ["model"],
+    "properties": {
+        "model": {"type": "string", "minLength": 1},
+        "n": {"type": ["integer", "null"], "minimum": 1, "maximum": 128},
+        "stop": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}, {"type": "null"}]},
+        "user": {"type": "string", "nullable": True},
+        "mode": {"type": "string", "enum": ["a", "b"], "nullable": True},
+        "object": {"type": "string", "const": "list"},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+        "pair": {"type": "array", "prefixItems": [{"type": "integer"}, {"type": "string"}]},
+        "messages": {"type": "array", "items": {
+            "type": "object", "required": ["role"],
+            "properties": {"role": {"type": "string", "enum": ["user", "system"]}},
+        }},
+    },
+}
+
+
+@pytest.fixture()
+def cache() -> SchemaCache:
+    return SchemaCache()
+
+
+@pytest.mark.parametrize("body", [
+    {"model": "m"},
+    {"model": "m", "n": None},
+    {"model": "m", "n": 3},
+    {"model": "m", "stop": None},
+    {"model": "m", "stop": ["a", "b"]},
+    {"model": "m", "user": None},
+    {"model": "m", "mode": None},
+    {"model": "m", "mode": "b"},
+    {"model": "m", "object": "list"},
+    {"model": "m", "temperature": 2},
+    {"model": "m", "pair": [1, "x"]},
+    {"model": "m", "messages": [{"role": "user"}]},
+])
+def test_valid(cache, body):
+    assert cache.first_error(SCHEMA, body) is None
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({}, "model"),
+    ({"model": ""}, "model"),
+    ({"model": "m", "n": "3"}, "n"),
+    ({"model": "m", "n": 0}, "n"),
+    ({"model": "m", "n": 129}, "n"),
+    ({"model": "m", "stop": 5}, "stop"),
+    ({"model": "m", "user": 5}, "user"),
+    ({"model": "m", "mode": "c"}, "mode"),
+    ({"model": "m", "object": "dict"}, "object"),
+    ({"model": "m", "temperature": 2.5}, "temperature"),
+    ({"model": "m", "pair": ["x", "y"]}, "pair[0]"),
+    ({"model": "m", "messages": [{"role": "user"}, {"role": "robot"}]}, "messages[1].role"),
+    ({"model": "m", "messages": [{}]}, "messages[0].role"),
+])
+def test_invalid_names_the_field(cache, body, param):
+    error = cache.first_error(SCHEMA, body)
+    assert error is not None
+    message, got = describe(error)
+    assert got == param
+    assert f"'{param}'" in message
+
+
+def test_validators_are_built_once_per_schema(cache):
+    assert cache.validator(SCHEMA) is cache.validator(SCHEMA)
+
+
+def test_format_path():
+    assert format_path(["messages", 0, "content", 2, "text"]) == "messages[0].content[2].text"
+    assert format_path([], "x-localai-extensions") == "x-localai-extensions"
+    assert format_path(["top_k"], "x-localai-extensions") == "x-localai-extensions.top_k"
