@@ -18,5 +18,7 @@ async def getReadiness() -> tuple[dict[str, Any], int]:  # noqa: N802
         "status": "ready" if current.ready else "starting",
         "uptime_s": round(time.time() - current.started_at, 3),
         "operations": len(current.spec.operations),
+        "active_generations": current.generations.active,
+        "generations_total": current.generations.total,
     }
     return body, 200 if current.ready else 503

@@ -32,6 +32,9 @@ from localai_runtime.middleware import (
     NotImplementedMiddleware,
     secured_operations,
 )
+from localai_runtime.backends import BackendRegistry
+from localai_runtime.registrations import load_registrations
+from localai_runtime.request_fields import RequestSchemas
 from localai_runtime.runtime import Runtime
 from localai_runtime.schemas import SchemaCache
 from localai_runtime.settings import Settings
@@ -62,6 +65,8 @@ class RuntimeApp(AsyncApp):
     3.0; this registers an :class:`~localai_runtime.openapi31.OpenAPI31Specification` with the
     app's options, as ``add_api`` would.
     """
+
+    runtime: Runtime
 
     def add_specification(self, specification: openapi31.OpenAPI31Specification, *, base_path: str = "") -> None:
         middleware: ConnexionMiddleware = self.middleware
@@ -115,12 +120,16 @@ def _middlewares(settings: Settings, built: BuiltSpec, implemented: set[str]) ->
     return stack
 
 
-def create_app(settings: Settings, built: BuiltSpec | None = None) -> RuntimeApp:
+def create_app(
+    settings: Settings, built: BuiltSpec | None = None, backends: BackendRegistry | None = None
+) -> RuntimeApp:
     built = built or build_spec(
         spec_path=settings.spec_path, fragments_dir=settings.fragments_dir, patches_dir=settings.patches_dir
     )
     handlers = routing.find_handlers(built.operations, settings.handler_packages)
-    runtime = Runtime(settings=settings, spec=built)
+    schemas = RequestSchemas(built)
+    registrations = load_registrations(settings.configs_dir, schemas, backends or BackendRegistry.from_entry_points())
+    runtime = Runtime(settings=settings, spec=built, schemas=schemas, registrations=registrations)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[dict[str, Any]]:
@@ -136,6 +145,7 @@ def create_app(settings: Settings, built: BuiltSpec | None = None) -> RuntimeApp
         uri_parser_class=openapi31.OpenAPI31URIParser,
         swagger_ui_options=SwaggerUIOptions(swagger_ui_path="/ui"),
     )
+    app.runtime = runtime
     for exception in (errors.APIError, ProblemException, HTTPException, Exception):
         app.add_error_handler(exception, _error_handler)
     # connexion mutates the document it is given (servers, defaults): give it its own copy.

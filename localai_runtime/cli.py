@@ -91,12 +91,18 @@ def _spec(settings: Settings, output_format: str) -> None:
         sys.stdout.write("\n")
 
 
-def _check(settings: Settings) -> None:
+def _check(settings: Settings) -> int:
     from localai_runtime.app import create_app
 
     built = _build(settings)
-    create_app(settings, built)
-    print(f"ok: {len(built.operations)} operations, fragments {built.fragments}, patches {built.patches}")
+    app = create_app(settings, built)
+    registrations = app.runtime.registrations.all
+    problems = [f"{r.source}#{r.index} (model {r.model}): {r.problem}" for r in registrations if r.problem]
+    for problem in problems:
+        print(f"localai-runtime: error: {problem}", file=sys.stderr)
+    print(f"{'ok' if not problems else 'problems'}: {len(built.operations)} operations, fragments {built.fragments}, "
+          f"patches {built.patches}, {len(registrations)} registrations, {len(problems)} unavailable")
+    return 1 if problems else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -109,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "spec":
             _spec(settings, args.format)
         elif args.command == "check":
-            _check(settings)
+            return _check(settings)
     except SpecError as exc:
         print(f"localai-runtime: error: {exc}", file=sys.stderr)
         return 2

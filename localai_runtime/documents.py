@@ -65,6 +65,20 @@ def load(path: Path) -> Any:
     return parse(data, path)
 
 
+def load_all(path: Path) -> list[Any]:
+    """Every document of a file: a JSON file's single value, or each document of a YAML stream."""
+    if path.suffix == ".json":
+        return [load(path)]
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        return list(yaml.load_all(data, Loader=_Loader))  # noqa: S506 - CSafeLoader is safe
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
+
+
 def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

@@ -1,8 +1,8 @@
 """The per-server object handlers reach through the lifespan state.
 
-A :class:`Runtime` holds what the app factory built (settings, the patched spec, and later the
-registrations and backend instances). Handlers get it with :func:`current`; nothing lives in
-module globals.
+A :class:`Runtime` holds what the app factory built: settings, the patched spec, the request
+schemas, the registrations and their model pools. Handlers get it with :func:`current`;
+nothing lives in module globals.
 """
 
 from __future__ import annotations
@@ -15,6 +15,11 @@ from dataclasses import dataclass, field
 
 from connexion import context
 
+from localai_runtime.errors import APIError
+from localai_runtime.generation import GenerationCounter
+from localai_runtime.pool import ModelPool
+from localai_runtime.registrations import Registration, Registrations
+from localai_runtime.request_fields import RequestSchemas
 from localai_runtime.settings import Settings
 from localai_runtime.spec_pipeline import BuiltSpec
 
@@ -25,17 +30,35 @@ logger = logging.getLogger(__name__)
 class Runtime:
     settings: Settings
     spec: BuiltSpec
+    schemas: RequestSchemas
+    registrations: Registrations
     started_at: float = field(default_factory=time.time)
     ready: bool = False
+    generations: GenerationCounter = field(default_factory=GenerationCounter)
+    _pools: dict[int, ModelPool] = field(default_factory=dict)
+
+    def pool(self, registration: Registration) -> ModelPool:
+        pool = self._pools.get(id(registration))
+        if pool is None:
+            pool = self._pools[id(registration)] = ModelPool(registration, queue_size=self.settings.queue_size)
+        return pool
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Runtime]:
+        for registration in self.registrations.all:
+            if registration.settings.get("preload") and not registration.problem:
+                try:
+                    await self.pool(registration).load()
+                except APIError as exc:
+                    logger.error("preloading %s: %s", registration.label, exc.message)
         self.ready = True
         logger.info("ready")
         try:
             yield self
         finally:
             self.ready = False
+            for pool in self._pools.values():
+                pool.close()
 
 
 def current() -> Runtime:

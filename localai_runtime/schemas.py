@@ -39,9 +39,13 @@ OpenAPI31Validator = extend(
 )
 
 
+DOCUMENT_URI = "urn:localai-runtime:openapi"
+
+
 def document_registry(document: dict[str, Any]) -> Registry:
-    """A registry in which ``#/components/...`` references resolve against ``document``."""
-    return Registry().with_resource("", Resource(contents=document, specification=DRAFT202012))
+    """A registry holding ``document`` at :data:`DOCUMENT_URI`: validate ``{"$ref":
+    DOCUMENT_URI + "#/pointer"}`` and references inside resolve against the document."""
+    return Registry().with_resource(DOCUMENT_URI, Resource(contents=document, specification=DRAFT202012))
 
 
 class SchemaCache:

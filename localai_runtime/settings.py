@@ -40,5 +40,7 @@ class Settings:
     configs_dir: Path | None = field(default_factory=lambda: resource_dir("configs"))
     api_keys: tuple[str, ...] = ()
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    queue_size: int = 16
+    """Requests that may wait for a busy model before the next one answers 429."""
     handler_packages: tuple[str, ...] = ("handlers",)
     """Packages searched, in order, for ``<tag>.<operationId>`` handler functions."""

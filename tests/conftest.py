@@ -32,9 +32,9 @@ def free_port() -> int:
 
 
 class LiveServer:
-    def __init__(self, settings: Settings, built: BuiltSpec | None = None) -> None:
+    def __init__(self, settings: Settings, built: BuiltSpec | None = None, backends=None) -> None:
         self.settings = settings
-        self.app = create_app(settings, built)
+        self.app = create_app(settings, built, backends)
         self.server = uvicorn.Server(
             uvicorn.Config(self.app, host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on")
         )
@@ -65,9 +65,9 @@ class LiveServer:
 
 
 @contextlib.contextmanager
-def live_server(built: BuiltSpec | None = None, **overrides) -> Iterator[LiveServer]:
+def live_server(built: BuiltSpec | None = None, backends=None, **overrides) -> Iterator[LiveServer]:
     settings = Settings(**{"port": free_port(), **overrides})
-    server = LiveServer(settings, built).start()
+    server = LiveServer(settings, built, backends).start()
     try:
         yield server
     finally:

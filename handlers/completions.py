@@ -1,0 +1,14 @@
+"""Legacy text completions (tag ``Completions``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from connexion import context
+from starlette.responses import Response
+
+from localai_runtime import runtime, serving
+
+
+async def createCompletion(body: dict[str, Any]) -> Response:  # noqa: N802 - operationId
+    return await serving.serve(runtime.current(), serving.COMPLETION, body, context.receive)

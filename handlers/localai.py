@@ -1,0 +1,19 @@
+"""This server's own operations (tag ``LocalAI``): what is registered, and how."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from localai_runtime import runtime
+
+
+async def listRegistrations() -> dict[str, Any]:  # noqa: N802 - operationId
+    current = runtime.current()
+    data = []
+    for registration in current.registrations.all:
+        entry = registration.public()
+        pool = current.pool(registration)
+        entry["loaded"] = pool.loaded
+        entry["busy_instances"] = pool.busy
+        data.append(entry)
+    return {"object": "list", "data": sorted(data, key=lambda e: (e["model"], e["source"]))}

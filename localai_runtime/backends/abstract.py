@@ -1,0 +1,90 @@
+"""The backend adapter contract.
+
+A :class:`Backend` is found by name in the registry (:mod:`localai_runtime.backends`). It
+declares the JSON Schema of its ``local_settings``, the request fields it honours per
+operation (a table, so nothing is silently ignored), checks a registration at start-up, and
+loads a :class:`ModelInstance`.
+
+Instances are blocking: the server calls them from worker threads, one generation at a time
+per instance. Generation methods are generators of :class:`Piece` so that tokens stream as
+they are produced; ``should_stop`` is polled between tokens (a client disconnected).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+COMMON_SETTINGS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["backend"],
+    "properties": {
+        "backend": {"type": "string", "description": "Name of the backend adapter."},
+        "model_file": {"type": "string", "description": "Model file, relative to the registration file."},
+        "template": {"type": "string", "description": "Chat template (Jinja) overriding the model's own."},
+        "threads": {"type": "integer", "minimum": 1, "maximum": 512},
+        "context_size": {"type": "integer", "minimum": 16, "maximum": 1048576},
+        "parallel": {"type": "integer", "minimum": 1, "maximum": 64,
+                     "description": "Model instances loaded, i.e. generations served at once."},
+        "preload": {"type": "boolean", "description": "Load at start-up instead of on first use."},
+    },
+}
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    """A registration's ``local_settings``, validated, with the model file resolved."""
+
+    backend: str
+    model_file: Path | None
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+
+@dataclass
+class Piece:
+    """A piece of generated output for one choice."""
+
+    text: str = ""
+    index: int = 0
+    finish_reason: str | None = None  # "stop" | "length" set on the last piece of a choice
+    logprobs: Any = None
+    prompt_tokens: int = 0  # set on a choice's last piece
+    completion_tokens: int = 0  # set on a choice's last piece
+
+
+ShouldStop = Callable[[], bool]
+
+
+@runtime_checkable
+class ModelInstance(Protocol):
+    def chat(self, request: Mapping[str, Any], should_stop: ShouldStop) -> Iterator[Piece]: ...
+
+    def complete(self, request: Mapping[str, Any], should_stop: ShouldStop) -> Iterator[Piece]: ...
+
+    def embed(self, inputs: list[str] | list[list[int]]) -> tuple[list[list[float]], int]:
+        """Embeddings of each input, and the prompt tokens used."""
+        ...
+
+    def tokenize(self, text: str) -> list[int]: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+    settings_schema: Mapping[str, Any]
+    """JSON Schema of the backend's own ``local_settings`` keys (besides the common ones)."""
+    honoured: Mapping[str, frozenset[str]]
+    """operationId -> the request fields this backend honours for it."""
+
+    def check(self, settings: LocalSettings, operations: frozenset[str]) -> list[str]:
+        """Problems found without loading (missing file, operation it cannot serve)."""
+        ...
+
+    def load(self, settings: LocalSettings) -> ModelInstance: ...

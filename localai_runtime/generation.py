@@ -1,0 +1,88 @@
+"""Running a blocking backend generator in a worker thread, from the event loop.
+
+:func:`run_pieces` yields the backend's :class:`Piece` objects as the thread produces them,
+so the event loop is never blocked by inference. When the consumer stops early (a client
+disconnected, the response was cancelled), the thread is told to stop through
+``should_stop`` and the generator waits for it to finish before returning, so the model
+instance is only released once it is idle again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import Any
+
+from localai_runtime.backends import Piece
+
+logger = logging.getLogger(__name__)
+
+_DONE = object()
+
+
+class _Failed:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class GenerationCounter:
+    """How many generations run right now (shown by /readyz)."""
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.total = 0
+
+
+async def run_pieces(
+    method: Callable[[Mapping[str, Any], Callable[[], bool]], Iterator[Piece]],
+    request: Mapping[str, Any],
+    *,
+    stop: threading.Event | None = None,
+    counter: GenerationCounter | None = None,
+) -> AsyncIterator[Piece]:
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    stop = stop or threading.Event()
+
+    def work() -> None:
+        try:
+            for piece in method(request, stop.is_set):
+                loop.call_soon_threadsafe(queue.put_nowait, piece)
+                if stop.is_set():
+                    break
+        except BaseException as exc:  # noqa: BLE001 - handed to the event loop
+            loop.call_soon_threadsafe(queue.put_nowait, _Failed(exc))
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+
+    if counter is not None:
+        counter.active += 1
+        counter.total += 1
+    thread = loop.run_in_executor(None, work)
+    try:
+        while True:
+            item = await queue.get()
+            if item is _DONE:
+                break
+            if isinstance(item, _Failed):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(thread)
+        if counter is not None:
+            counter.active -= 1
+
+
+async def watch_disconnect(receive: Callable[[], Any], stop: threading.Event) -> None:
+    """Set ``stop`` when the client goes away (for responses that are not streamed)."""
+    while not stop.is_set():
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            logger.info("client disconnected; stopping its generation")
+            stop.set()
+            return

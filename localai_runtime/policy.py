@@ -1,0 +1,123 @@
+"""Nothing silently ignored: what a request sets, and what the serving backend can honour.
+
+Every field a request sets is one of:
+
+- honoured by the backend (its ``honoured`` table for the operation);
+- honoured by the server itself (``SERVER_FIELDS``: streaming, output cutting and trimming);
+- metadata (``METADATA_FIELDS``): describes the request without shaping its output;
+- anything else: ``unsupported_parameter`` (400), or dropped and reported in the
+  ``x-localai-dropped-fields`` response header when the registration's policy says ``drop``.
+
+A field not in the patched request schema at all is ``unknown_parameter`` (400) under the
+default policy. A field set to ``null`` or to its documented default asks for nothing, so it is
+never unsupported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from localai_runtime.errors import InvalidRequestError, UnknownParameterError, UnsupportedParameterError
+from localai_runtime.merging import effective_request
+from localai_runtime.request_fields import MISSING, RequestSchema
+from localai_runtime.schemas import describe
+
+if TYPE_CHECKING:
+    from localai_runtime.registrations import Registration
+    from localai_runtime.request_fields import RequestSchemas
+
+EXTENSIONS = "x-localai-extensions"
+
+METADATA_FIELDS = frozenset({"user", "metadata", "store", "safety_identifier", "prompt_cache_key", "prompt_cache_retention"})
+"""Fields that describe a request rather than shape its output: accepted, not passed on."""
+
+SERVER_FIELDS = frozenset({"model", "stream", "stream_options", f"{EXTENSIONS}.cutstrings", f"{EXTENSIONS}.trimstrings"})
+"""Fields the server itself honours, whatever the backend."""
+
+DROPPED_HEADER = "x-localai-dropped-fields"
+REGISTRATION_HEADER = "x-localai-registration"
+
+
+def is_metadata(name: str) -> bool:
+    return name in METADATA_FIELDS
+
+
+def set_fields(values: Mapping[str, Any], request: RequestSchema | None = None) -> list[str]:
+    """Names a request sets: top-level fields and ``x-localai-extensions.<key>``.
+
+    With ``request``, a field that is null or equal to its documented default is left out.
+    """
+    names = []
+    for key, value in values.items():
+        if value is None:
+            continue
+        if key == EXTENSIONS and isinstance(value, Mapping):
+            names.extend(f"{key}.{sub}" for sub, inner in value.items() if inner is not None)
+        elif request is None or request.default_of(key) is MISSING or request.default_of(key) != value:
+            names.append(key)
+    return names
+
+
+@dataclass
+class Prepared:
+    """A request ready for the backend: the merged fields, and what the policy dropped."""
+
+    registration: Registration
+    request: dict[str, Any]
+    dropped: list[str] = field(default_factory=list)
+
+    def headers(self) -> dict[str, str]:
+        headers = {REGISTRATION_HEADER: self.registration.label}
+        if self.dropped:
+            headers[DROPPED_HEADER] = ", ".join(self.dropped)
+        return headers
+
+
+def _remove(body: dict[str, Any], name: str) -> None:
+    if name.startswith(f"{EXTENSIONS}."):
+        extensions = dict(body.get(EXTENSIONS) or {})
+        extensions.pop(name.split(".", 1)[1], None)
+        body[EXTENSIONS] = extensions
+    else:
+        body.pop(name, None)
+
+
+def prepare(
+    operation_id: str, body: Mapping[str, Any], registration: Registration, schemas: RequestSchemas
+) -> Prepared:
+    request = schemas.get(operation_id)
+    assert request is not None, operation_id
+    incoming = dict(body)
+    dropped: list[str] = []
+
+    for key in list(incoming):
+        if key not in request.fields:
+            if registration.unknown_policy == "drop":
+                incoming.pop(key)
+                dropped.append(key)
+                continue
+            raise UnknownParameterError(f"Unrecognized request argument supplied: {key}", param=key)
+
+    backend = registration.backend
+    honoured = backend.honoured.get(operation_id, frozenset()) if backend is not None else frozenset()
+    for name in set_fields(incoming, request):
+        if name in honoured or name in SERVER_FIELDS or is_metadata(name):
+            continue
+        if registration.unsupported_policy == "drop":
+            _remove(incoming, name)
+            dropped.append(name)
+            continue
+        raise UnsupportedParameterError(
+            f"'{name}' is not supported by the {registration.settings.backend} backend serving model "
+            f"'{registration.model}' for {operation_id}",
+            param=name,
+        )
+
+    merged = effective_request(registration.defaults, incoming, registration.overrides)
+    error = schemas.first_error(request, merged)
+    if error is not None:
+        message, param = describe(error)
+        raise InvalidRequestError(f"{message} (after applying the registration's defaults and overrides)", param=param)
+    return Prepared(registration, merged, dropped)

@@ -1,0 +1,95 @@
+"""What an operation's JSON request body may contain, read from the patched document.
+
+Used to check registration defaults at start-up and to classify what a request sets: its
+top-level field names (through ``$ref`` and ``allOf``), each field's documented ``default``,
+and a validator for whole request bodies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from localai_runtime.errors import SpecError
+from localai_runtime.schemas import DOCUMENT_URI, SchemaCache, document_registry
+from localai_runtime.spec_pipeline import BuiltSpec
+
+MISSING = object()
+
+
+def _escape(part: str) -> str:
+    return part.replace("~", "~0").replace("/", "~1")
+
+
+def _resolve(document: Mapping[str, Any], node: Any) -> Any:
+    seen = 0
+    while isinstance(node, Mapping) and "$ref" in node:
+        ref = node["$ref"]
+        if not ref.startswith("#/"):
+            raise SpecError(f"external reference {ref} is not supported")
+        target: Any = document
+        for part in ref[2:].split("/"):
+            target = target[part.replace("~1", "/").replace("~0", "~")]
+        node = target
+        seen += 1
+        if seen > 64:
+            raise SpecError(f"reference cycle at {ref}")
+    return node
+
+
+@dataclass(frozen=True)
+class RequestSchema:
+    operation_id: str
+    name: str
+    schema: Mapping[str, Any]
+    fields: Mapping[str, Mapping[str, Any]]
+
+    def default_of(self, field: str) -> Any:
+        return self.fields.get(field, {}).get("default", MISSING)
+
+
+class RequestSchemas:
+    """Request schemas of the patched document's operations, with one shared validator cache."""
+
+    def __init__(self, spec: BuiltSpec) -> None:
+        self.spec = spec
+        self.validators = SchemaCache(document_registry(spec.document))
+        self._cache: dict[str, RequestSchema | None] = {}
+
+    def get(self, operation_id: str) -> RequestSchema | None:
+        """The JSON request schema of an operation, or None if it takes no JSON body."""
+        if operation_id not in self._cache:
+            self._cache[operation_id] = self._build(operation_id)
+        return self._cache[operation_id]
+
+    def _build(self, operation_id: str) -> RequestSchema | None:
+        document = self.spec.document
+        op = self.spec.operation(operation_id)
+        body = op.spec.get("requestBody")
+        pointer = f"/paths/{_escape(op.path)}/{op.method}/requestBody"
+        if isinstance(body, Mapping) and "$ref" in body:
+            pointer = body["$ref"][1:]
+        body = _resolve(document, body)
+        media = (body or {}).get("content", {}).get("application/json")
+        if not media or "schema" not in media:
+            return None
+        schema = media["schema"]
+        name = schema.get("$ref", "").rsplit("/", 1)[-1] or f"{operation_id} request"
+        fields: dict[str, Mapping[str, Any]] = {}
+        self._collect(schema, fields, depth=0)
+        # Validate through the document, so references inside resolve against it.
+        located = {"$ref": f"{DOCUMENT_URI}#{pointer}/content/application~1json/schema"}
+        return RequestSchema(operation_id, name, located, fields)
+
+    def _collect(self, node: Any, fields: dict[str, Mapping[str, Any]], depth: int) -> None:
+        node = _resolve(self.spec.document, node)
+        if not isinstance(node, Mapping) or depth > 16:
+            return
+        for name, prop in (node.get("properties") or {}).items():
+            fields.setdefault(name, _resolve(self.spec.document, prop))
+        for part in node.get("allOf") or []:
+            self._collect(part, fields, depth + 1)
+
+    def first_error(self, request: RequestSchema, body: Any):  # noqa: ANN201 - jsonschema error or None
+        return self.validators.first_error(request.schema, body)

@@ -1,0 +1,207 @@
+"""Serving chat completions, completions and embeddings: registry, policy, pool, backend, response.
+
+Handlers call :func:`serve`; everything between the validated request body and the OpenAI
+response body (or its server-sent events) happens here, the same way for every backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import re
+import struct
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from localai_runtime.backends import Piece
+from localai_runtime.errors import APIError, InvalidRequestError, internal_error, stream_error_event
+from localai_runtime.generation import run_pieces, watch_disconnect
+from localai_runtime.policy import EXTENSIONS, Prepared, prepare
+from localai_runtime.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+CHAT = "createChatCompletion"
+COMPLETION = "createCompletion"
+EMBEDDING = "createEmbedding"
+
+
+class _Output:
+    """cutstrings / trimstrings from ``x-localai-extensions``, applied by the server."""
+
+    def __init__(self, request: Mapping[str, Any]) -> None:
+        extensions = request.get(EXTENSIONS) or {}
+        try:
+            self.cut = [re.compile(p) for p in extensions.get("cutstrings") or []]
+            self.trim = [re.compile(p) for p in extensions.get("trimstrings") or []]
+        except re.error as exc:
+            raise InvalidRequestError(f"Invalid regular expression: {exc}", param=f"{EXTENSIONS}.cutstrings") from exc
+
+    @property
+    def active(self) -> bool:
+        return bool(self.cut or self.trim)
+
+    def apply(self, text: str) -> str:
+        for pattern in self.cut:
+            text = pattern.sub("", text)
+        for pattern in self.trim:
+            text = re.sub(f"^(?:{pattern.pattern})|(?:{pattern.pattern})$", "", text)
+        return text
+
+
+def _usage(prompt: int, completion: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+class _Choices:
+    """Accumulates pieces per choice index."""
+
+    def __init__(self, n: int) -> None:
+        self.text = [""] * n
+        self.finish: list[str | None] = [None] * n
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+
+    def add(self, piece: Piece) -> None:
+        self.text[piece.index] += piece.text
+        if piece.finish_reason is not None:
+            self.finish[piece.index] = piece.finish_reason
+            self.prompt_tokens = max(self.prompt_tokens, piece.prompt_tokens)
+            self.completion_tokens += piece.completion_tokens
+
+
+def _method(instance: Any, operation_id: str) -> Callable[..., Any]:
+    return instance.chat if operation_id == CHAT else instance.complete
+
+
+async def serve(runtime: Runtime, operation_id: str, body: Mapping[str, Any], receive: Callable[[], Any]) -> Response:
+    registration = runtime.registrations.lookup(operation_id, body.get("model"))
+    prepared = prepare(operation_id, body, registration, runtime.schemas)
+    pool = runtime.pool(registration)
+    if operation_id == EMBEDDING:
+        return await _embed(runtime, prepared)
+    if prepared.request.get("stream"):
+        await pool.load()  # a model that cannot load answers 503 before the stream starts
+        return StreamingResponse(
+            _stream(runtime, operation_id, prepared),
+            media_type="text/event-stream",
+            headers={**prepared.headers(), "Cache-Control": "no-cache"},
+        )
+    return await _complete(runtime, operation_id, prepared, receive)
+
+
+def _envelope(operation_id: str, prepared: Prepared) -> dict[str, Any]:
+    prefix, kind = ("chatcmpl", "chat.completion") if operation_id == CHAT else ("cmpl", "text_completion")
+    return {
+        "id": f"{prefix}-{uuid.uuid4().hex}",
+        "object": kind,
+        "created": int(time.time()),
+        "model": prepared.registration.model,
+        "system_fingerprint": f"localai-{prepared.registration.settings.backend}",
+    }
+
+
+async def _complete(runtime: Runtime, operation_id: str, prepared: Prepared, receive: Callable[[], Any]) -> Response:
+    request = prepared.request
+    output = _Output(request)
+    choices = _Choices(int(request.get("n") or 1))
+    stop = threading.Event()
+    async with runtime.pool(prepared.registration).acquire() as instance:
+        watcher = asyncio.create_task(watch_disconnect(receive, stop))
+        try:
+            async for piece in run_pieces(_method(instance, operation_id), request, stop=stop, counter=runtime.generations):
+                choices.add(piece)
+        finally:
+            watcher.cancel()
+    body = _envelope(operation_id, prepared)
+    if operation_id == CHAT:
+        body["choices"] = [
+            {"index": i, "message": {"role": "assistant", "content": output.apply(text), "refusal": None},
+             "finish_reason": choices.finish[i] or "stop", "logprobs": None}
+            for i, text in enumerate(choices.text)
+        ]
+    else:
+        body["choices"] = [
+            {"index": i, "text": output.apply(text), "finish_reason": choices.finish[i] or "stop", "logprobs": None}
+            for i, text in enumerate(choices.text)
+        ]
+    body["usage"] = _usage(choices.prompt_tokens, choices.completion_tokens)
+    return JSONResponse(body, headers=prepared.headers())
+
+
+def _sse(payload: Mapping[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"
+
+
+async def _stream(runtime: Runtime, operation_id: str, prepared: Prepared) -> AsyncIterator[bytes]:
+    request = prepared.request
+    output = _Output(request)
+    envelope = _envelope(operation_id, prepared)
+    envelope["object"] = "chat.completion.chunk" if operation_id == CHAT else "text_completion"
+    include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
+    n = int(request.get("n") or 1)
+    choices = _Choices(n)
+
+    def chunk(index: int, text: str | None, finish: str | None, *, role: bool = False) -> bytes:
+        if operation_id == CHAT:
+            delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
+            choice = {"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}
+        else:
+            choice = {"index": index, "text": text or "", "finish_reason": finish, "logprobs": None}
+        payload = {**envelope, "choices": [choice]}
+        if include_usage:
+            payload["usage"] = None
+        return _sse(payload)
+
+    try:
+        async with runtime.pool(prepared.registration).acquire() as instance:
+            if operation_id == CHAT:
+                for index in range(n):
+                    yield chunk(index, None, None, role=True)
+            async for piece in run_pieces(_method(instance, operation_id), request, counter=runtime.generations):
+                choices.add(piece)
+                if not output.active and piece.text:
+                    yield chunk(piece.index, piece.text, None)
+                if piece.finish_reason is not None:
+                    if output.active:  # cut/trim need the whole text: it arrives in one piece
+                        yield chunk(piece.index, output.apply(choices.text[piece.index]), None)
+                    yield chunk(piece.index, None, piece.finish_reason)
+        if include_usage:
+            yield _sse({**envelope, "choices": [], "usage": _usage(choices.prompt_tokens, choices.completion_tokens)})
+    except APIError as exc:
+        yield stream_error_event(exc)
+    except Exception as exc:  # noqa: BLE001 - after the stream started, errors become an event
+        yield stream_error_event(internal_error(exc))
+    yield b"data: [DONE]\n\n"
+
+
+def _encode(vector: list[float], encoding: str) -> list[float] | str:
+    if encoding == "base64":
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return vector
+
+
+async def _embed(runtime: Runtime, prepared: Prepared) -> Response:
+    request = prepared.request
+    inputs = request["input"]
+    if isinstance(inputs, str) or (isinstance(inputs, list) and inputs and isinstance(inputs[0], int)):
+        inputs = [inputs]
+    if not inputs:
+        raise InvalidRequestError("'input' must not be empty", param="input")
+    async with runtime.pool(prepared.registration).acquire() as instance:
+        vectors, tokens = await asyncio.to_thread(instance.embed, list(inputs))
+    encoding = request.get("encoding_format") or "float"
+    data = [
+        {"object": "embedding", "index": index, "embedding": _encode(list(vector), encoding)}
+        for index, vector in enumerate(vectors)
+    ]
+    body = {"object": "list", "data": data, "model": prepared.registration.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    return JSONResponse(body, headers=prepared.headers())
