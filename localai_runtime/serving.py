@@ -155,10 +155,7 @@ async def _stream(runtime: Runtime, operation_id: str, prepared: Prepared) -> As
             choice = {"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}
         else:
             choice = {"index": index, "text": text or "", "finish_reason": finish, "logprobs": None}
-        payload = {**envelope, "choices": [choice]}
-        if include_usage:
-            payload["usage"] = None
-        return _sse(payload)
+        return _sse({**envelope, "choices": [choice]})
 
     try:
         async with runtime.pool(prepared.registration).acquire() as instance:

@@ -84,3 +84,25 @@ def built_spec() -> BuiltSpec:
 def server(built_spec: BuiltSpec) -> Iterator[LiveServer]:
     with live_server(built_spec) as live:
         yield live
+
+
+class ResponseSchemas:
+    """Validates response bodies and stream chunks against the served document's own schemas."""
+
+    def __init__(self, built: BuiltSpec) -> None:
+        from localai_runtime.schemas import DOCUMENT_URI, SchemaCache, describe, document_registry
+
+        self._uri = DOCUMENT_URI
+        self._describe = describe
+        self._cache = SchemaCache(document_registry(built.document))
+        self._schemas: dict[str, dict] = {}
+
+    def check(self, component: str, body) -> None:
+        schema = self._schemas.setdefault(component, {"$ref": f"{self._uri}#/components/schemas/{component}"})
+        error = self._cache.first_error(schema, body)
+        assert error is None, f"{component}: {self._describe(error)[0]}\n{body}"
+
+
+@pytest.fixture(scope="session")
+def response_schemas(built_spec: BuiltSpec) -> ResponseSchemas:
+    return ResponseSchemas(built_spec)

@@ -265,3 +265,28 @@ def test_an_extension_added_by_a_patch_file_shows_validates_and_reaches_the_adap
         assert raised.value.param == "x-trace-level"
         text = client.completions.create(model="echo", prompt="x", extra_body={"x-trace-level": 4}).choices[0].text
         assert echoed(text)["x-trace-level"] == 4
+
+
+def sse_payloads(text: str) -> list:
+    events = [line[len("data: "):] for line in text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    return [json.loads(event) for event in events[:-1]]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_bodies_and_chunks_conform_to_the_spec(echo_server, response_schemas, stream):
+    with echo_server.http() as http:
+        chat = http.post("/v1/chat/completions", json={
+            "model": "echo", "messages": MESSAGES, "stream": stream, "n": 1,
+            **({"stream_options": {"include_usage": True}} if stream else {})})
+        completion = http.post("/v1/completions", json={"model": "echo", "prompt": "x", "stream": stream})
+        embedding = http.post("/v1/embeddings", json={"model": "echo", "input": ["a", "b"]})
+    if stream:
+        for chunk in sse_payloads(chat.text):
+            response_schemas.check("CreateChatCompletionStreamResponse", chunk)
+        for chunk in sse_payloads(completion.text):
+            response_schemas.check("CreateCompletionStreamResponse", chunk)
+    else:
+        response_schemas.check("CreateChatCompletionResponse", chat.json())
+        response_schemas.check("CreateCompletionResponse", completion.json())
+    response_schemas.check("CreateEmbeddingResponse", embedding.json())
