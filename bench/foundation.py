@@ -132,12 +132,12 @@ def main() -> None:
 
     logging.disable(logging.WARNING)
     from localai_runtime import Settings, create_app
-    from localai_runtime.runtime import Runtime
 
-    settings = Settings(handler_packages=("_bench_handlers", "handlers"))
+    settings = Settings(handler_packages=("_bench_handlers", "handlers"), configs_dir=None)
     app = create_app(settings)
+    app.runtime.schemas.validators.warm()
     global app_runtime
-    app_runtime = Runtime(settings=settings, spec=None)  # handlers here do not use it
+    app_runtime = app.runtime
     chat_ms, chat_status = asyncio.run(per_request_ms(app, "/v1/chat/completions", CHAT_BODY, args.requests))
     stub_ms, stub_status = asyncio.run(per_request_ms(app, "/v1/images/generations", b'{"prompt": "x"}', args.requests))
     print(f"routing + 3.1 validation + handler, POST /v1/chat/completions: {chat_ms:.3f} ms/request (status {chat_status})")

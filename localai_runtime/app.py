@@ -8,7 +8,6 @@ module globals.
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import json
 import logging
@@ -36,7 +35,6 @@ from localai_runtime.backends import BackendRegistry
 from localai_runtime.registrations import load_registrations
 from localai_runtime.request_fields import RequestSchemas
 from localai_runtime.runtime import Runtime
-from localai_runtime.schemas import SchemaCache
 from localai_runtime.settings import Settings
 from localai_runtime.spec_pipeline import BuiltSpec, build_spec
 
@@ -141,15 +139,16 @@ def create_app(
         lifespan=lifespan,
         middlewares=_middlewares(settings, built, set(handlers)),
         resolver=routing.resolver(built.operations, handlers),
-        validator_map=openapi31.validator_map(SchemaCache()),
+        validator_map=openapi31.validator_map(schemas),
         uri_parser_class=openapi31.OpenAPI31URIParser,
         swagger_ui_options=SwaggerUIOptions(swagger_ui_path="/ui"),
     )
     app.runtime = runtime
     for exception in (errors.APIError, ProblemException, HTTPException, Exception):
         app.add_error_handler(exception, _error_handler)
-    # connexion mutates the document it is given (servers, defaults): give it its own copy.
-    app.add_specification(openapi31.OpenAPI31Specification(copy.deepcopy(built.document)))
+    # connexion replaces top-level keys of the document it is given (servers, components):
+    # a shallow copy keeps ours intact; it resolves references on a deep copy of its own.
+    app.add_specification(openapi31.OpenAPI31Specification(dict(built.document)))
     document_json = json.dumps(built.document).encode()
 
     async def openapi_v1(_request: Any) -> Response:

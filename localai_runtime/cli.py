@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="load and validate everything, then exit")
     _common(check)
+
+    demo = commands.add_parser("demo-model", help="write the built-in tiny random-weight GGUF model")
+    demo.add_argument("path", type=Path, help="file to write (.gguf)")
+    demo.add_argument("--size", choices=["tiny", "bench"], default="tiny",
+                      help="tiny: 64-dim, 2 layers (default); bench: 512-dim, 8 layers, for benchmarks")
+    demo.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 
 
@@ -108,6 +114,13 @@ def _check(settings: Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "demo-model":
+        from localai_runtime import demo_model
+
+        spec = demo_model.BENCH_SPEC if args.size == "bench" else demo_model.DemoModelSpec()
+        path = demo_model.write_demo_model(args.path, spec)
+        print(f"wrote {path} ({path.stat().st_size} bytes, {spec.dim}-dim, {spec.n_layers} layers)")
+        return 0
     settings = _settings(args)
     try:
         if args.command == "serve":

@@ -26,13 +26,11 @@ from connexion.uri_parsing import OpenAPIURIParser
 from connexion.validators import VALIDATOR_MAP, JSONRequestBodyValidator, ParameterValidator
 
 from localai_runtime.errors import InvalidRequestError
+from localai_runtime.middleware import operation_id
+from localai_runtime.request_fields import RequestSchemas
 from localai_runtime.schemas import SchemaCache, describe
 
 logger = logging.getLogger(__name__)
-
-BODY_KEY = "localai.body"
-"""Scope key under which the body validator leaves the parsed JSON body for the handlers."""
-
 
 class OpenAPI31Specification(OpenAPISpecification):
     def __init__(self, raw_spec: dict[str, Any], *, base_uri: str = "") -> None:
@@ -74,10 +72,17 @@ class OpenAPI31URIParser(OpenAPIURIParser):
         return schemas
 
 
-def validator_map(cache: SchemaCache) -> dict[str, Any]:
-    """The ``validator_map`` for connexion's ``add_api``, sharing one validator cache."""
+def validator_map(requests: RequestSchemas) -> dict[str, Any]:
+    """The ``validator_map`` for connexion's ``add_api``.
+
+    Bodies are validated through the document (:class:`RequestSchemas`), so that the compiled
+    validator of :mod:`localai_runtime.schemas` serves them; parameters, whose schemas are small,
+    use connexion's resolved copies.
+    """
+    cache = SchemaCache()
 
     class BodyValidator(JSONRequestBodyValidator):
+        _request = None
         async def _parse(self, stream, scope):  # noqa: ANN001, ANN202 - connexion's signature
             raw = b"".join([chunk async for chunk in stream])
             if not raw.strip():
@@ -90,13 +95,17 @@ def validator_map(cache: SchemaCache) -> dict[str, Any]:
                 ) from exc
             except ValueError as exc:
                 raise InvalidRequestError(f"The request body is not valid JSON: {exc}") from exc
-            scope.setdefault("extensions", {})[BODY_KEY] = body
+            op_id = operation_id(scope)
+            self._request = requests.get(op_id) if op_id in requests.spec.operations else None
             return body
 
         def _validate(self, body: Any) -> None:
             if body is None:
                 raise InvalidRequestError("The request body is missing; this operation needs a JSON body")
-            error = cache.first_error(self._schema, body)
+            if self._request is not None:
+                error = requests.first_error(self._request, body)
+            else:
+                error = cache.first_error(self._schema, body)
             if error is not None:
                 message, param = describe(error)
                 raise InvalidRequestError(message, param=param)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from localai_runtime.errors import SpecError
-from localai_runtime.schemas import DOCUMENT_URI, SchemaCache, document_registry
+from localai_runtime.schemas import SchemaCache, document_ref
 from localai_runtime.spec_pipeline import BuiltSpec
 
 MISSING = object()
@@ -54,7 +54,7 @@ class RequestSchemas:
 
     def __init__(self, spec: BuiltSpec) -> None:
         self.spec = spec
-        self.validators = SchemaCache(document_registry(spec.document))
+        self.validators = SchemaCache(spec.document)
         self._cache: dict[str, RequestSchema | None] = {}
 
     def get(self, operation_id: str) -> RequestSchema | None:
@@ -79,7 +79,7 @@ class RequestSchemas:
         fields: dict[str, Mapping[str, Any]] = {}
         self._collect(schema, fields, depth=0)
         # Validate through the document, so references inside resolve against it.
-        located = {"$ref": f"{DOCUMENT_URI}#{pointer}/content/application~1json/schema"}
+        located = document_ref(f"{pointer}/content/application~1json/schema")
         return RequestSchema(operation_id, name, located, fields)
 
     def _collect(self, node: Any, fields: dict[str, Mapping[str, Any]], depth: int) -> None:

@@ -7,6 +7,7 @@ nothing lives in module globals.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -45,6 +46,7 @@ class Runtime:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Runtime]:
+        warming = asyncio.create_task(asyncio.to_thread(self.schemas.validators.warm))
         for registration in self.registrations.all:
             if registration.settings.get("preload") and not registration.problem:
                 try:
@@ -57,6 +59,7 @@ class Runtime:
             yield self
         finally:
             self.ready = False
+            await warming
             for pool in self._pools.values():
                 pool.close()
 

@@ -10,9 +10,11 @@ No connexion import: the connexion glue and the registration checks both use thi
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from typing import Any
 
+import jsonschema_rs
 from jsonschema import Draft202012Validator, ValidationError
 from jsonschema.exceptions import best_match
 from jsonschema.validators import extend
@@ -42,18 +44,52 @@ OpenAPI31Validator = extend(
 DOCUMENT_URI = "urn:localai-runtime:openapi"
 
 
+def document_ref(pointer: str) -> dict[str, str]:
+    """A schema that validates through the document at ``pointer`` (a JSON Pointer)."""
+    return {"$ref": f"{DOCUMENT_URI}#{pointer}"}
+
+
 def document_registry(document: dict[str, Any]) -> Registry:
-    """A registry holding ``document`` at :data:`DOCUMENT_URI`: validate ``{"$ref":
-    DOCUMENT_URI + "#/pointer"}`` and references inside resolve against the document."""
+    """A registry holding ``document`` at :data:`DOCUMENT_URI`, for :func:`document_ref` schemas."""
     return Registry().with_resource(DOCUMENT_URI, Resource(contents=document, specification=DRAFT202012))
 
 
-class SchemaCache:
-    """One validator per schema object, built on first use."""
+def without_nullable(node: Any) -> Any:
+    """A copy in which the 3.0 ``nullable: true`` is spelled the 2020-12 way (``null`` allowed)."""
+    if isinstance(node, list):
+        return [without_nullable(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: without_nullable(value) for key, value in node.items()}
+    if out.pop("nullable", None) is True:
+        kind = out.get("type")
+        if isinstance(kind, str):
+            out["type"] = [kind, "null"]
+        elif isinstance(kind, list) and "null" not in kind:
+            out["type"] = [*kind, "null"]
+        if isinstance(out.get("enum"), list) and None not in out["enum"]:
+            out["enum"] = [*out["enum"], None]
+        if "const" in out:
+            out["enum"] = [out.pop("const"), None]
+    return out
 
-    def __init__(self, registry: Registry | None = None) -> None:
-        self._registry = registry or Registry()
+
+class SchemaCache:
+    """Validators built on first use, one per schema object.
+
+    With a ``document``, schemas of the form ``document_ref(pointer)`` also get a compiled
+    ``jsonschema-rs`` validator (Rust, about a microsecond for a chat request instead of about
+    half a millisecond): a valid instance is accepted on its word; for an invalid one the
+    Python validator, the reference, finds and describes the error.
+    """
+
+    def __init__(self, document: dict[str, Any] | None = None) -> None:
+        self._document = document
+        self._registry = document_registry(document) if document is not None else Registry()
         self._validators: dict[int, tuple[Any, Any]] = {}
+        self._fast: dict[str, Any] = {}
+        self._fast_registry: Any = None
+        self._fast_lock = threading.Lock()
 
     def validator(self, schema: dict[str, Any]) -> Any:
         entry = self._validators.get(id(schema))
@@ -62,7 +98,27 @@ class SchemaCache:
             self._validators[id(schema)] = entry
         return entry[1]
 
+    def warm(self) -> None:
+        """Build the compiled registry now (it takes a copy of the document)."""
+        if self._document is not None and self._fast_registry is None:
+            with self._fast_lock:
+                if self._fast_registry is None:
+                    self._fast_registry = jsonschema_rs.Registry([(DOCUMENT_URI, without_nullable(self._document))])
+
+    def _fast_validator(self, schema: dict[str, Any]) -> Any:
+        ref = schema.get("$ref") if len(schema) == 1 else None
+        if self._document is None or not isinstance(ref, str) or not ref.startswith(DOCUMENT_URI):
+            return None
+        validator = self._fast.get(ref)
+        if validator is None:
+            self.warm()
+            validator = self._fast[ref] = jsonschema_rs.Draft202012Validator({"$ref": ref}, registry=self._fast_registry)
+        return validator
+
     def first_error(self, schema: dict[str, Any], instance: Any) -> ValidationError | None:
+        fast = self._fast_validator(schema)
+        if fast is not None and fast.is_valid(instance):
+            return None
         return best_match(self.validator(schema).iter_errors(instance))
 
 

@@ -90,15 +90,15 @@ class ResponseSchemas:
     """Validates response bodies and stream chunks against the served document's own schemas."""
 
     def __init__(self, built: BuiltSpec) -> None:
-        from localai_runtime.schemas import DOCUMENT_URI, SchemaCache, describe, document_registry
+        from localai_runtime.schemas import SchemaCache, describe, document_ref
 
-        self._uri = DOCUMENT_URI
+        self._ref = document_ref
         self._describe = describe
-        self._cache = SchemaCache(document_registry(built.document))
+        self._cache = SchemaCache(built.document)
         self._schemas: dict[str, dict] = {}
 
     def check(self, component: str, body) -> None:
-        schema = self._schemas.setdefault(component, {"$ref": f"{self._uri}#/components/schemas/{component}"})
+        schema = self._schemas.setdefault(component, self._ref(f"/components/schemas/{component}"))
         error = self._cache.first_error(schema, body)
         assert error is None, f"{component}: {self._describe(error)[0]}\n{body}"
 

@@ -68,3 +68,11 @@ def test_serve_starts_on_loopback_and_answers():
     # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status tells why it stopped
     assert process.returncode in (0, -15), output
     assert "Traceback" not in output
+
+
+def test_demo_model_writes_a_deterministic_gguf(tmp_path):
+    first, second = tmp_path / "a.gguf", tmp_path / "b.gguf"
+    assert run("demo-model", str(first)).returncode == 0
+    assert run("demo-model", str(second)).returncode == 0
+    assert first.read_bytes() == second.read_bytes()
+    assert first.read_bytes()[:4] == b"GGUF"
