@@ -1,0 +1,367 @@
+"""The ``gpt4all`` backend: GGUF models through the gpt4all 2.8 bindings.
+
+gpt4all's ``generate`` tokenizes prompts without special tokens and ignores the GGUF chat
+template, so this adapter renders chat messages itself (the registration's ``template``, else
+the GGUF's ``tokenizer.chat_template``, else ChatML) and calls ``llmodel_prompt`` of
+``gpt4all._pyllmodel`` directly, as ``GPT4All.generate`` does, with special-token parsing on
+and context shifting off. Its callbacks give the exact prompt and completion token counts,
+the raw bytes of each token (decoded here with an incremental UTF-8 decoder) and a way to stop.
+Generation runs on a helper thread, as in gpt4all's own streaming, feeding a queue.
+
+gpt4all has no seed, stop sequences, logprobs or grammars; ``stop`` is implemented here by
+watching the text. Its C++ core also ends a reply at "### Human", "### Assistant" and similar
+markers; that cannot be switched off. It embeds only with bert / nomic-bert models.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import logging
+import queue
+import threading
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import gguf
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from gpt4all import GPT4All
+from gpt4all import _pyllmodel
+from localai_runtime.backends.abstract import LocalSettings, Piece, ShouldStop
+from localai_runtime.errors import (
+    ContextLengthExceededError,
+    InvalidRequestError,
+    NotImplementedAPIError,
+    UnsupportedParameterError,
+)
+
+__all__ = ["GPT4AllBackend", "GPT4AllInstance", "HONOURED_EXTENSIONS", "render_chat"]
+
+logger = logging.getLogger(__name__)
+
+#: Keys of ``x-localai-extensions`` this backend applies (the server rejects the others).
+HONOURED_EXTENSIONS = frozenset({"top_k", "min_p", "repeat_penalty", "repeat_last_n"})
+
+_SAMPLING = frozenset({"model", "max_tokens", "stop", "temperature", "top_p", "n", "stream", "stream_options"}) | {
+    f"x-localai-extensions.{key}" for key in HONOURED_EXTENSIONS}
+
+#: operationId -> request fields honoured; extension keys appear as ``x-localai-extensions.<key>``.
+HONOURED: Mapping[str, frozenset[str]] = {
+    "createChatCompletion": _SAMPLING | {"messages", "max_completion_tokens"},
+    "createCompletion": _SAMPLING | {"prompt"},
+    "createEmbedding": frozenset({"model", "input", "encoding_format"}),  # bert/nomic-bert models only
+}
+
+SETTINGS_SCHEMA: Mapping[str, Any] = {
+    "type": "object",
+    "properties": {
+        "n_batch": {"type": "integer", "minimum": 1, "maximum": 128,
+                    "description": "Prompt tokens evaluated per batch (gpt4all caps it at 128)."},
+    },
+}
+
+DEFAULT_CONTEXT_SIZE = 2048
+EMBEDDING_ARCHITECTURES = frozenset({"bert", "nomic-bert"})
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+_ROLE_ALIASES = {"developer": "system"}
+_TEXT_PARTS = {"text": "text", "refusal": "refusal"}
+_POLL_S = 0.05
+
+
+def compile_template(template: str) -> jinja2.Template:
+    """A chat template compiled the way Hugging Face and llama.cpp render them."""
+    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                                extensions=["jinja2.ext.loopcontrols"])
+
+    def raise_exception(message: str) -> None:
+        raise ValueError(message)
+
+    environment.globals["raise_exception"] = raise_exception
+    return environment.from_string(template)
+
+
+def render_chat(template: jinja2.Template, messages: Sequence[Mapping[str, Any]], *,
+                bos_token: str = "", eos_token: str = "") -> str:
+    """The prompt for ``messages``; gpt4all adds BOS itself, so ``bos_token`` stays empty."""
+    try:
+        return template.render(messages=_plain_messages(messages), bos_token=bos_token, eos_token=eos_token,
+                               add_generation_prompt=True)
+    except (ValueError, jinja2.TemplateError) as exc:
+        raise InvalidRequestError(f"the chat template cannot render these messages: {exc}",
+                                  param="messages") from exc
+
+
+def _metadata(path: Path) -> dict[str, Any]:
+    """Architecture, chat template and EOS text of a GGUF file (no tensors read)."""
+    reader = gguf.GGUFReader(path)
+    fields = reader.fields
+
+    def value(key: str) -> Any:
+        return fields[key].contents() if key in fields else None
+
+    eos = value("tokenizer.ggml.eos_token_id")
+    tokens = fields.get("tokenizer.ggml.tokens")
+    return {
+        "architecture": value("general.architecture"),
+        "chat_template": value("tokenizer.chat_template"),
+        "eos_token": tokens.contents(eos) if tokens is not None and eos is not None else "",
+    }
+
+
+class GPT4AllBackend:
+    name = "gpt4all"
+    settings_schema = SETTINGS_SCHEMA
+    honoured = HONOURED
+
+    def check(self, settings: LocalSettings, operations: frozenset[str]) -> list[str]:
+        path = settings.model_file
+        if path is None or not path.is_file():
+            return [f"model file not found: {path}"]
+        problems = []
+        if settings.get("template") is not None:
+            try:
+                compile_template(settings.get("template"))
+            except jinja2.TemplateError as exc:
+                problems.append(f"template is not a valid Jinja template: {exc}")
+        try:
+            architecture = _metadata(path)["architecture"]
+        except Exception as exc:  # gguf raises assorted errors for damaged files
+            return [*problems, f"cannot read the GGUF metadata of {path}: {exc}"]
+        embeds = architecture in EMBEDDING_ARCHITECTURES
+        if "createEmbedding" in operations and not embeds:
+            problems.append("gpt4all cannot embed with this model (only bert/nomic-bert embedding models)")
+        if operations & {"createChatCompletion", "createCompletion"} and embeds:
+            problems.append(f"gpt4all cannot generate text with a {architecture} embedding model")
+        return problems
+
+    def load(self, settings: LocalSettings) -> GPT4AllInstance:
+        return GPT4AllInstance(settings)
+
+
+class GPT4AllInstance:
+    def __init__(self, settings: LocalSettings) -> None:
+        path = settings.model_file
+        if path is None or not path.is_file():
+            raise RuntimeError(f"gpt4all: model file not found: {path}")
+        self._n_ctx = settings.get("context_size", DEFAULT_CONTEXT_SIZE)
+        self._n_batch = settings.get("n_batch", 128)
+        try:
+            self._model = GPT4All(model_name=path.name, model_path=path.parent, allow_download=False, device="cpu",
+                                  n_threads=settings.get("threads"), n_ctx=self._n_ctx, verbose=False)
+        except Exception as exc:  # gpt4all raises a bare Exception("Model not loaded") with n_threads set
+            raise RuntimeError(f"gpt4all could not load the model file {path}: {exc}") from exc
+        self._handle = self._model.model.model
+        try:
+            if not _pyllmodel.llmodel.llmodel_isModelLoaded(self._handle):  # e.g. a truncated file
+                raise RuntimeError(f"gpt4all could not load the model file {path}")
+            meta = _metadata(path)
+        except Exception as exc:  # gguf raises assorted errors for damaged files
+            self._model.close()
+            if isinstance(exc, RuntimeError):
+                raise
+            raise RuntimeError(f"gpt4all cannot read the GGUF metadata of {path}: {exc}") from exc
+        self._embeds = meta["architecture"] in EMBEDDING_ARCHITECTURES
+        self._eos_token = meta["eos_token"]
+        try:
+            self._template = compile_template(settings.get("template") or meta["chat_template"] or CHATML_TEMPLATE)
+        except jinja2.TemplateError as exc:
+            self._model.close()
+            raise RuntimeError(f"gpt4all: the chat template for {path} is not valid Jinja: {exc}") from exc
+
+    def close(self) -> None:
+        self._model.close()
+
+    def tokenize(self, text: str) -> list[int]:
+        """Tokens of ``text`` as a completion prompt, with BOS; gpt4all only tokenizes by evaluating."""
+        ids, error = self._prompt(text, {"n_predict": 0}, lambda _data: True, threading.Event())
+        if error is not None:
+            raise self._error(error, "input")
+        return ids
+
+    def embed(self, inputs: list[str] | list[list[int]]) -> tuple[list[list[float]], int]:
+        if not self._embeds:
+            raise NotImplementedAPIError("gpt4all cannot embed with this model (only bert/nomic-bert embedding models)")
+        if not all(isinstance(item, str) for item in inputs):
+            raise UnsupportedParameterError("gpt4all embeds text only, not token ids", param="input")
+        result = self._model.embed(list(inputs), return_dict=True)
+        return result["embeddings"], result["n_prompt_tokens"]
+
+    def chat(self, request: Mapping[str, Any], should_stop: ShouldStop) -> Iterator[Piece]:
+        prompt = render_chat(self._template, request["messages"], eos_token=self._eos_token)
+        max_tokens = _value(request, "max_completion_tokens", _value(request, "max_tokens"))
+        return self._run([prompt], request, max_tokens, "messages", should_stop)
+
+    def complete(self, request: Mapping[str, Any], should_stop: ShouldStop) -> Iterator[Piece]:
+        prompt = request["prompt"]
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise UnsupportedParameterError("gpt4all takes text prompts only, not token ids", param="prompt")
+        return self._run(prompts, request, _value(request, "max_tokens", 16), "prompt", should_stop)
+
+    def _run(self, prompts: list[str], request: Mapping[str, Any], max_tokens: int | None, param: str,
+             should_stop: ShouldStop) -> Iterator[Piece]:
+        """Sequential choices (``n``, then each prompt of a list), indexed prompt-major."""
+        ext = request.get("x-localai-extensions") or {}
+        stop = _value(request, "stop", [])
+        stop = [stop] if isinstance(stop, str) else list(stop)
+        options = {
+            "n_predict": self._n_ctx if max_tokens is None else max_tokens,
+            "temp": _value(request, "temperature", 1.0),
+            "top_p": _value(request, "top_p", 1.0),
+            "top_k": ext.get("top_k", 0),
+            "min_p": ext.get("min_p", 0.0),
+            "repeat_penalty": ext.get("repeat_penalty", 1.0),
+            "repeat_last_n": ext.get("repeat_last_n", 64),
+        }
+        n = _value(request, "n", 1)
+        for p, prompt in enumerate(prompts):
+            for i in range(n):
+                if should_stop() or (yield from self._choice(prompt, p * n + i, options, stop, param, should_stop)):
+                    return
+
+    def _choice(self, prompt: str, index: int, options: dict[str, Any], stop: list[str], param: str,
+                should_stop: ShouldStop) -> Generator[Piece, None, bool]:
+        """One choice, streamed from a helper thread; returns True when ``should_stop`` ended it."""
+        pieces: queue.Queue[tuple[str, Any]] = queue.Queue()
+        text = _TextStream(stop)
+        count = 0
+        cancel = threading.Event()
+
+        def on_token(data: bytes) -> bool:
+            nonlocal count
+            count += 1
+            if out := text.feed(data):
+                pieces.put(("text", out))
+            return not text.stopped
+
+        def work() -> None:
+            try:
+                pieces.put(("done", self._prompt(prompt, options, on_token, cancel)))
+            except BaseException as exc:  # re-raised in the consuming thread
+                pieces.put(("raised", exc))
+
+        thread = threading.Thread(target=work, name="gpt4all-generate", daemon=True)
+        thread.start()
+        try:
+            while True:
+                try:
+                    kind, value = pieces.get(timeout=_POLL_S)
+                except queue.Empty:
+                    kind, value = "idle", None
+                if kind == "text":
+                    yield Piece(value, index)
+                elif kind == "raised":
+                    raise value
+                elif kind == "done":
+                    break
+                if should_stop():
+                    return True
+        finally:
+            cancel.set()
+            thread.join()
+        prompt_ids, error = value
+        if error is not None:
+            raise self._error(error, param)
+        length = count >= options["n_predict"] or len(prompt_ids) + count >= self._n_ctx - 1
+        yield Piece(text.finish(), index, finish_reason="length" if length and not text.stopped else "stop",
+                    prompt_tokens=len(prompt_ids), completion_tokens=count)
+        return False
+
+    def _error(self, error: str, param: str) -> Exception:
+        """The exception for an error gpt4all reported through its response callback."""
+        if "context window" in error or "too long" in error:  # it does not say how many tokens
+            return ContextLengthExceededError(
+                f"This model's maximum context length is {self._n_ctx} tokens and gpt4all needs the {param} "
+                f"to fit in {self._n_ctx - 4} tokens; your {param} is longer. Please reduce its length.",
+                param=param)
+        return RuntimeError(f"gpt4all: {error}")
+
+    def _prompt(self, prompt: str, options: dict[str, Any], on_token: Any,
+                cancel: threading.Event) -> tuple[list[int], str | None]:
+        """Run ``llmodel_prompt`` (blocking); returns the prompt's token ids and gpt4all's error, if any."""
+        prompt_ids: list[int] = []
+        errors: list[str] = []
+
+        def on_prompt(token_id: int) -> bool:
+            prompt_ids.append(token_id)
+            return not cancel.is_set()
+
+        def on_response(token_id: int, data: bytes) -> bool:
+            if token_id < 0:
+                errors.append(data.decode("utf-8", "replace"))
+                return False
+            return on_token(data) and not cancel.is_set()
+
+        context = _pyllmodel.LLModelPromptContext(
+            n_predict=options["n_predict"], top_k=options.get("top_k", 0), top_p=options.get("top_p", 1.0),
+            min_p=options.get("min_p", 0.0), temp=options.get("temp", 0.0), n_batch=self._n_batch,
+            repeat_penalty=options.get("repeat_penalty", 1.0), repeat_last_n=options.get("repeat_last_n", 64),
+            context_erase=0.75,
+        )
+        _pyllmodel.llmodel.llmodel_prompt(
+            self._handle, prompt.encode("utf-8"), b"%1%2",  # "%1%2": no text around the prompt
+            _pyllmodel.PromptCallback(on_prompt), _pyllmodel.ResponseCallback(on_response),
+            False, ctypes.byref(context), True, ctypes.c_char_p(),  # no context shift; parse special tokens
+        )
+        return prompt_ids, errors[0] if errors else None
+
+
+class _TextStream:
+    """Token bytes in, text out: holds back incomplete UTF-8 characters and any tail that may
+    begin a stop sequence; invalid bytes become U+FFFD, a character cut at the end is dropped."""
+
+    def __init__(self, stop: Sequence[str]) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._stop = [s for s in stop if s]
+        self._held = ""
+        self.stopped = False
+
+    def feed(self, data: bytes) -> str:
+        held = self._held + self._decoder.decode(data)
+        cuts = [i for i in (held.find(s) for s in self._stop) if i >= 0]
+        if cuts:
+            self.stopped, self._held = True, ""
+            return held[:min(cuts)]
+        keep = max((k for s in self._stop for k in range(min(len(s) - 1, len(held)), 0, -1)
+                    if held.endswith(s[:k])), default=0)
+        self._held = held[len(held) - keep:]
+        return held[:len(held) - keep]
+
+    def finish(self) -> str:
+        held, self._held = self._held, ""
+        return "" if self.stopped else held
+
+
+def _value(request: Mapping[str, Any], key: str, default: Any = None) -> Any:
+    """``request[key]``, with JSON null meaning "not given"."""
+    value = request.get(key)
+    return default if value is None else value
+
+
+def _plain_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Messages with string contents (text parts joined) and roles chat templates know."""
+    plain = []
+    for i, message in enumerate(messages):
+        message = dict(message)
+        message["role"] = _ROLE_ALIASES.get(message.get("role"), message.get("role"))
+        content = message.get("content")
+        if isinstance(content, list):
+            texts = []
+            for part in content:
+                key = _TEXT_PARTS.get(part.get("type"))
+                if key is None:
+                    raise UnsupportedParameterError(
+                        f"content parts of type {part.get('type')!r} are not supported by this model",
+                        param=f"messages[{i}].content")
+                texts.append(part.get(key) or "")
+            content = "".join(texts)
+        message["content"] = content or ""
+        plain.append(message)
+    return plain
