@@ -33,7 +33,9 @@ EXTENSIONS = "x-localai-extensions"
 METADATA_FIELDS = frozenset({"user", "metadata", "store", "safety_identifier", "prompt_cache_key", "prompt_cache_retention"})
 """Fields that describe a request rather than shape its output: accepted, not passed on."""
 
-SERVER_FIELDS = frozenset({"model", "stream", "stream_options", f"{EXTENSIONS}.cutstrings", f"{EXTENSIONS}.trimstrings"})
+SERVER_FIELDS = frozenset({
+    "model", "stream", "stream_options", "encoding_format", f"{EXTENSIONS}.cutstrings", f"{EXTENSIONS}.trimstrings",
+})
 """Fields the server itself honours, whatever the backend."""
 
 DROPPED_HEADER = "x-localai-dropped-fields"

@@ -60,21 +60,54 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
+def chat_logprobs(entries: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    """Chat's logprobs object from the backend's per-token entries (token, logprob, bytes, top_logprobs)."""
+    return None if entries is None else {"content": entries, "refusal": None}
+
+
+def completion_logprobs(entries: list[dict[str, Any]] | None, offset: int = 0) -> dict[str, Any] | None:
+    """The legacy completions logprobs object from the same per-token entries."""
+    if entries is None:
+        return None
+    offsets, position = [], offset
+    for entry in entries:
+        offsets.append(position)
+        position += len(entry["token"])
+    return {
+        "tokens": [e["token"] for e in entries],
+        "token_logprobs": [e["logprob"] for e in entries],
+        "top_logprobs": [{t["token"]: t["logprob"] for t in e.get("top_logprobs") or []} for e in entries],
+        "text_offset": offsets,
+    }
+
+
 class _Choices:
-    """Accumulates pieces per choice index."""
+    """Accumulates pieces per choice index.
+
+    Choices ``i * n`` are the first of each prompt (a completion may have several prompts,
+    each with ``n`` choices): their prompt tokens add up to the request's.
+    """
 
     def __init__(self, n: int) -> None:
-        self.text = [""] * n
-        self.finish: list[str | None] = [None] * n
+        self.n = n
+        self.text: dict[int, str] = {}
+        self.finish: dict[int, str] = {}
+        self.logprobs: dict[int, list[dict[str, Any]]] = {}
         self.prompt_tokens = 0
         self.completion_tokens = 0
 
     def add(self, piece: Piece) -> None:
-        self.text[piece.index] += piece.text
+        self.text[piece.index] = self.text.get(piece.index, "") + piece.text
+        if piece.logprobs is not None:
+            self.logprobs.setdefault(piece.index, []).extend(piece.logprobs)
         if piece.finish_reason is not None:
             self.finish[piece.index] = piece.finish_reason
-            self.prompt_tokens = max(self.prompt_tokens, piece.prompt_tokens)
+            if piece.index % self.n == 0:
+                self.prompt_tokens += piece.prompt_tokens
             self.completion_tokens += piece.completion_tokens
+
+    def indices(self) -> list[int]:
+        return sorted(self.text)
 
 
 def _method(instance: Any, operation_id: str) -> Callable[..., Any]:
@@ -123,14 +156,15 @@ async def _complete(runtime: Runtime, operation_id: str, prepared: Prepared, rec
     body = _envelope(operation_id, prepared)
     if operation_id == CHAT:
         body["choices"] = [
-            {"index": i, "message": {"role": "assistant", "content": output.apply(text), "refusal": None},
-             "finish_reason": choices.finish[i] or "stop", "logprobs": None}
-            for i, text in enumerate(choices.text)
+            {"index": i, "message": {"role": "assistant", "content": output.apply(choices.text[i]), "refusal": None},
+             "finish_reason": choices.finish.get(i, "stop"), "logprobs": chat_logprobs(choices.logprobs.get(i))}
+            for i in choices.indices()
         ]
     else:
         body["choices"] = [
-            {"index": i, "text": output.apply(text), "finish_reason": choices.finish[i] or "stop", "logprobs": None}
-            for i, text in enumerate(choices.text)
+            {"index": i, "text": output.apply(choices.text[i]), "finish_reason": choices.finish.get(i, "stop"),
+             "logprobs": completion_logprobs(choices.logprobs.get(i))}
+            for i in choices.indices()
         ]
     body["usage"] = _usage(choices.prompt_tokens, choices.completion_tokens)
     return JSONResponse(body, headers=prepared.headers())
@@ -149,12 +183,14 @@ async def _stream(runtime: Runtime, operation_id: str, prepared: Prepared) -> As
     n = int(request.get("n") or 1)
     choices = _Choices(n)
 
-    def chunk(index: int, text: str | None, finish: str | None, *, role: bool = False) -> bytes:
+    def chunk(index: int, text: str | None, finish: str | None, *, role: bool = False, logprobs=None) -> bytes:
         if operation_id == CHAT:
             delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
-            choice = {"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}
+            choice = {"index": index, "delta": delta, "finish_reason": finish, "logprobs": chat_logprobs(logprobs)}
         else:
-            choice = {"index": index, "text": text or "", "finish_reason": finish, "logprobs": None}
+            offset = len(choices.text.get(index, "")) - len(text or "")
+            choice = {"index": index, "text": text or "", "finish_reason": finish,
+                      "logprobs": completion_logprobs(logprobs, offset)}
         return _sse({**envelope, "choices": [choice]})
 
     try:
@@ -164,11 +200,12 @@ async def _stream(runtime: Runtime, operation_id: str, prepared: Prepared) -> As
                     yield chunk(index, None, None, role=True)
             async for piece in run_pieces(_method(instance, operation_id), request, counter=runtime.generations):
                 choices.add(piece)
-                if not output.active and piece.text:
-                    yield chunk(piece.index, piece.text, None)
+                if not output.active and (piece.text or piece.logprobs):
+                    yield chunk(piece.index, piece.text, None, logprobs=piece.logprobs)
                 if piece.finish_reason is not None:
                     if output.active:  # cut/trim need the whole text: it arrives in one piece
-                        yield chunk(piece.index, output.apply(choices.text[piece.index]), None)
+                        yield chunk(piece.index, output.apply(choices.text[piece.index]), None,
+                                    logprobs=choices.logprobs.get(piece.index))
                     yield chunk(piece.index, None, piece.finish_reason)
         if include_usage:
             yield _sse({**envelope, "choices": [], "usage": _usage(choices.prompt_tokens, choices.completion_tokens)})

@@ -12,7 +12,12 @@ import importlib.metadata
 import logging
 from collections.abc import Callable
 
-from localai_runtime.backends.abstract import Backend, LocalSettings, ModelInstance, Piece
+from localai_runtime.backends.abstract import (
+    Backend,
+    LocalSettings,
+    ModelInstance,
+    Piece,
+)
 from localai_runtime.errors import SpecError
 
 __all__ = ["Backend", "BackendRegistry", "LocalSettings", "ModelInstance", "Piece"]

@@ -15,7 +15,6 @@ markers; that cannot be switched off. It embeds only with bert / nomic-bert mode
 
 from __future__ import annotations
 
-import codecs
 import ctypes
 import logging
 import queue
@@ -26,10 +25,15 @@ from typing import Any
 
 import gguf
 import jinja2
+from gpt4all import GPT4All, _pyllmodel
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from gpt4all import GPT4All
-from gpt4all import _pyllmodel
+from localai_runtime.backends._text import (
+    DEFAULT_CONTEXT_SIZE,
+    TextStream,
+    plain_messages,
+    request_value,
+)
 from localai_runtime.backends.abstract import LocalSettings, Piece, ShouldStop
 from localai_runtime.errors import (
     ContextLengthExceededError,
@@ -63,15 +67,12 @@ SETTINGS_SCHEMA: Mapping[str, Any] = {
     },
 }
 
-DEFAULT_CONTEXT_SIZE = 2048
 EMBEDDING_ARCHITECTURES = frozenset({"bert", "nomic-bert"})
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
-_ROLE_ALIASES = {"developer": "system"}
-_TEXT_PARTS = {"text": "text", "refusal": "refusal"}
 _POLL_S = 0.05
 
 
@@ -91,7 +92,7 @@ def render_chat(template: jinja2.Template, messages: Sequence[Mapping[str, Any]]
                 bos_token: str = "", eos_token: str = "") -> str:
     """The prompt for ``messages``; gpt4all adds BOS itself, so ``bos_token`` stays empty."""
     try:
-        return template.render(messages=_plain_messages(messages), bos_token=bos_token, eos_token=eos_token,
+        return template.render(messages=plain_messages(messages), bos_token=bos_token, eos_token=eos_token,
                                add_generation_prompt=True)
     except (ValueError, jinja2.TemplateError) as exc:
         raise InvalidRequestError(f"the chat template cannot render these messages: {exc}",
@@ -195,7 +196,7 @@ class GPT4AllInstance:
 
     def chat(self, request: Mapping[str, Any], should_stop: ShouldStop) -> Iterator[Piece]:
         prompt = render_chat(self._template, request["messages"], eos_token=self._eos_token)
-        max_tokens = _value(request, "max_completion_tokens", _value(request, "max_tokens"))
+        max_tokens = request_value(request, "max_completion_tokens", request_value(request, "max_tokens"))
         return self._run([prompt], request, max_tokens, "messages", should_stop)
 
     def complete(self, request: Mapping[str, Any], should_stop: ShouldStop) -> Iterator[Piece]:
@@ -203,24 +204,24 @@ class GPT4AllInstance:
         prompts = [prompt] if isinstance(prompt, str) else prompt
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise UnsupportedParameterError("gpt4all takes text prompts only, not token ids", param="prompt")
-        return self._run(prompts, request, _value(request, "max_tokens", 16), "prompt", should_stop)
+        return self._run(prompts, request, request_value(request, "max_tokens", 16), "prompt", should_stop)
 
     def _run(self, prompts: list[str], request: Mapping[str, Any], max_tokens: int | None, param: str,
              should_stop: ShouldStop) -> Iterator[Piece]:
         """Sequential choices (``n``, then each prompt of a list), indexed prompt-major."""
         ext = request.get("x-localai-extensions") or {}
-        stop = _value(request, "stop", [])
+        stop = request_value(request, "stop", [])
         stop = [stop] if isinstance(stop, str) else list(stop)
         options = {
             "n_predict": self._n_ctx if max_tokens is None else max_tokens,
-            "temp": _value(request, "temperature", 1.0),
-            "top_p": _value(request, "top_p", 1.0),
+            "temp": request_value(request, "temperature", 1.0),
+            "top_p": request_value(request, "top_p", 1.0),
             "top_k": ext.get("top_k", 0),
             "min_p": ext.get("min_p", 0.0),
             "repeat_penalty": ext.get("repeat_penalty", 1.0),
             "repeat_last_n": ext.get("repeat_last_n", 64),
         }
-        n = _value(request, "n", 1)
+        n = request_value(request, "n", 1)
         for p, prompt in enumerate(prompts):
             for i in range(n):
                 if should_stop() or (yield from self._choice(prompt, p * n + i, options, stop, param, should_stop)):
@@ -230,7 +231,7 @@ class GPT4AllInstance:
                 should_stop: ShouldStop) -> Generator[Piece, None, bool]:
         """One choice, streamed from a helper thread; returns True when ``should_stop`` ended it."""
         pieces: queue.Queue[tuple[str, Any]] = queue.Queue()
-        text = _TextStream(stop)
+        text = TextStream(stop)
         count = 0
         cancel = threading.Event()
 
@@ -313,55 +314,3 @@ class GPT4AllInstance:
         return prompt_ids, errors[0] if errors else None
 
 
-class _TextStream:
-    """Token bytes in, text out: holds back incomplete UTF-8 characters and any tail that may
-    begin a stop sequence; invalid bytes become U+FFFD, a character cut at the end is dropped."""
-
-    def __init__(self, stop: Sequence[str]) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        self._stop = [s for s in stop if s]
-        self._held = ""
-        self.stopped = False
-
-    def feed(self, data: bytes) -> str:
-        held = self._held + self._decoder.decode(data)
-        cuts = [i for i in (held.find(s) for s in self._stop) if i >= 0]
-        if cuts:
-            self.stopped, self._held = True, ""
-            return held[:min(cuts)]
-        keep = max((k for s in self._stop for k in range(min(len(s) - 1, len(held)), 0, -1)
-                    if held.endswith(s[:k])), default=0)
-        self._held = held[len(held) - keep:]
-        return held[:len(held) - keep]
-
-    def finish(self) -> str:
-        held, self._held = self._held, ""
-        return "" if self.stopped else held
-
-
-def _value(request: Mapping[str, Any], key: str, default: Any = None) -> Any:
-    """``request[key]``, with JSON null meaning "not given"."""
-    value = request.get(key)
-    return default if value is None else value
-
-
-def _plain_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Messages with string contents (text parts joined) and roles chat templates know."""
-    plain = []
-    for i, message in enumerate(messages):
-        message = dict(message)
-        message["role"] = _ROLE_ALIASES.get(message.get("role"), message.get("role"))
-        content = message.get("content")
-        if isinstance(content, list):
-            texts = []
-            for part in content:
-                key = _TEXT_PARTS.get(part.get("type"))
-                if key is None:
-                    raise UnsupportedParameterError(
-                        f"content parts of type {part.get('type')!r} are not supported by this model",
-                        param=f"messages[{i}].content")
-                texts.append(part.get(key) or "")
-            content = "".join(texts)
-        message["content"] = content or ""
-        plain.append(message)
-    return plain

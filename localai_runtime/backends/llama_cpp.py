@@ -15,7 +15,6 @@ Chat prompts are rendered with the registration's ``template`` or the GGUF's own
 
 from __future__ import annotations
 
-import codecs
 import ctypes
 import json
 import logging
@@ -30,8 +29,17 @@ from llama_cpp import Llama, LlamaGrammar, LogitsProcessorList
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
+from localai_runtime.backends._text import (
+    DEFAULT_CONTEXT_SIZE,
+    TextStream,
+    plain_messages,
+    request_value,
+)
 from localai_runtime.backends.abstract import LocalSettings, Piece, ShouldStop
-from localai_runtime.errors import ContextLengthExceededError, InvalidRequestError, UnsupportedParameterError
+from localai_runtime.errors import (
+    ContextLengthExceededError,
+    InvalidRequestError,
+)
 
 __all__ = ["HONOURED_EXTENSIONS", "LlamaCppBackend", "LlamaCppInstance"]
 
@@ -76,14 +84,11 @@ SETTINGS_SCHEMA: Mapping[str, Any] = {
 #: Settings passed to ``Llama()`` under the same name.
 _LLAMA_KWARGS = ("n_gpu_layers", "main_gpu", "n_batch", "n_ubatch", "use_mmap", "use_mlock", "flash_attn",
                  "rope_freq_base", "rope_freq_scale", "verbose")
-DEFAULT_CONTEXT_SIZE = 2048
 CHATML_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
-_ROLE_ALIASES = {"developer": "system"}
-_TEXT_PARTS = {"text": "text", "refusal": "refusal"}
 _BANNED = -1e30  # a finite "never": a grammar may still force the token when nothing else is allowed
 
 
@@ -186,14 +191,14 @@ class LlamaCppInstance:
     # -- chat and completions ---------------------------------------------------------------
 
     def chat(self, request: Mapping[str, Any], should_stop: ShouldStop) -> Iterator[Piece]:
-        messages = _plain_messages(request["messages"])
+        messages = plain_messages(request["messages"])
         try:
             prompt = self._formatter(messages=messages).prompt
         except (ValueError, jinja2.TemplateError) as exc:
             raise InvalidRequestError(f"the chat template cannot render these messages: {exc}",
                                       param="messages") from exc
-        max_tokens = _value(request, "max_completion_tokens", _value(request, "max_tokens"))
-        top = _value(request, "top_logprobs", 0) if _value(request, "logprobs", False) else None
+        max_tokens = request_value(request, "max_completion_tokens", request_value(request, "max_tokens"))
+        top = request_value(request, "top_logprobs", 0) if request_value(request, "logprobs", False) else None
         return self._choices([self.tokenize(prompt)], request, max_tokens, top, "messages", should_stop)
 
     def complete(self, request: Mapping[str, Any], should_stop: ShouldStop) -> Iterator[Piece]:
@@ -206,8 +211,8 @@ class LlamaCppInstance:
             prompts = [self._checked_ids(p, "prompt") for p in prompt]
         else:
             prompts = [self._checked_ids(prompt, "prompt")]
-        top = _value(request, "logprobs")
-        return self._choices(prompts, request, _value(request, "max_tokens", 16), top, "prompt", should_stop)
+        top = request_value(request, "logprobs")
+        return self._choices(prompts, request, request_value(request, "max_tokens", 16), top, "prompt", should_stop)
 
     def _choices(self, prompts: list[list[int]], request: Mapping[str, Any], max_tokens: int | None,
                  top_logprobs: int | None, param: str, should_stop: ShouldStop) -> Iterator[Piece]:
@@ -219,7 +224,7 @@ class LlamaCppInstance:
                     f"resulted in {len(tokens)} tokens. Please reduce the length of the {param}.",
                     param=param,
                 )
-        return self._run(prompts, _Options(self, request, max_tokens, top_logprobs), _value(request, "n", 1),
+        return self._run(prompts, _Options(self, request, max_tokens, top_logprobs), request_value(request, "n", 1),
                          should_stop)
 
     def _run(self, prompts: list[list[int]], options: _Options, n: int, should_stop: ShouldStop) -> Iterator[Piece]:
@@ -237,7 +242,7 @@ class LlamaCppInstance:
         max_tokens = limit if options.max_tokens is None else min(options.max_tokens, limit)
         llama.set_seed(seed)
         llama.last_n_tokens_size = options.repeat_last_n if options.repeat_last_n >= 0 else self._n_ctx
-        text = _TextStream(options.stop)
+        text = TextStream(options.stop)
         logprobs: list[dict[str, Any]] = []
         count, finish = 0, "length"
         tokens = llama.generate(prompt, **options.sampling)
@@ -270,7 +275,8 @@ class LlamaCppInstance:
         pointer = llama_cpp.llama_get_logits_ith(self._llama.ctx, -1)
         logits = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,)).astype(np.float64)
         logits -= logits.max()
-        logprobs = logits - np.log(np.exp(logits).sum())
+        peak = logits.max()
+        logprobs = logits - (peak + np.log(np.exp(logits - peak).sum()))
         best = np.argsort(-logprobs)[:top] if top else ()
         entry = self._token_entry(token, logprobs[token])
         entry["top_logprobs"] = [self._token_entry(int(t), logprobs[t]) for t in best]
@@ -320,21 +326,21 @@ class _Options:
     def __init__(self, instance: LlamaCppInstance, request: Mapping[str, Any], max_tokens: int | None,
                  top_logprobs: int | None) -> None:
         ext = request.get("x-localai-extensions") or {}
-        stop = _value(request, "stop", [])
+        stop = request_value(request, "stop", [])
         self.stop = [stop] if isinstance(stop, str) else list(stop)
         self.max_tokens = max_tokens
         self.top_logprobs = top_logprobs
-        self.seed = _value(request, "seed", instance._settings.get("seed"))
+        self.seed = request_value(request, "seed", instance._settings.get("seed"))
         self.repeat_last_n = ext.get("repeat_last_n", 64)
         self.sampling: dict[str, Any] = {
-            "temp": _value(request, "temperature", 1.0),
-            "top_p": _value(request, "top_p", 1.0),
+            "temp": request_value(request, "temperature", 1.0),
+            "top_p": request_value(request, "top_p", 1.0),
             "top_k": ext.get("top_k", 0),
             "min_p": ext.get("min_p", 0.0),
             "typical_p": ext.get("typical_p", 1.0),
             "repeat_penalty": ext.get("repeat_penalty", 1.0),
-            "presence_penalty": _value(request, "presence_penalty", 0.0),
-            "frequency_penalty": _value(request, "frequency_penalty", 0.0),
+            "presence_penalty": request_value(request, "presence_penalty", 0.0),
+            "frequency_penalty": request_value(request, "frequency_penalty", 0.0),
             "mirostat_mode": ext.get("mirostat", 0),
             "mirostat_tau": ext.get("mirostat_tau", 5.0),
             "mirostat_eta": ext.get("mirostat_eta", 0.1),
@@ -344,7 +350,7 @@ class _Options:
 
     @staticmethod
     def _grammar(instance: LlamaCppInstance, request: Mapping[str, Any], ext: Mapping[str, Any]) -> LlamaGrammar | None:
-        response_format = _value(request, "response_format", {"type": "text"})
+        response_format = request_value(request, "response_format", {"type": "text"})
         kind = response_format.get("type")
         if "grammar" in ext and kind != "text":
             raise InvalidRequestError("give either a grammar or a JSON response_format, not both",
@@ -365,7 +371,7 @@ class _Options:
 
     @staticmethod
     def _bias(instance: LlamaCppInstance, request: Mapping[str, Any], ext: Mapping[str, Any]) -> LogitsProcessorList | None:
-        logit_bias = _value(request, "logit_bias", {})
+        logit_bias = request_value(request, "logit_bias", {})
         if not logit_bias and not ext.get("ignore_eos"):
             return None
         bias = np.zeros(instance._n_vocab, dtype=np.float32)
@@ -379,55 +385,3 @@ class _Options:
         return LogitsProcessorList([lambda _ids, scores: scores + bias])
 
 
-class _TextStream:
-    """Token bytes in, text out: holds back incomplete UTF-8 characters and any tail that may
-    begin a stop sequence; invalid bytes become U+FFFD, a character cut at the end is dropped."""
-
-    def __init__(self, stop: Sequence[str]) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        self._stop = [s for s in stop if s]
-        self._held = ""
-        self.stopped = False
-
-    def feed(self, data: bytes) -> str:
-        held = self._held + self._decoder.decode(data)
-        cuts = [i for i in (held.find(s) for s in self._stop) if i >= 0]
-        if cuts:
-            self.stopped, self._held = True, ""
-            return held[:min(cuts)]
-        keep = max((k for s in self._stop for k in range(min(len(s) - 1, len(held)), 0, -1)
-                    if held.endswith(s[:k])), default=0)
-        self._held = held[len(held) - keep:]
-        return held[:len(held) - keep]
-
-    def finish(self) -> str:
-        held, self._held = self._held, ""
-        return "" if self.stopped else held
-
-
-def _value(request: Mapping[str, Any], key: str, default: Any = None) -> Any:
-    """``request[key]``, with JSON null meaning "not given"."""
-    value = request.get(key)
-    return default if value is None else value
-
-
-def _plain_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Messages with string contents (text parts joined) and roles chat templates know."""
-    plain = []
-    for i, message in enumerate(messages):
-        message = dict(message)
-        message["role"] = _ROLE_ALIASES.get(message.get("role"), message.get("role"))
-        content = message.get("content")
-        if isinstance(content, list):
-            texts = []
-            for part in content:
-                key = _TEXT_PARTS.get(part.get("type"))
-                if key is None:
-                    raise UnsupportedParameterError(
-                        f"content parts of type {part.get('type')!r} are not supported by this model",
-                        param=f"messages[{i}].content")
-                texts.append(part.get(key) or "")
-            content = "".join(texts)
-        message["content"] = content or ""
-        plain.append(message)
-    return plain
