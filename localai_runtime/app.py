@@ -25,13 +25,13 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from localai_runtime import errors, openapi31, routing
+from localai_runtime.backends import BackendRegistry
 from localai_runtime.middleware import (
     AuthMiddleware,
     BodyLimitMiddleware,
     NotImplementedMiddleware,
     secured_operations,
 )
-from localai_runtime.backends import BackendRegistry
 from localai_runtime.registrations import load_registrations
 from localai_runtime.request_fields import RequestSchemas
 from localai_runtime.runtime import Runtime

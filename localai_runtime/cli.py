@@ -16,7 +16,14 @@ from pathlib import Path
 import yaml
 
 from localai_runtime.errors import SpecError
-from localai_runtime.settings import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT, Settings, keys_from_env, resource_dir
+from localai_runtime.settings import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_PORT,
+    Settings,
+    keys_from_env,
+    resource_dir,
+)
 from localai_runtime.spec_pipeline import BuiltSpec, build_spec
 
 logger = logging.getLogger("localai_runtime")

@@ -22,7 +22,11 @@ from connexion.middleware.abstract import ROUTING_CONTEXT
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from localai_runtime.errors import AuthenticationError, NotImplementedAPIError, PayloadTooLargeError
+from localai_runtime.errors import (
+    AuthenticationError,
+    NotImplementedAPIError,
+    PayloadTooLargeError,
+)
 from localai_runtime.spec_pipeline import Operation
 
 logger = logging.getLogger(__name__)

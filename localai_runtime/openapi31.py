@@ -23,7 +23,11 @@ from connexion.datastructures import MediaTypeDict
 from connexion.json_schema import resolve_refs
 from connexion.spec import OpenAPISpecification
 from connexion.uri_parsing import OpenAPIURIParser
-from connexion.validators import VALIDATOR_MAP, JSONRequestBodyValidator, ParameterValidator
+from connexion.validators import (
+    VALIDATOR_MAP,
+    JSONRequestBodyValidator,
+    ParameterValidator,
+)
 
 from localai_runtime.errors import InvalidRequestError
 from localai_runtime.middleware import operation_id

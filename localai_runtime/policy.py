@@ -19,7 +19,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from localai_runtime.errors import InvalidRequestError, UnknownParameterError, UnsupportedParameterError
+from localai_runtime.errors import (
+    InvalidRequestError,
+    UnknownParameterError,
+    UnsupportedParameterError,
+)
 from localai_runtime.merging import effective_request
 from localai_runtime.request_fields import MISSING, RequestSchema
 from localai_runtime.schemas import describe

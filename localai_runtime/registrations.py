@@ -25,7 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from localai_runtime import documents
-from localai_runtime.backends import Backend, BackendRegistry, BackendUnavailable, LocalSettings
+from localai_runtime.backends import (
+    Backend,
+    BackendRegistry,
+    BackendUnavailable,
+    LocalSettings,
+)
 from localai_runtime.backends.abstract import COMMON_SETTINGS_SCHEMA
 from localai_runtime.errors import InvalidRequestError, ModelNotFoundError, SpecError
 from localai_runtime.policy import is_metadata, set_fields

@@ -21,7 +21,12 @@ from typing import Any
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from localai_runtime.backends import Piece
-from localai_runtime.errors import APIError, InvalidRequestError, internal_error, stream_error_event
+from localai_runtime.errors import (
+    APIError,
+    InvalidRequestError,
+    internal_error,
+    stream_error_event,
+)
 from localai_runtime.generation import run_pieces, watch_disconnect
 from localai_runtime.policy import EXTENSIONS, Prepared, prepare
 from localai_runtime.runtime import Runtime

@@ -19,8 +19,8 @@ import pytest
 import uvicorn
 
 from localai_runtime import Settings, create_app
-from localai_runtime.spec_pipeline import BuiltSpec, build_spec
 from localai_runtime.settings import resource_dir
+from localai_runtime.spec_pipeline import BuiltSpec, build_spec
 
 REPO = Path(__file__).resolve().parent.parent
 

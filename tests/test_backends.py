@@ -9,7 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from localai_runtime.backends.abstract import Backend, LocalSettings, ModelInstance, Piece
+from localai_runtime.backends.abstract import (
+    Backend,
+    LocalSettings,
+    ModelInstance,
+    Piece,
+)
 from localai_runtime.backends.gpt4all import GPT4AllBackend
 from localai_runtime.backends.llama_cpp import HONOURED_EXTENSIONS, LlamaCppBackend
 from localai_runtime.demo_model import write_demo_model

@@ -20,14 +20,14 @@ import logging
 import queue
 import threading
 from collections.abc import Generator, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-import gguf
 import jinja2
 from gpt4all import GPT4All, _pyllmodel
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from localai_runtime.backends._gguf import inspect as inspect_gguf
+from localai_runtime.backends._gguf import metadata
 from localai_runtime.backends._text import (
     DEFAULT_CONTEXT_SIZE,
     TextStream,
@@ -99,23 +99,6 @@ def render_chat(template: jinja2.Template, messages: Sequence[Mapping[str, Any]]
                                   param="messages") from exc
 
 
-def _metadata(path: Path) -> dict[str, Any]:
-    """Architecture, chat template and EOS text of a GGUF file (no tensors read)."""
-    reader = gguf.GGUFReader(path)
-    fields = reader.fields
-
-    def value(key: str) -> Any:
-        return fields[key].contents() if key in fields else None
-
-    eos = value("tokenizer.ggml.eos_token_id")
-    tokens = fields.get("tokenizer.ggml.tokens")
-    return {
-        "architecture": value("general.architecture"),
-        "chat_template": value("tokenizer.chat_template"),
-        "eos_token": tokens.contents(eos) if tokens is not None and eos is not None else "",
-    }
-
-
 class GPT4AllBackend:
     name = "gpt4all"
     settings_schema = SETTINGS_SCHEMA
@@ -131,10 +114,10 @@ class GPT4AllBackend:
                 compile_template(settings.get("template"))
             except jinja2.TemplateError as exc:
                 problems.append(f"template is not a valid Jinja template: {exc}")
-        try:
-            architecture = _metadata(path)["architecture"]
-        except Exception as exc:  # gguf raises assorted errors for damaged files
-            return [*problems, f"cannot read the GGUF metadata of {path}: {exc}"]
+        meta, damaged = inspect_gguf(path)
+        if meta is None:
+            return [*problems, damaged]
+        architecture = meta["architecture"]
         embeds = architecture in EMBEDDING_ARCHITECTURES
         if "createEmbedding" in operations and not embeds:
             problems.append("gpt4all cannot embed with this model (only bert/nomic-bert embedding models)")
@@ -162,7 +145,7 @@ class GPT4AllInstance:
         try:
             if not _pyllmodel.llmodel.llmodel_isModelLoaded(self._handle):  # e.g. a truncated file
                 raise RuntimeError(f"gpt4all could not load the model file {path}")
-            meta = _metadata(path)
+            meta = metadata(path)
         except Exception as exc:  # gguf raises assorted errors for damaged files
             self._model.close()
             if isinstance(exc, RuntimeError):

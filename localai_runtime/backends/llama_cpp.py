@@ -29,6 +29,7 @@ from llama_cpp import Llama, LlamaGrammar, LogitsProcessorList
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
+from localai_runtime.backends._gguf import inspect as inspect_gguf
 from localai_runtime.backends._text import (
     DEFAULT_CONTEXT_SIZE,
     TextStream,
@@ -101,6 +102,8 @@ class LlamaCppBackend:
         problems = []
         if settings.model_file is None or not settings.model_file.is_file():
             problems.append(f"model file not found: {settings.model_file}")
+        elif (damaged := inspect_gguf(settings.model_file)[1]) is not None:
+            problems.append(damaged)
         template = settings.get("template")
         if template is not None:
             try:
