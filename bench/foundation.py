@@ -48,12 +48,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def startup_seconds(cache_dir: str) -> float:
+def startup_seconds(cache_dir: str, *extra: str) -> float:
     port = free_port()
     env = {**os.environ, "LOCALAI_CACHE_DIR": cache_dir}
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "localai_runtime.cli", "serve", "--port", str(port),
-                                "--log-level", "warning"], cwd=REPO, env=env,
+                                "--log-level", "warning", *extra], cwd=REPO, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         while True:
@@ -111,10 +111,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as cache:
+    with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as no_configs:
         cold = startup_seconds(cache)
         warm = statistics.median(startup_seconds(cache) for _ in range(args.runs))
-    print(f"start-up to ready /healthz, full OpenAI document: cold cache {cold:.2f} s, warm cache {warm:.2f} s (median of {args.runs})")
+        bare = statistics.median(startup_seconds(cache, "--configs", no_configs) for _ in range(args.runs))
+    print(f"start-up to ready /healthz, full OpenAI document, shipped registrations: "
+          f"cold cache {cold:.2f} s, warm cache {warm:.2f} s (median of {args.runs})")
+    print(f"start-up to ready /healthz, full OpenAI document, no registrations (no backend imports): {bare:.2f} s")
 
     # A trivial createChatCompletion handler, so only routing + validation is timed.
     module = types.ModuleType("_bench_handlers.chat")

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from concurrent.futures import Executor
 from typing import Any
 
 from localai_runtime.backends import Piece
@@ -42,6 +43,7 @@ async def run_pieces(
     *,
     stop: threading.Event | None = None,
     counter: GenerationCounter | None = None,
+    executor: Executor | None = None,
 ) -> AsyncIterator[Piece]:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -49,10 +51,13 @@ async def run_pieces(
 
     def work() -> None:
         try:
-            for piece in method(request, stop.is_set):
-                loop.call_soon_threadsafe(queue.put_nowait, piece)
-                if stop.is_set():
-                    break
+            # closing(): the backend's generator finishes (and joins any thread of its own)
+            # here, in this thread, before the instance can be handed to another request.
+            with contextlib.closing(method(request, stop.is_set)) as generated:
+                for piece in generated:
+                    loop.call_soon_threadsafe(queue.put_nowait, piece)
+                    if stop.is_set():
+                        break
         except BaseException as exc:  # noqa: BLE001 - handed to the event loop
             loop.call_soon_threadsafe(queue.put_nowait, _Failed(exc))
         finally:
@@ -61,7 +66,7 @@ async def run_pieces(
     if counter is not None:
         counter.active += 1
         counter.total += 1
-    thread = loop.run_in_executor(None, work)
+    thread = loop.run_in_executor(executor, work)
     try:
         while True:
             item = await queue.get()

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -37,6 +38,13 @@ class Runtime:
     ready: bool = False
     generations: GenerationCounter = field(default_factory=GenerationCounter)
     _pools: dict[int, ModelPool] = field(default_factory=dict)
+    executor: ThreadPoolExecutor = field(init=False)
+
+    def __post_init__(self) -> None:
+        # One thread per model instance that can generate at once, so generations never wait
+        # for threads (the event loop's default executor has min(32, cores + 4)).
+        instances = sum(int(r.settings.get("parallel", 1)) for r in self.registrations.all)
+        self.executor = ThreadPoolExecutor(max_workers=max(2, instances), thread_name_prefix="generation")
 
     def pool(self, registration: Registration) -> ModelPool:
         pool = self._pools.get(id(registration))
@@ -60,6 +68,8 @@ class Runtime:
         finally:
             self.ready = False
             await warming
+            # Instances are closed only once no generation thread uses them.
+            await asyncio.to_thread(self.executor.shutdown, wait=True, cancel_futures=True)
             for pool in self._pools.values():
                 pool.close()
 

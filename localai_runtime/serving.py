@@ -154,7 +154,9 @@ async def _complete(runtime: Runtime, operation_id: str, prepared: Prepared, rec
     async with runtime.pool(prepared.registration).acquire() as instance:
         watcher = asyncio.create_task(watch_disconnect(receive, stop))
         try:
-            async for piece in run_pieces(_method(instance, operation_id), request, stop=stop, counter=runtime.generations):
+            pieces = run_pieces(_method(instance, operation_id), request, stop=stop,
+                                counter=runtime.generations, executor=runtime.executor)
+            async for piece in pieces:
                 choices.add(piece)
         finally:
             watcher.cancel()
@@ -203,7 +205,9 @@ async def _stream(runtime: Runtime, operation_id: str, prepared: Prepared) -> As
             if operation_id == CHAT:
                 for index in range(n):
                     yield chunk(index, None, None, role=True)
-            async for piece in run_pieces(_method(instance, operation_id), request, counter=runtime.generations):
+            pieces = run_pieces(_method(instance, operation_id), request,
+                                counter=runtime.generations, executor=runtime.executor)
+            async for piece in pieces:
                 choices.add(piece)
                 if not output.active and (piece.text or piece.logprobs):
                     yield chunk(piece.index, piece.text, None, logprobs=piece.logprobs)

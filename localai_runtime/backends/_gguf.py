@@ -6,6 +6,7 @@ fails here (at ``check`` and start-up) instead of at the first request.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,17 @@ import gguf
 
 
 def metadata(path: Path) -> dict[str, Any]:
-    """Architecture, chat template and EOS text of a GGUF file; raises on a damaged file."""
+    """Architecture, chat template and EOS text of a GGUF file; raises on a damaged file.
+
+    Read once per file version (path, size, modification time): several registrations often
+    share one model file.
+    """
+    stat = path.stat()
+    return _metadata(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _metadata(path: Path, _size: int, _mtime_ns: int) -> dict[str, Any]:
     reader = gguf.GGUFReader(path)
     fields = reader.fields
 
