@@ -29,6 +29,8 @@ class EchoInstance:
         for index in range(int(request.get("n") or 1)):
             pieces = [text[i:i + 7] for i in range(0, len(text), 7)]
             for count, part in enumerate(pieces, 1):
+                if count == 3 and request.get(prompt_key) == "fail after two pieces":
+                    raise RuntimeError("the backend failed mid-generation")
                 if should_stop():
                     return
                 if delay:
@@ -67,7 +69,11 @@ class EchoBackend:
             return [f"model file not found: {settings.model_file}"]
         return []
 
+    loads = 0
+
     def load(self, settings: LocalSettings) -> EchoInstance:
+        EchoBackend.loads += 1
+        time.sleep(settings.get("delay_s", 0) * 4)  # loading takes a while, as for real models
         if settings.get("template") == "fail-to-load":
             raise RuntimeError(f"cannot load {settings.model_file}")
         return EchoInstance(settings)

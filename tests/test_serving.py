@@ -45,6 +45,10 @@ CONFIGS = {
         registration: {model: slow, operations: [createChatCompletion]}
         local_settings: {backend: echo, delay_s: 0.05, parallel: 1}
         """,
+    "parallel.yaml": """
+        registration: {model: parallel, operations: [createCompletion]}
+        local_settings: {backend: echo, delay_s: 0.05, parallel: 2}
+        """,
     "broken.yaml": """
         registration: {model: broken, operations: [createChatCompletion]}
         local_settings: {backend: echo, template: fail-to-load}
@@ -175,7 +179,7 @@ def test_unknown_model_is_404_and_wrong_operation_400(echo_server):
 
 def test_models_are_listed_once_and_retrievable(echo_server):
     client = echo_server.client()
-    assert [m.id for m in client.models.list()] == ["broken", "echo", "lenient", "nofile", "slow"]
+    assert [m.id for m in client.models.list()] == ["broken", "echo", "lenient", "nofile", "parallel", "slow"]
     assert client.models.retrieve("echo").owned_by == "localai-runtime"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("gpt-4o")
@@ -290,3 +294,35 @@ def test_bodies_and_chunks_conform_to_the_spec(echo_server, response_schemas, st
         response_schemas.check("CreateChatCompletionResponse", chat.json())
         response_schemas.check("CreateCompletionResponse", completion.json())
     response_schemas.check("CreateEmbeddingResponse", embedding.json())
+
+
+def test_an_error_after_the_stream_started_is_an_error_event_then_done(echo_server):
+    with echo_server.http() as http:
+        raw = http.post("/v1/completions", json={"model": "echo", "prompt": "fail after two pieces", "stream": True})
+    assert raw.status_code == 200
+    events = [line[len("data: "):] for line in raw.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    error = json.loads(events[-2])["error"]
+    assert error["type"] == "api_error" and "mid-generation" not in error["message"]  # no internals leaked
+    assert [json.loads(e)["choices"][0]["text"] for e in events[:2]] != ["", ""]
+    with pytest.raises(openai.APIError):
+        list(echo_server.client().completions.create(model="echo", prompt="fail after two pieces", stream=True))
+
+
+def test_parallel_instances_serve_at_once_and_load_once(echo_server):
+    from tests.fake_backend import EchoBackend
+
+    before = EchoBackend.loads
+
+    def request(_):
+        with httpx.Client(base_url=echo_server.url, timeout=60) as http:
+            return http.post("/v1/completions", json={"model": "parallel", "prompt": "x"}).status_code
+
+    peak = 0
+    with concurrent.futures.ThreadPoolExecutor(2) as pool, echo_server.http() as http:
+        futures = [pool.submit(request, i) for i in range(2)]
+        while not all(f.done() for f in futures):
+            peak = max(peak, http.get("/readyz").json()["active_generations"])
+        assert [f.result() for f in futures] == [200, 200]
+    assert peak == 2  # both generations ran at the same time
+    assert EchoBackend.loads - before == 2  # two instances, each loaded once for both requests
