@@ -122,17 +122,25 @@ def _method(instance: Any, operation_id: str) -> Callable[..., Any]:
 async def serve(runtime: Runtime, operation_id: str, body: Mapping[str, Any], receive: Callable[[], Any]) -> Response:
     registration = runtime.registrations.lookup(operation_id, body.get("model"))
     prepared = prepare(operation_id, body, registration, runtime.schemas)
-    pool = runtime.pool(registration)
     if operation_id == EMBEDDING:
         return await _embed(runtime, prepared)
     if prepared.request.get("stream"):
-        await pool.load()  # a model that cannot load answers 503 before the stream starts
+        # Wait for the first output before answering: an error until then (model unavailable,
+        # queue full, prompt too long) is a plain HTTP error; after it, an error event.
+        stream = _stream(runtime, operation_id, prepared)
+        first = await anext(stream)
         return StreamingResponse(
-            _stream(runtime, operation_id, prepared),
+            _prepend(first, stream),
             media_type="text/event-stream",
             headers={**prepared.headers(), "Cache-Control": "no-cache"},
         )
     return await _complete(runtime, operation_id, prepared, receive)
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for item in rest:
+        yield item
 
 
 def _envelope(operation_id: str, prepared: Prepared) -> dict[str, Any]:
@@ -200,14 +208,17 @@ async def _stream(runtime: Runtime, operation_id: str, prepared: Prepared) -> As
                       "logprobs": completion_logprobs(logprobs, offset)}
         return _sse({**envelope, "choices": [choice]})
 
+    started = False
     try:
         async with runtime.pool(prepared.registration).acquire() as instance:
-            if operation_id == CHAT:
-                for index in range(n):
-                    yield chunk(index, None, None, role=True)
             pieces = run_pieces(_method(instance, operation_id), request,
                                 counter=runtime.generations, executor=runtime.executor)
             async for piece in pieces:
+                if not started:
+                    started = True
+                    if operation_id == CHAT:
+                        for index in range(n):
+                            yield chunk(index, None, None, role=True)
                 choices.add(piece)
                 if not output.active and (piece.text or piece.logprobs):
                     yield chunk(piece.index, piece.text, None, logprobs=piece.logprobs)
@@ -216,12 +227,13 @@ async def _stream(runtime: Runtime, operation_id: str, prepared: Prepared) -> As
                         yield chunk(piece.index, output.apply(choices.text[piece.index]), None,
                                     logprobs=choices.logprobs.get(piece.index))
                     yield chunk(piece.index, None, piece.finish_reason)
+        started = True
         if include_usage:
             yield _sse({**envelope, "choices": [], "usage": _usage(choices.prompt_tokens, choices.completion_tokens)})
-    except APIError as exc:
-        yield stream_error_event(exc)
     except Exception as exc:  # noqa: BLE001 - after the stream started, errors become an event
-        yield stream_error_event(internal_error(exc))
+        if not started:
+            raise
+        yield stream_error_event(exc if isinstance(exc, APIError) else internal_error(exc))
     yield b"data: [DONE]\n\n"
 
 

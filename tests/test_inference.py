@@ -174,9 +174,10 @@ def test_streams_never_split_a_utf8_character(real):
         assert "\ufffd" not in streamed
 
 
-def test_prompt_longer_than_the_context_is_400(real):
+@pytest.mark.parametrize("stream", [False, True])
+def test_prompt_longer_than_the_context_is_400(real, stream):
     with pytest.raises(openai.BadRequestError) as raised:
-        real.client().completions.create(model=LLAMA, prompt="word " * 3000, max_tokens=4)
+        real.client().completions.create(model=LLAMA, prompt="word " * 3000, max_tokens=4, stream=stream)
     assert raised.value.code == "context_length_exceeded"
     assert real.client().completions.create(model=LLAMA, prompt="still fine", max_tokens=2).choices
 

@@ -196,11 +196,12 @@ def test_registrations_are_listed_with_defaults_and_policy(echo_server, configs)
     assert str(configs) not in json.dumps(listing)
 
 
-def test_a_model_that_cannot_load_is_503_and_the_rest_keeps_working(echo_server):
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_model_that_cannot_load_is_503_and_the_rest_keeps_working(echo_server, stream):
     client = echo_server.client()
     for model in ("broken", "nofile"):
         with pytest.raises(openai.InternalServerError) as raised:
-            client.chat.completions.create(model=model, messages=MESSAGES)
+            client.chat.completions.create(model=model, messages=MESSAGES, stream=stream)
         assert raised.value.status_code == 503
         assert f"'{model}' is unavailable" in raised.value.message and raised.value.param == "model"
     assert client.chat.completions.create(model="echo", messages=MESSAGES).choices
@@ -228,10 +229,11 @@ def test_disconnect_mid_stream_stops_the_generation(echo_server):
     assert echo_server.client().chat.completions.create(model="slow", messages=MESSAGES).choices  # instance freed
 
 
-def test_full_queue_is_429_with_retry_after(echo_server):
+@pytest.mark.parametrize("stream", [False, True])
+def test_full_queue_is_429_with_retry_after(echo_server, stream):
     def request(_):
         with httpx.Client(base_url=echo_server.url, timeout=60) as http:
-            return http.post("/v1/chat/completions", json={"model": "slow", "messages": MESSAGES})
+            return http.post("/v1/chat/completions", json={"model": "slow", "messages": MESSAGES, "stream": stream})
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         responses = list(pool.map(request, range(4)))
