@@ -143,8 +143,10 @@ def main() -> None:
     app_runtime = app.runtime
     chat_ms, chat_status = asyncio.run(per_request_ms(app, "/v1/chat/completions", CHAT_BODY, args.requests))
     stub_ms, stub_status = asyncio.run(per_request_ms(app, "/v1/images/generations", b'{"prompt": "x"}', args.requests))
-    print(f"routing + 3.1 validation + handler, POST /v1/chat/completions: {chat_ms:.3f} ms/request (status {chat_status})")
-    print(f"routing to a 501 operation, POST /v1/images/generations:       {stub_ms:.3f} ms/request (status {stub_status})")
+    print("routing + 3.1 validation + handler, POST /v1/chat/completions: "
+          f"{chat_ms:.3f} ms/request (status {chat_status})")
+    print("routing to a 501 operation, POST /v1/images/generations:       "
+          f"{stub_ms:.3f} ms/request (status {stub_status})")
 
 
 app_runtime = None

@@ -110,7 +110,8 @@ def main() -> None:
                 served.append(server_rate(client, args.tokens))
                 raw.append(raw_rate(http, args.tokens))
                 print(f"round {round_ + 1}: direct {direct[-1]:7.1f} tok/s   server+openai SDK {served[-1]:7.1f} tok/s "
-                      f"({served[-1] / direct[-1]:.3f})   server+raw SSE {raw[-1]:7.1f} tok/s ({raw[-1] / direct[-1]:.3f})")
+                      f"({served[-1] / direct[-1]:.3f})   "
+                      f"server+raw SSE {raw[-1]:7.1f} tok/s ({raw[-1] / direct[-1]:.3f})")
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -118,9 +119,9 @@ def main() -> None:
           f"{args.tokens} streamed tokens, {args.threads} threads")
     print(f"median: direct {statistics.median(direct):.1f} tok/s; "
           f"server with the openai SDK {statistics.median(served):.1f} tok/s "
-          f"(ratio {statistics.median(s / d for s, d in zip(served, direct)):.3f}); "
+          f"(ratio {statistics.median(s / d for s, d in zip(served, direct, strict=True)):.3f}); "
           f"server with raw SSE reading {statistics.median(raw):.1f} tok/s "
-          f"(ratio {statistics.median(r / d for r, d in zip(raw, direct)):.3f})")
+          f"(ratio {statistics.median(r / d for r, d in zip(raw, direct, strict=True)):.3f})")
 
 
 if __name__ == "__main__":

@@ -109,7 +109,9 @@ def _middlewares(settings: Settings, built: BuiltSpec, implemented: set[str]) ->
                     secured=secured_operations(built.document, built.operations),
                 )
             )
-            stack.append(functools.partial(NotImplementedMiddleware, operations=built.operations, implemented=implemented))
+            stack.append(
+                functools.partial(NotImplementedMiddleware, operations=built.operations, implemented=implemented)
+            )
             continue
         stack.append(middleware)
         if middleware is MiddlewarePosition.BEFORE_SWAGGER.value:
@@ -156,7 +158,11 @@ def create_app(
 
     app.add_url_rule("/v1/openapi.json", "openapi_v1", openapi_v1)
     if settings.api_keys:
-        logger.info("API keys required for %d secured operations", len(secured_operations(built.document, built.operations)))
+        secured = secured_operations(built.document, built.operations)
+        logger.info("API keys required for %d secured operations", len(secured))
     else:
-        logger.warning("no API keys configured: every operation is open to anyone who can reach %s:%s", settings.host, settings.port)
+        logger.warning(
+            "no API keys configured: every operation is open to anyone who can reach %s:%s",
+            settings.host, settings.port,
+        )
     return app

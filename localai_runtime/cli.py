@@ -82,7 +82,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _build(settings: Settings) -> BuiltSpec:
-    return build_spec(spec_path=settings.spec_path, fragments_dir=settings.fragments_dir, patches_dir=settings.patches_dir)
+    return build_spec(
+        spec_path=settings.spec_path, fragments_dir=settings.fragments_dir, patches_dir=settings.patches_dir
+    )
 
 
 def _serve(settings: Settings) -> None:

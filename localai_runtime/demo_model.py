@@ -221,7 +221,9 @@ def write_demo_model(path: str | os.PathLike[str], spec: DemoModelSpec = DemoMod
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tokens, scores, types = _build_vocab()
-    suppressed = [i for i, (piece, kind) in enumerate(zip(tokens, types)) if _suppress_in_output(piece, kind)]
+    suppressed = [
+        i for i, (piece, kind) in enumerate(zip(tokens, types, strict=True)) if _suppress_in_output(piece, kind)
+    ]
 
     # Unique temp name in the destination directory (opened by GGUFWriter with
     # the normal umask-derived permissions, unlike tempfile.mkstemp's 0600).

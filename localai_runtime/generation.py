@@ -3,8 +3,9 @@
 :func:`run_pieces` yields the backend's :class:`Piece` objects as the thread produces them,
 so the event loop is never blocked by inference. When the consumer stops early (a client
 disconnected, the response was cancelled), the thread is told to stop through
-``should_stop`` and the generator waits for it to finish before returning, so the model
-instance is only released once it is idle again.
+``should_stop``; the model instance's :class:`~localai_runtime.pool.Lease` tracks the thread,
+so the instance is lent again only once the thread has finished. (Awaiting the thread here is
+not enough: a cancelled task can be cancelled again while it waits.)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from concurrent.futures import Executor
 from typing import Any
 
 from localai_runtime.backends import Piece
+from localai_runtime.pool import Lease
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ async def run_pieces(
     stop: threading.Event | None = None,
     counter: GenerationCounter | None = None,
     executor: Executor | None = None,
+    lease: Lease | None = None,
 ) -> AsyncIterator[Piece]:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -63,10 +66,17 @@ async def run_pieces(
         finally:
             loop.call_soon_threadsafe(queue.put_nowait, _DONE)
 
+    thread = loop.run_in_executor(executor, work)
+    if lease is not None:
+        lease.track(thread)  # the instance is not lent again before this thread has finished
     if counter is not None:
         counter.active += 1
         counter.total += 1
-    thread = loop.run_in_executor(executor, work)
+
+        def finished(_thread: asyncio.Future[None]) -> None:
+            counter.active -= 1
+
+        thread.add_done_callback(finished)
     try:
         while True:
             item = await queue.get()
@@ -77,10 +87,6 @@ async def run_pieces(
             yield item
     finally:
         stop.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(thread)
-        if counter is not None:
-            counter.active -= 1
 
 
 async def watch_disconnect(receive: Callable[[], Any], stop: threading.Event) -> None:

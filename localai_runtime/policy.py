@@ -34,7 +34,9 @@ if TYPE_CHECKING:
 
 EXTENSIONS = "x-localai-extensions"
 
-METADATA_FIELDS = frozenset({"user", "metadata", "store", "safety_identifier", "prompt_cache_key", "prompt_cache_retention"})
+METADATA_FIELDS = frozenset({
+    "user", "metadata", "store", "safety_identifier", "prompt_cache_key", "prompt_cache_retention",
+})
 """Fields that describe a request rather than shape its output: accepted, not passed on."""
 
 SERVER_FIELDS = frozenset({

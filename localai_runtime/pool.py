@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from localai_runtime.backends import ModelInstance
 from localai_runtime.errors import RateLimitError, ServiceUnavailableError
@@ -22,6 +23,36 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_QUEUE_SIZE = 16
 RETRY_AFTER_S = 1
+
+
+class Lease:
+    """An instance lent to one request. Work on it runs in threads registered with
+    :meth:`track`; the instance goes back to the pool only once they have all finished, even
+    when the request itself was cancelled first (a client that went away)."""
+
+    def __init__(self, instance: ModelInstance) -> None:
+        self.instance = instance
+        self._pending: set[asyncio.Future[Any]] = set()
+
+    def track(self, work: asyncio.Future[Any]) -> None:
+        self._pending.add(work)
+        work.add_done_callback(self._pending.discard)
+
+    def release_when_idle(self, release: Callable[[ModelInstance], None]) -> None:
+        pending = [work for work in self._pending if not work.done()]
+        if not pending:
+            release(self.instance)
+            return
+        remaining = len(pending)
+
+        def done(_work: asyncio.Future[Any]) -> None:
+            nonlocal remaining
+            remaining -= 1
+            if remaining == 0:
+                release(self.instance)
+
+        for work in pending:
+            work.add_done_callback(done)
 
 
 class ModelPool:
@@ -68,7 +99,7 @@ class ModelPool:
             logger.info("loaded %s (%d instance%s)", registration.label, self.size, "" if self.size == 1 else "s")
 
     @contextlib.asynccontextmanager
-    async def acquire(self) -> AsyncIterator[ModelInstance]:
+    async def acquire(self) -> AsyncIterator[Lease]:
         """An instance for one generation; 429 when ``queue_size`` requests already wait."""
         if self._free is None:
             await self.load()
@@ -85,11 +116,16 @@ class ModelPool:
         finally:
             self._waiting -= 1
         self.busy += 1
+        lease = Lease(instance)
         try:
-            yield instance
+            yield lease
         finally:
-            self.busy -= 1
-            self._free.put_nowait(instance)
+            lease.release_when_idle(self._release)
+
+    def _release(self, instance: ModelInstance) -> None:
+        self.busy -= 1
+        assert self._free is not None
+        self._free.put_nowait(instance)
 
     def close(self) -> None:
         for instance in self._instances:

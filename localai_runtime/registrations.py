@@ -183,7 +183,10 @@ class _Loader:
                     key = (operation, registration.model)
                     where = f"{path}#{index} (model {registration.model})"
                     if key in origin:
-                        self.error(where, f"model {registration.model!r} is already registered for {operation} by {origin[key]}")
+                        self.error(
+                            where,
+                            f"model {registration.model!r} is already registered for {operation} by {origin[key]}",
+                        )
                         continue
                     origin[key] = f"{path}#{index}"
                     result.by_key[key] = registration
@@ -284,7 +287,8 @@ class _Loader:
                 honoured = backend.honoured.get(operation, frozenset())
                 for name in set_fields(known):
                     if name not in honoured and not is_metadata(name):
-                        self.error(where, f"{section}.{name}: backend {backend.name} does not honour it for {operation}")
+                        message = f"backend {backend.name} does not honour it for {operation}"
+                        self.error(where, f"{section}.{name}: {message}")
 
 
 # Required fields a defaults section need not give (the client sends them), with placeholder values.
@@ -309,5 +313,7 @@ def load_registrations(configs_dir: Path | None, schemas: RequestSchemas, backen
         return Registrations()
     files = documents.files_in(configs_dir)
     registrations = _Loader(schemas, backends).load(files)
-    logger.info("%d registrations for %d models from %s", len(registrations.all), len(registrations.models()), configs_dir)
+    logger.info(
+        "%d registrations for %d models from %s", len(registrations.all), len(registrations.models()), configs_dir
+    )
     return registrations

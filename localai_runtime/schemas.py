@@ -112,7 +112,8 @@ class SchemaCache:
         validator = self._fast.get(ref)
         if validator is None:
             self.warm()
-            validator = self._fast[ref] = jsonschema_rs.Draft202012Validator({"$ref": ref}, registry=self._fast_registry)
+            validator = jsonschema_rs.Draft202012Validator({"$ref": ref}, registry=self._fast_registry)
+            self._fast[ref] = validator
         return validator
 
     def first_error(self, schema: dict[str, Any], instance: Any) -> ValidationError | None:

@@ -159,11 +159,11 @@ async def _complete(runtime: Runtime, operation_id: str, prepared: Prepared, rec
     output = _Output(request)
     choices = _Choices(int(request.get("n") or 1))
     stop = threading.Event()
-    async with runtime.pool(prepared.registration).acquire() as instance:
+    async with runtime.pool(prepared.registration).acquire() as lease:
         watcher = asyncio.create_task(watch_disconnect(receive, stop))
         try:
-            pieces = run_pieces(_method(instance, operation_id), request, stop=stop,
-                                counter=runtime.generations, executor=runtime.executor)
+            pieces = run_pieces(_method(lease.instance, operation_id), request, stop=stop,
+                                counter=runtime.generations, executor=runtime.executor, lease=lease)
             async for piece in pieces:
                 choices.add(piece)
         finally:
@@ -200,7 +200,9 @@ async def _stream(runtime: Runtime, operation_id: str, prepared: Prepared) -> As
 
     def chunk(index: int, text: str | None, finish: str | None, *, role: bool = False, logprobs=None) -> bytes:
         if operation_id == CHAT:
-            delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
+            delta: dict[str, Any] = {"content": text} if text else {}
+            if role:
+                delta = {"role": "assistant", "content": ""}
             choice = {"index": index, "delta": delta, "finish_reason": finish, "logprobs": chat_logprobs(logprobs)}
         else:
             offset = len(choices.text.get(index, "")) - len(text or "")
@@ -210,9 +212,9 @@ async def _stream(runtime: Runtime, operation_id: str, prepared: Prepared) -> As
 
     started = False
     try:
-        async with runtime.pool(prepared.registration).acquire() as instance:
-            pieces = run_pieces(_method(instance, operation_id), request,
-                                counter=runtime.generations, executor=runtime.executor)
+        async with runtime.pool(prepared.registration).acquire() as lease:
+            pieces = run_pieces(_method(lease.instance, operation_id), request,
+                                counter=runtime.generations, executor=runtime.executor, lease=lease)
             async for piece in pieces:
                 if not started:
                     started = True
@@ -250,8 +252,10 @@ async def _embed(runtime: Runtime, prepared: Prepared) -> Response:
         inputs = [inputs]
     if not inputs:
         raise InvalidRequestError("'input' must not be empty", param="input")
-    async with runtime.pool(prepared.registration).acquire() as instance:
-        vectors, tokens = await asyncio.to_thread(instance.embed, list(inputs))
+    async with runtime.pool(prepared.registration).acquire() as lease:
+        work = asyncio.get_running_loop().run_in_executor(runtime.executor, lease.instance.embed, list(inputs))
+        lease.track(work)
+        vectors, tokens = await work
     encoding = request.get("encoding_format") or "float"
     data = [
         {"object": "embedding", "index": index, "embedding": _encode(list(vector), encoding)}

@@ -8,6 +8,7 @@ pieces of a few characters, so a test can read back exactly what the adapter was
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -18,11 +19,27 @@ GENERATION_FIELDS = frozenset({"model", "max_tokens", "temperature", "n", "seed"
 
 
 class EchoInstance:
+    overlaps = 0
+    """Times a generation started on an instance another generation was still using."""
+
     def __init__(self, settings: LocalSettings) -> None:
         self.settings = settings
         self.closed = False
+        self._users = 0
+        self._lock = threading.Lock()
 
     def _echo(self, request: Mapping[str, Any], prompt_key: str, should_stop) -> Iterator[Piece]:
+        with self._lock:
+            self._users += 1
+            if self._users > 1:
+                EchoInstance.overlaps += 1
+        try:
+            yield from self._pieces(request, prompt_key, should_stop)
+        finally:
+            with self._lock:
+                self._users -= 1
+
+    def _pieces(self, request: Mapping[str, Any], prompt_key: str, should_stop) -> Iterator[Piece]:
         shown = {k: v for k, v in request.items() if k != prompt_key}
         text = json.dumps(shown, sort_keys=True)
         delay = self.settings.get("delay_s", 0)

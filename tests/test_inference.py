@@ -189,12 +189,11 @@ def readyz(server) -> dict:
 
 @pytest.mark.parametrize("model", BOTH)
 def test_disconnect_mid_stream_frees_the_instance_and_health_answers_during_generation(real, model):
-    with httpx.Client(base_url=real.url, timeout=60) as http:
-        with http.stream("POST", "/v1/completions",
-                         json={"model": model, "prompt": "Once", "max_tokens": 1500, "stream": True}) as response:
-            lines = response.iter_lines()
-            assert next(lines).startswith("data: ")
-            during = readyz(real)  # answered while the generation runs
+    with httpx.Client(base_url=real.url, timeout=60) as http, http.stream("POST", "/v1/completions",
+                     json={"model": model, "prompt": "Once", "max_tokens": 1500, "stream": True}) as response:
+        lines = response.iter_lines()
+        assert next(lines).startswith("data: ")
+        during = readyz(real)  # answered while the generation runs
     assert during["status"] == "ready" and during["active_generations"] >= 1
     deadline = time.monotonic() + 30
     while readyz(real)["active_generations"] and time.monotonic() < deadline:

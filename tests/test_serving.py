@@ -218,15 +218,29 @@ def wait_idle(server, timeout=10.0) -> dict:
 
 
 def test_disconnect_mid_stream_stops_the_generation(echo_server):
-    with httpx.Client(base_url=echo_server.url, timeout=30) as http:
-        with http.stream("POST", "/v1/chat/completions",
-                         json={"model": "slow", "messages": MESSAGES, "stream": True}) as response:
-            lines = response.iter_lines()
-            assert next(lines).startswith("data: ")
+    with httpx.Client(base_url=echo_server.url, timeout=30) as http, http.stream("POST", "/v1/chat/completions",
+                     json={"model": "slow", "messages": MESSAGES, "stream": True}) as response:
+        lines = response.iter_lines()
+        assert next(lines).startswith("data: ")
     started = time.monotonic()
     assert wait_idle(echo_server)["active_generations"] == 0
     assert time.monotonic() - started < 2  # stopped within a few 50 ms tokens, not after all of them
     assert echo_server.client().chat.completions.create(model="slow", messages=MESSAGES).choices  # instance freed
+
+
+def test_a_cancelled_generation_keeps_its_instance_until_its_thread_ends(echo_server):
+    from tests.fake_backend import EchoInstance
+
+    before = EchoInstance.overlaps
+    for _ in range(3):
+        with httpx.Client(base_url=echo_server.url, timeout=30) as http:
+            with http.stream("POST", "/v1/chat/completions",
+                             json={"model": "slow", "messages": MESSAGES, "stream": True}) as response:
+                next(response.iter_lines())
+        # at once, while the cancelled generation's thread may still be running
+        assert echo_server.client().chat.completions.create(model="slow", messages=MESSAGES).choices
+    assert EchoInstance.overlaps == before
+    assert wait_idle(echo_server)["active_generations"] == 0
 
 
 @pytest.mark.parametrize("stream", [False, True])

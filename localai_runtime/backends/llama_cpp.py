@@ -373,7 +373,9 @@ class _Options:
         return None
 
     @staticmethod
-    def _bias(instance: LlamaCppInstance, request: Mapping[str, Any], ext: Mapping[str, Any]) -> LogitsProcessorList | None:
+    def _bias(
+        instance: LlamaCppInstance, request: Mapping[str, Any], ext: Mapping[str, Any]
+    ) -> LogitsProcessorList | None:
         logit_bias = request_value(request, "logit_bias", {})
         if not logit_bias and not ext.get("ignore_eos"):
             return None
