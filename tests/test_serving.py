@@ -233,10 +233,10 @@ def test_a_cancelled_generation_keeps_its_instance_until_its_thread_ends(echo_se
 
     before = EchoInstance.overlaps
     for _ in range(3):
-        with httpx.Client(base_url=echo_server.url, timeout=30) as http:
-            with http.stream("POST", "/v1/chat/completions",
-                             json={"model": "slow", "messages": MESSAGES, "stream": True}) as response:
-                next(response.iter_lines())
+        body = {"model": "slow", "messages": MESSAGES, "stream": True}
+        with httpx.Client(base_url=echo_server.url, timeout=30) as http, \
+                http.stream("POST", "/v1/chat/completions", json=body) as response:
+            next(response.iter_lines())
         # at once, while the cancelled generation's thread may still be running
         assert echo_server.client().chat.completions.create(model="slow", messages=MESSAGES).choices
     assert EchoInstance.overlaps == before
