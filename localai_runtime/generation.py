@@ -39,6 +39,29 @@ class GenerationCounter:
         self.total = 0
 
 
+def _start(
+    loop: asyncio.AbstractEventLoop,
+    executor: Executor | None,
+    work: Callable[[], Any],
+    counter: GenerationCounter | None,
+    lease: Lease | None,
+) -> asyncio.Future[Any]:
+    """Run ``work`` in a worker thread, counted, and tracked by the instance's lease (the
+    instance is not lent again before this thread has finished)."""
+    thread = loop.run_in_executor(executor, work)
+    if lease is not None:
+        lease.track(thread)
+    if counter is not None:
+        counter.active += 1
+        counter.total += 1
+
+        def finished(_thread: asyncio.Future[Any]) -> None:
+            counter.active -= 1
+
+        thread.add_done_callback(finished)
+    return thread
+
+
 async def run_pieces(
     method: Callable[[Mapping[str, Any], Callable[[], bool]], Iterator[Piece]],
     request: Mapping[str, Any],
@@ -66,17 +89,7 @@ async def run_pieces(
         finally:
             loop.call_soon_threadsafe(queue.put_nowait, _DONE)
 
-    thread = loop.run_in_executor(executor, work)
-    if lease is not None:
-        lease.track(thread)  # the instance is not lent again before this thread has finished
-    if counter is not None:
-        counter.active += 1
-        counter.total += 1
-
-        def finished(_thread: asyncio.Future[None]) -> None:
-            counter.active -= 1
-
-        thread.add_done_callback(finished)
+    _start(loop, executor, work, counter, lease)
     try:
         while True:
             item = await queue.get()
@@ -85,6 +98,29 @@ async def run_pieces(
             if isinstance(item, _Failed):
                 raise item.exc
             yield item
+    finally:
+        stop.set()
+
+
+async def collect_pieces(
+    method: Callable[[Mapping[str, Any], Callable[[], bool]], Iterator[Piece]],
+    request: Mapping[str, Any],
+    *,
+    stop: threading.Event,
+    counter: GenerationCounter,
+    executor: Executor | None,
+    lease: Lease,
+) -> list[Piece]:
+    """The whole output at once, for responses that are not streamed: one hand-over from the
+    worker thread instead of one per piece (it matters for short generations)."""
+
+    def work() -> list[Piece]:
+        with contextlib.closing(method(request, stop.is_set)) as generated:
+            return list(generated)
+
+    thread = _start(asyncio.get_running_loop(), executor, work, counter, lease)
+    try:
+        return await thread
     finally:
         stop.set()
 

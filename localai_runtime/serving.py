@@ -27,7 +27,7 @@ from localai_runtime.errors import (
     internal_error,
     stream_error_event,
 )
-from localai_runtime.generation import run_pieces, watch_disconnect
+from localai_runtime.generation import collect_pieces, run_pieces, watch_disconnect
 from localai_runtime.policy import EXTENSIONS, Prepared, prepare
 from localai_runtime.runtime import Runtime
 
@@ -162,9 +162,9 @@ async def _complete(runtime: Runtime, operation_id: str, prepared: Prepared, rec
     async with runtime.pool(prepared.registration).acquire() as lease:
         watcher = asyncio.create_task(watch_disconnect(receive, stop))
         try:
-            pieces = run_pieces(_method(lease.instance, operation_id), request, stop=stop,
-                                counter=runtime.generations, executor=runtime.executor, lease=lease)
-            async for piece in pieces:
+            pieces = await collect_pieces(_method(lease.instance, operation_id), request, stop=stop,
+                                          counter=runtime.generations, executor=runtime.executor, lease=lease)
+            for piece in pieces:
                 choices.add(piece)
         finally:
             watcher.cancel()
