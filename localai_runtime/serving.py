@@ -43,11 +43,20 @@ class _Output:
 
     def __init__(self, request: Mapping[str, Any]) -> None:
         extensions = request.get(EXTENSIONS) or {}
-        try:
-            self.cut = [re.compile(p) for p in extensions.get("cutstrings") or []]
-            self.trim = [re.compile(p) for p in extensions.get("trimstrings") or []]
-        except re.error as exc:
-            raise InvalidRequestError(f"Invalid regular expression: {exc}", param=f"{EXTENSIONS}.cutstrings") from exc
+        self.cut = self._compile(extensions, "cutstrings")
+        self.trim = self._compile(extensions, "trimstrings")
+
+    @staticmethod
+    def _compile(extensions: Mapping[str, Any], key: str) -> list[re.Pattern[str]]:
+        patterns = []
+        for index, pattern in enumerate(extensions.get(key) or []):
+            try:
+                patterns.append(re.compile(pattern))
+            except re.error as exc:
+                raise InvalidRequestError(
+                    f"Invalid regular expression {pattern!r}: {exc}", param=f"{EXTENSIONS}.{key}[{index}]"
+                ) from exc
+        return patterns
 
     @property
     def active(self) -> bool:

@@ -342,3 +342,18 @@ def test_parallel_instances_serve_at_once_and_load_once(echo_server):
         assert [f.result() for f in futures] == [200, 200]
     assert peak == 2  # both generations ran at the same time
     assert EchoBackend.loads - before == 2  # two instances, each loaded once for both requests
+
+
+def test_cutstrings_and_trimstrings_are_applied_by_the_server(echo_server):
+    client = echo_server.client()
+    extensions = {"cutstrings": ['"max_tokens": 100, '], "trimstrings": ["[{]", "[}]"]}
+    plain = client.completions.create(model="echo", prompt="x", extra_body={"x-localai-extensions": extensions})
+    text = plain.choices[0].text  # the echo of the request, as JSON, cut and trimmed
+    # the echo starts '{"max_tokens": 100, "model": ...' and ends '...]}}' before cutting and trimming
+    assert text.startswith('"model": "echo"') and text.endswith('"]}')
+    streamed = "".join(c.choices[0].text for c in client.completions.create(
+        model="echo", prompt="x", stream=True, extra_body={"x-localai-extensions": extensions}) if c.choices)
+    assert streamed.startswith('"model": "echo"') and streamed.endswith('"]}')
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.completions.create(model="echo", prompt="x", extra_body={"x-localai-extensions": {"trimstrings": ["ok", "("]}})
+    assert raised.value.param == "x-localai-extensions.trimstrings[1]"
