@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 from typing import Any
 
 from connexion.datastructures import MediaTypeDict
@@ -27,6 +29,7 @@ from connexion.validators import (
     JSONRequestBodyValidator,
     ParameterValidator,
 )
+from starlette.datastructures import Headers
 
 from localai_runtime.errors import InvalidRequestError
 from localai_runtime.middleware import operation_id
@@ -93,6 +96,34 @@ def resolve_in_place(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
+def _no_constant(name: str) -> float:
+    """Python's json reads ``NaN`` and ``Infinity``; JSON has no such values."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _refuse_lone_surrogates(body: Any) -> None:
+    """JSON can escape half of a UTF-16 pair alone (``"\\ud800"``): no character, and no model
+    (nor a UTF-8 response) can take it. Paired escapes decode to one character and pass."""
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequestError(
+            f"The request body is not valid JSON text: it holds an unpaired surrogate {ascii(exc.object[exc.start])}"
+        ) from exc
+    except RecursionError as exc:
+        raise InvalidRequestError("The request body is not valid JSON: it is nested too deeply") from exc
+
+
 def _primary_type(schema: dict[str, Any]) -> str | None:
     kind = schema.get("type")
     if isinstance(kind, str):
@@ -131,16 +162,28 @@ def validator_map(requests: RequestSchemas) -> dict[str, Any]:
             if not raw.strip():
                 return None
             try:
-                body = json.loads(raw.decode(self._encoding))
+                body = json.loads(raw.decode(self._encoding), parse_constant=_no_constant, parse_float=_finite)
             except UnicodeDecodeError as exc:
                 raise InvalidRequestError(
                     f"The request body is not valid {self._encoding}: {exc.reason} at byte {exc.start}"
                 ) from exc
             except ValueError as exc:
                 raise InvalidRequestError(f"The request body is not valid JSON: {exc}") from exc
+            except RecursionError as exc:  # json's decoder shares Python's recursion limit
+                raise InvalidRequestError("The request body is not valid JSON: it is nested too deeply") from exc
+            if _SURROGATE_ESCAPE.search(raw):
+                _refuse_lone_surrogates(body)
             op_id = operation_id(scope)
             self._request = requests.get(op_id) if op_id in requests.spec.operations else None
             return body
+
+        async def wrap_receive(self, receive, *, scope):  # noqa: ANN001, ANN202 - connexion's signature
+            receive, scope = await super().wrap_receive(receive, scope=scope)
+            if "content-type" not in Headers(scope=scope):
+                # connexion validates a body sent without Content-Type as the operation's JSON
+                # (its best guess); the handler must then read it as JSON too, not as bytes.
+                scope = {**scope, "headers": [*scope["headers"], (b"content-type", b"application/json")]}
+            return receive, scope
 
         def _validate(self, body: Any) -> None:
             if body is None:

@@ -77,10 +77,16 @@ class Prepared:
     dropped: list[str] = field(default_factory=list)
 
     def headers(self) -> dict[str, str]:
-        headers = {REGISTRATION_HEADER: self.registration.label}
+        headers = {REGISTRATION_HEADER: _header_value(self.registration.label)}
         if self.dropped:
-            headers[DROPPED_HEADER] = ", ".join(self.dropped)
+            headers[DROPPED_HEADER] = _header_value(", ".join(self.dropped))
         return headers
+
+
+def _header_value(text: str) -> str:
+    """``text`` as printable ASCII: a dropped field's name is the client's, and may hold any character
+    (outside latin-1 it cannot be sent at all; CR or LF would end the header)."""
+    return text.encode("unicode_escape").decode("ascii")
 
 
 def _remove(body: dict[str, Any], name: str) -> None:
