@@ -1,0 +1,246 @@
+"""Schema-driven fuzzing: schemathesis generates requests from the served ``/openapi.json``.
+
+A live server (registrations on the echo backend, tests/fake_backend.py) answers cases that
+schemathesis 4 builds from the document the server itself serves, positive and negative, a
+fixed number per operation, derandomized (the same cases every run) and without shrinking.
+Every implemented operation is fuzzed, plus a fixed sample of unimplemented ones. Checks:
+
+- no 5xx, except 501 ``not_implemented`` for an operation without a handler;
+- every error body is exactly OpenAI's envelope ``{"error": {message, type, param, code}}``;
+- every 2xx JSON body validates against its response schema in the served document; every
+  event of a 2xx ``text/event-stream`` is a chunk that validates against the stream schema, or
+  an error envelope, and the stream ends with ``[DONE]``;
+- a positive (schema-valid) case sent to the ``lenient`` registration, which drops what the
+  backend does not honour, is served (2xx); one naming an unregistered model is 404
+  ``model_not_found`` (an empty name is 400 "You must provide a model parameter").
+
+Notes on schemathesis and this document:
+
+- OpenAPI 3.1 needs no flag: schemathesis 4 picks its 3.1 adapter from ``openapi: 3.1.0``
+  (the ``experimental`` OpenAPI 3.1 switch of schemathesis 3 is gone).
+- schemathesis never guesses a registered model name, so most cases for the generating
+  operations and ``retrieveModel`` get ``model`` replaced by a registered one: ``echo``
+  (unsupported fields refused) or ``lenient``; the others answer 404 ``model_not_found``.
+- Requests are sent with ``requests`` from ``case.as_transport_kwargs()`` rather than with
+  ``case.call()``, which stops reading an event stream after ``max-stream-events``.
+- Responses are validated with the server's own validator on a separate copy of the served
+  document (schemathesis resolves references in the copy it loaded), not with schemathesis's
+  ``response_schema_conformance``: that validates 3.1 documents as plain 2020-12, ignoring the
+  3.0 ``nullable: true`` that OpenAI's document still mixes in.
+- schemathesis reads ``nullable: true`` beside ``oneOf`` without a ``type`` as "null allowed";
+  the server follows OpenAPI 3.0.3 (``nullable`` only widens an explicit ``type``) and answers
+  400. Two request fields are written that way (``NULL_REFUSED``); positive cases that set them
+  to null are exempt from the "served" check.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import textwrap
+from collections import Counter
+from urllib.parse import quote
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
+
+from localai_runtime.schemas import SchemaCache, describe, document_ref
+from tests.conftest import live_server
+from tests.fake_backend import registry
+
+STREAMING = ("createChatCompletion", "createCompletion")
+GENERATING = (*STREAMING, "createEmbedding")
+IMPLEMENTED = (*GENERATING, "listModels", "retrieveModel", "listRegistrations", "getHealth", "getReadiness")
+UNIMPLEMENTED_SAMPLE = 15
+EXAMPLES = {**dict.fromkeys(GENERATING, 40), "retrieveModel": 20}
+OTHER_EXAMPLES = 10
+UNIMPLEMENTED_EXAMPLES = 4
+MODELS = ("echo", "lenient")
+NULL_REFUSED = {"createCompletion": "prompt", "createChatCompletion": "prediction"}
+
+CONFIGS = """
+registration: {model: echo, operations: [createChatCompletion, createCompletion, createEmbedding]}
+local_settings: {backend: echo}
+---
+registration: {model: lenient, operations: [createChatCompletion, createCompletion, createEmbedding]}
+local_settings: {backend: echo}
+policy: {unsupported_parameters: drop, unknown_parameters: drop}
+"""
+
+
+class Checks:
+    """Response checks against the served document."""
+
+    def __init__(self, document: dict) -> None:
+        self.cache = SchemaCache(document)
+        self.document = document
+        self.locations = {
+            spec["operationId"]: (path, method)
+            for path, item in document["paths"].items() for method, spec in item.items()
+            if isinstance(spec, dict) and "operationId" in spec
+        }
+
+    @staticmethod
+    def envelope(body) -> None:
+        assert isinstance(body, dict) and set(body) == {"error"}, body
+        error = body["error"]
+        assert isinstance(error, dict) and set(error) == {"message", "type", "param", "code"}, body
+        assert isinstance(error["message"], str) and error["message"], body
+        assert isinstance(error["type"], str) and error["type"], body
+        assert error["param"] is None or isinstance(error["param"], str), body
+        assert error["code"] is None or isinstance(error["code"], str), body
+
+    def conforms(self, pointer: str, body) -> None:
+        error = self.cache.first_error(document_ref(pointer), body)
+        assert error is None, f"{pointer}: {describe(error)[0]}\n{json.dumps(body)[:2000]}"
+
+    def response(self, operation_id: str, response: requests.Response, *, implemented: bool) -> str:
+        """Check ``response``; returns what it was: an error code, ``json`` or ``stream``."""
+        status = response.status_code
+        media_type = response.headers.get("content-type", "").split(";")[0].strip()
+        assert status < 500 or (status == 501 and not implemented), (status, response.text[:500])
+        if status >= 400:
+            assert media_type == "application/json", (status, media_type)
+            body = response.json()
+            self.envelope(body)
+            return body["error"]["code"] or str(status)
+        path, method = self.locations[operation_id]
+        declared = self.document["paths"][path][method]["responses"][str(status)]["content"]
+        assert media_type in declared, (status, media_type, list(declared))
+        escaped = path.replace("~", "~0").replace("/", "~1")
+        pointer = quote(f"/paths/{escaped}/{method}/responses/{status}/content/{media_type.replace('/', '~1')}/schema")
+        if media_type != "text/event-stream":
+            self.conforms(pointer, response.json())
+            return "json"
+        events = [line[len("data: "):] for line in response.text.splitlines() if line.startswith("data: ")]
+        assert len(events) >= 2 and events[-1] == "[DONE]", response.text[-500:]
+        for event in map(json.loads, events[:-1]):
+            if "error" in event:
+                self.envelope(event)
+            else:
+                self.conforms(pointer, event)
+        return "stream"
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(built_spec, tmp_path_factory):
+    configs = tmp_path_factory.mktemp("fuzz-configs")
+    (configs / "echo.yaml").write_text(textwrap.dedent(CONFIGS))
+    with live_server(built_spec, backends=registry(), configs_dir=configs) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def operations(fuzz_server):
+    """schemathesis's operations of the served document, by operationId."""
+    schema = schemathesis.openapi.from_url(fuzz_server.url + "/openapi.json")
+    return {op.definition.raw["operationId"]: op for op in (result.ok() for result in schema.get_all_operations())}
+
+
+@pytest.fixture(scope="module")
+def checks(fuzz_server):
+    with fuzz_server.http() as http:
+        return Checks(http.get("/openapi.json").json())
+
+
+def _pointed(case, model: str | None, stream: bool):
+    """Point the case at a registered model (``None``: keep what schemathesis generated), and
+    ask for a stream when it is a generating request that may (streams are rare otherwise)."""
+    if model is not None and isinstance(case.body, dict) and "model" in case.body:
+        case.body["model"] = model
+        if stream and case.operation.definition.raw["operationId"] in STREAMING:
+            case.body["stream"] = True
+    if model is not None and "model" in (case.path_parameters or {}):
+        case.path_parameters["model"] = model
+    return case
+
+
+def _sets_refused_null(operation_id: str, body) -> bool:
+    name = NULL_REFUSED.get(operation_id)
+    return isinstance(body, dict) and name in body and body[name] is None
+
+
+def fuzz(operation_id: str, operations, checks: Checks, url: str, *, implemented: bool = True) -> Counter:
+    """Run the operation's cases; returns how many answered what (``(positive, model, outcome)``)."""
+    operation = operations[operation_id]
+    cases = st.one_of(
+        operation.as_strategy(GenerationMode.POSITIVE).map(lambda case: (case, True)),
+        operation.as_strategy(GenerationMode.NEGATIVE).map(lambda case: (case, False)),
+    )
+    wants_model = operation_id in GENERATING or operation_id == "retrieveModel"
+    # Models and streaming by turns, not drawn: hypothesis favours the first choice of a draw.
+    turns = itertools.cycle([("lenient", False), (None, False), ("lenient", True), ("echo", False),
+                             ("lenient", False), (None, True), ("lenient", True), ("echo", True)])
+    outcomes: Counter = Counter()
+
+    @settings(
+        max_examples=EXAMPLES.get(operation_id, OTHER_EXAMPLES) if implemented else UNIMPLEMENTED_EXAMPLES,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],  # no shrinking: a failure shows its curl command
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(generated=cases)
+    def run(generated):
+        case, positive = generated
+        model, stream = next(turns) if wants_model else (None, False)
+        kwargs = _pointed(case, model, stream).as_transport_kwargs(base_url=url)
+        response = session.request(**kwargs, timeout=30)
+        try:
+            outcome = checks.response(operation_id, response, implemented=implemented)
+            if positive and not _sets_refused_null(operation_id, case.body):
+                if model == "lenient":  # valid, and nothing the backend cannot honour is refused
+                    assert outcome in ("json", "stream"), response.text[:500]
+                elif model is None and operation_id in GENERATING and case.body["model"] not in ("", *MODELS):
+                    assert outcome == "model_not_found", response.text[:500]
+        except AssertionError as exc:
+            exc.add_note(f"{'positive' if positive else 'negative'} case: {case.as_curl_command()}"[:3000])
+            raise
+        outcomes[positive, model, outcome] += 1
+
+    with requests.Session() as session:
+        run()
+    return outcomes
+
+
+def seen(outcomes: Counter, outcome: str, **where) -> int:
+    return sum(count for (positive, model, got), count in outcomes.items() if got == outcome
+               and where.get("positive", positive) == positive and where.get("model", model) == model)
+
+
+@pytest.mark.parametrize("operation_id", GENERATING)
+def test_generating_operations_answer_conforming_bodies_and_streams_or_openai_errors(
+        operation_id, operations, checks, fuzz_server):
+    outcomes = fuzz(operation_id, operations, checks, fuzz_server.url)
+    assert seen(outcomes, "json") >= 1  # some cases reached the backend and were validated
+    assert seen(outcomes, "model_not_found", model=None) >= 1
+    if operation_id != "createEmbedding":
+        assert seen(outcomes, "stream") >= 1
+    assert {got for (_, _, got) in outcomes} <= {"json", "stream", "model_not_found", "unsupported_parameter",
+                                                  "unknown_parameter", "400"}, outcomes
+
+
+def test_retrieve_model_finds_registered_names_only(operations, checks, fuzz_server):
+    outcomes = fuzz("retrieveModel", operations, checks, fuzz_server.url)
+    assert seen(outcomes, "json", model=None) == 0  # schemathesis never guesses a registered name
+    assert seen(outcomes, "json") >= 1 and seen(outcomes, "model_not_found", model=None) >= 1
+
+
+@pytest.mark.parametrize("operation_id", ["listModels", "listRegistrations", "getHealth", "getReadiness"])
+def test_listings_and_probes_always_answer_their_schema(operation_id, operations, checks, fuzz_server):
+    outcomes = fuzz(operation_id, operations, checks, fuzz_server.url)
+    assert outcomes and {got for (_, _, got) in outcomes} == {"json"}, outcomes
+
+
+def test_unimplemented_operations_answer_501_in_the_envelope(operations, checks, fuzz_server, built_spec):
+    others = sorted(set(built_spec.operations) - set(IMPLEMENTED))
+    for operation_id in sorted(random.Random(20240501).sample(others, UNIMPLEMENTED_SAMPLE)):
+        outcomes = fuzz(operation_id, operations, checks, fuzz_server.url, implemented=False)
+        answered = {got for (_, _, got) in outcomes}
+        assert "not_implemented" in answered and answered <= {"not_implemented", "not_found"}, (operation_id, outcomes)
