@@ -15,8 +15,11 @@ Measured:
 5. start-up: process start to ready;
 6. memory: peak RSS of each server.
 
+The overhead runs twice: with an httpx async client (in Python, like most callers) and, where
+Debian's ``wrk`` is installed, with wrk, whose C client does not become the bottleneck first.
+
 Usage: python bench/peer.py [--quick] [--output BENCHMARKS.md]
-Needs llama-cpp-python's server extra: pip install 'llama-cpp-python[server]'.
+Needs llama-cpp-python's server extra: pip install 'llama-cpp-python[server]' (and apt-get install wrk).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import shutil
 import socket
 import statistics
 import subprocess
@@ -157,6 +161,44 @@ async def overhead(url: str, model: str, concurrency: int, seconds: float) -> di
             "p99_ms": percentile(latencies, 0.99) * 1000, "errors": errors}
 
 
+_WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = '{"model": "%s", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "temperature": 0}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+
+def _milliseconds(text: str) -> float:
+    for unit, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * factor
+    return float(text)
+
+
+def overhead_wrk(url: str, model: str, concurrency: int, seconds: float) -> dict[str, float]:
+    """The same measurement with wrk (C, keep-alive), so the client is not the bottleneck."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(_WRK_SCRIPT % model)
+    try:
+        output = subprocess.run(
+            ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, int(seconds))}s", "--latency", "-s", script.name,
+             url + "/v1/chat/completions"], capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
+    finally:
+        os.unlink(script.name)
+    figures = {"errors": 0.0}
+    for line in output.splitlines():
+        parts = line.split()
+        if line.startswith("Requests/sec:"):
+            figures["rps"] = float(parts[1])
+        elif parts[:1] == ["50%"]:
+            figures["p50_ms"] = _milliseconds(parts[1])
+        elif parts[:1] == ["99%"]:
+            figures["p99_ms"] = _milliseconds(parts[1])
+        elif line.strip().startswith("Non-2xx"):
+            figures["errors"] = float(parts[-1])
+    return figures
+
+
 def stream_chat(url: str, model: str, max_tokens: int) -> tuple[int, float, float]:
     """(content chunks, seconds to the first content chunk, total seconds) of one streamed chat."""
     body = {"model": model, "messages": MESSAGES, "max_tokens": max_tokens, "temperature": 0, "stream": True}
@@ -254,7 +296,10 @@ def main() -> None:
                 for level in (1, 8):
                     figures = asyncio.run(overhead(server.url, "tiny", level, seconds))
                     for key, value in figures.items():
-                        record(f"overhead c={level} {key}", server.name, value)
+                        record(f"overhead c={level} (httpx client) {key}", server.name, value)
+                    if shutil.which("wrk"):
+                        for key, value in overhead_wrk(server.url, "tiny", level, seconds).items():
+                            record(f"overhead c={level} (wrk client) {key}", server.name, value)
         record("start-up s (tiny model)", mine.name, mine.started_s)
         record("start-up s (tiny model)", theirs_tiny.name, theirs_tiny.started_s)
         record("peak RSS MiB (after overhead runs)", theirs_tiny.name, theirs_tiny.peak_rss_mib())
