@@ -74,6 +74,24 @@ def live_server(built: BuiltSpec | None = None, backends=None, **overrides) -> I
         server.stop()
 
 
+@contextlib.contextmanager
+def demo_and_echo_server(built: BuiltSpec, directory: Path, echo_configs: str, **overrides) -> Iterator[LiveServer]:
+    """A live server with the shipped llama-cpp demo registrations beside echo-backend ones
+    (``echo_configs``, YAML), both through the real backend registry."""
+    import shutil
+    import textwrap
+
+    from localai_runtime.backends import BackendRegistry
+    from tests.fake_backend import EchoBackend
+
+    shutil.copy(resource_dir("configs") / "demo-llama-cpp.yaml", directory)
+    (directory / "echo.yaml").write_text(textwrap.dedent(echo_configs))
+    backends = BackendRegistry.from_entry_points()
+    backends.register("echo", EchoBackend)
+    with live_server(built, backends=backends, configs_dir=directory, **overrides) as live:
+        yield live
+
+
 @pytest.fixture(scope="session")
 def built_spec() -> BuiltSpec:
     """The default patched document, built once (tests must not mutate it)."""

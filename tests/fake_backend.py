@@ -21,6 +21,8 @@ GENERATION_FIELDS = frozenset({"model", "max_tokens", "temperature", "n", "seed"
 class EchoInstance:
     overlaps = 0
     """Times a generation started on an instance another generation was still using."""
+    last_run: tuple[int, int] = (0, 0)
+    """(pieces produced, pieces planned) of the last generation that ended."""
 
     def __init__(self, settings: LocalSettings) -> None:
         self.settings = settings
@@ -42,19 +44,25 @@ class EchoInstance:
     def _pieces(self, request: Mapping[str, Any], prompt_key: str, should_stop) -> Iterator[Piece]:
         shown = {k: v for k, v in request.items() if k != prompt_key}
         text = json.dumps(shown, sort_keys=True)
+        pieces = [text[i:i + 7] for i in range(0, len(text), 7)]
+        choices = int(request.get("n") or 1)
         delay = self.settings.get("delay_s", 0)
-        for index in range(int(request.get("n") or 1)):
-            pieces = [text[i:i + 7] for i in range(0, len(text), 7)]
-            for count, part in enumerate(pieces, 1):
-                if count == 3 and request.get(prompt_key) == "fail after two pieces":
-                    raise RuntimeError("the backend failed mid-generation")
-                if should_stop():
-                    return
-                if delay:
-                    time.sleep(delay)
-                last = count == len(pieces)
-                yield Piece(text=part, index=index, finish_reason="stop" if last else None,
-                            prompt_tokens=3 if last else 0, completion_tokens=len(pieces) if last else 0)
+        produced = 0
+        try:
+            for index in range(choices):
+                for count, part in enumerate(pieces, 1):
+                    if count == 3 and request.get(prompt_key) == "fail after two pieces":
+                        raise RuntimeError("the backend failed mid-generation")
+                    if should_stop():
+                        return
+                    if delay:
+                        time.sleep(delay)
+                    last = count == len(pieces)
+                    produced += 1
+                    yield Piece(text=part, index=index, finish_reason="stop" if last else None,
+                                prompt_tokens=3 if last else 0, completion_tokens=len(pieces) if last else 0)
+        finally:
+            EchoInstance.last_run = (produced, len(pieces) * choices)
 
     def chat(self, request, should_stop):
         return self._echo(request, "messages", should_stop)

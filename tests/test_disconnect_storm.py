@@ -12,18 +12,14 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import random
-import shutil
 import socket
-import textwrap
 import time
 
 import httpx
 import pytest
 
-from localai_runtime.backends import BackendRegistry
-from localai_runtime.settings import resource_dir
-from tests.conftest import live_server
-from tests.fake_backend import EchoBackend, EchoInstance
+from tests.conftest import demo_and_echo_server
+from tests.fake_backend import EchoInstance
 
 ECHO_STREAMS = 50
 DEMO_STREAMS = 6
@@ -40,12 +36,7 @@ local_settings: {backend: echo, delay_s: 0.01, parallel: 2}
 
 @pytest.fixture(scope="module")
 def storm_server(built_spec, tmp_path_factory):
-    configs = tmp_path_factory.mktemp("storm-configs")
-    shutil.copy(resource_dir("configs") / "demo-llama-cpp.yaml", configs)
-    (configs / "storm.yaml").write_text(textwrap.dedent(CONFIGS))
-    backends = BackendRegistry.from_entry_points()
-    backends.register("echo", EchoBackend)
-    with live_server(built_spec, backends=backends, configs_dir=configs, queue_size=64) as live:
+    with demo_and_echo_server(built_spec, tmp_path_factory.mktemp("storm-configs"), CONFIGS, queue_size=64) as live:
         yield live
 
 

