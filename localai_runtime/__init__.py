@@ -6,7 +6,13 @@ The public surface is small: :func:`create_app` builds the ASGI application from
 
 from __future__ import annotations
 
-from localai_runtime.app import create_app
+import warnings
+
+# connexion 3.3 imports starlette's TestClient at import time, which warns without httpx2; this
+# server never uses the test client, so the warning would only confuse operators.
+warnings.filterwarnings("ignore", message=r"Using `httpx` with `starlette.testclient` is deprecated")
+
+from localai_runtime.app import create_app  # noqa: E402
 from localai_runtime.settings import Settings
 
 __all__ = ["Settings", "create_app", "__version__"]
