@@ -13,7 +13,7 @@ import warnings
 warnings.filterwarnings("ignore", message=r"Using `httpx` with `starlette.testclient` is deprecated")
 
 from localai_runtime.app import create_app  # noqa: E402
-from localai_runtime.settings import Settings
+from localai_runtime.settings import Settings  # noqa: E402
 
 __all__ = ["Settings", "create_app", "__version__"]
 __version__ = "0.1.0"
