@@ -33,6 +33,8 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+from localai_runtime.documents import cache_dir
+
 __all__ = [
     "BENCH_SPEC",
     "DemoModelSpec",
@@ -41,6 +43,9 @@ __all__ = [
     "ensure_demo_model",
     "write_demo_model",
 ]
+
+# One cache directory for everything the server generates (see documents.cache_dir).
+default_cache_dir = cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -165,16 +170,6 @@ def demo_model_filename(spec: DemoModelSpec = DemoModelSpec()) -> str:
     """File name for ``spec``: sanitised name plus a short hash of the spec."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "-", spec.name).strip("-.") or "demo"
     return f"{safe}-{spec.digest()}.f32.gguf"
-
-
-def default_cache_dir() -> Path:
-    """``$LOCALAI_CACHE_DIR``, else ``$XDG_CACHE_HOME/localai-runtime``, else ``~/.cache/localai-runtime``."""
-    explicit = os.environ.get("LOCALAI_CACHE_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "localai-runtime"
 
 
 def _add_tensors(writer: gguf.GGUFWriter, spec: DemoModelSpec, n_vocab: int, suppressed: list[int]) -> None:

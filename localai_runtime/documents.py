@@ -41,9 +41,9 @@ def cache_dir() -> Path:
     """Where generated files live: ``$LOCALAI_CACHE_DIR``, else the XDG cache directory."""
     explicit = os.environ.get("LOCALAI_CACHE_DIR")
     if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "localai-runtime"
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "localai-runtime"
 
 
 def parse(data: bytes, source: str | Path) -> Any:
