@@ -360,8 +360,11 @@ def report(results: dict[str, dict[str, list[float]]], output: Path, *, quick: b
 
         lines.append(f"| {metric} | {show(mine)} | {show(theirs)} | {show(direct)} | {ratio} |")
     text = "\n".join(lines) + "\n"
-    output.write_text(text)
     print(text)
+    kept = ""  # bench/soak.py's section survives a new run of this script
+    if output.exists() and "\n## Soak" in output.read_text():
+        kept = "\n## Soak" + output.read_text().split("\n## Soak", 1)[1]
+    output.write_text(text + kept)
 
 
 if __name__ == "__main__":

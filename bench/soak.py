@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 MESSAGES = [{"role": "user", "content": "Tell me about the sea."}]
 CHAT, COMPLETE = "/v1/chat/completions", "/v1/completions"
+SOAK_HEADING = "## Soak"
 REQUESTS = [  # (name, weight, method, path, body)
     ("chat", 30, "POST", CHAT, {"model": "demo", "messages": MESSAGES, "max_tokens": 16}),
     ("chat-gpt4all", 10, "POST", CHAT, {"model": "demo-gpt4all", "messages": MESSAGES, "max_tokens": 8}),
@@ -99,6 +100,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=600)
     parser.add_argument("--warmup", type=float, default=20)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--output", type=Path, default=None,
+                        help="also write the report as the '## Soak' section of this file (e.g. BENCHMARKS.md)")
     args = parser.parse_args()
 
     port = free_port()
@@ -124,14 +127,28 @@ def main() -> None:
         process.wait(timeout=60)
 
     total = sum(outcomes.values())
-    print(f"soak: {elapsed:.0f} s at concurrency {args.concurrency}: {total} requests ({total / elapsed:.1f}/s)")
-    for (name, status), count in sorted(outcomes.items()):
-        print(f"  {name:14s} {status}: {count}")
-    print(f"errors: {len(errors)}" + "".join(f"\n  {e}" for e in errors[:20]))
     growth = 100 * (after - before) / before
-    print(f"RSS after warm-up {before:.1f} MiB, at the end {after:.1f} MiB: growth {growth:+.2f}%")
-    print(f"generations still running afterwards: {active}")
+    lines = [
+        f"soak: {elapsed:.0f} s at concurrency {args.concurrency}: {total} requests ({total / elapsed:.1f}/s)",
+        *(f"  {name:14s} {status}: {count}" for (name, status), count in sorted(outcomes.items())),
+        f"errors: {len(errors)}" + "".join(f"\n  {e}" for e in errors[:20]),
+        f"RSS after warm-up {before:.1f} MiB, at the end {after:.1f} MiB: growth {growth:+.2f}%",
+        f"generations still running afterwards: {active}",
+    ]
+    print("\n".join(lines))
+    if args.output is not None:
+        write_section(args.output, lines)
 
+
+def write_section(path: Path, lines: list[str]) -> None:
+    """Replace (or add) the '## Soak' section of a Markdown file, keeping everything else."""
+    import datetime
+
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    head = text.split(SOAK_HEADING, 1)[0].rstrip() + "\n\n"
+    when = f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC"
+    body = f"{SOAK_HEADING}\n\n`python bench/soak.py` on {when}:\n\n```\n" + "\n".join(lines) + "\n```\n"
+    path.write_text(head + body)
 
 if __name__ == "__main__":
     main()
