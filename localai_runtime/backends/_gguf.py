@@ -46,3 +46,10 @@ def inspect(path: Path) -> tuple[dict[str, Any] | None, str | None]:
         return metadata(path), None
     except Exception as exc:  # noqa: BLE001 - gguf raises assorted errors for damaged files
         return None, f"cannot read the GGUF model {path}: {type(exc).__name__}: {exc}"
+
+
+def missing(path: Path | None) -> str | None:
+    """The problem when a registration's model file is not there, or None."""
+    if path is None or not path.is_file():
+        return f"model file not found: {path}"
+    return None

@@ -28,6 +28,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from localai_runtime.backends._gguf import inspect as inspect_gguf
 from localai_runtime.backends._gguf import metadata
+from localai_runtime.backends._gguf import missing as missing_model
 from localai_runtime.backends._text import (
     DEFAULT_CONTEXT_SIZE,
     TextStream,
@@ -106,8 +107,8 @@ class GPT4AllBackend:
 
     def check(self, settings: LocalSettings, operations: frozenset[str]) -> list[str]:
         path = settings.model_file
-        if path is None or not path.is_file():
-            return [f"model file not found: {path}"]
+        if (problem := missing_model(path)) is not None:
+            return [problem]
         problems = []
         if settings.get("template") is not None:
             try:
@@ -132,8 +133,8 @@ class GPT4AllBackend:
 class GPT4AllInstance:
     def __init__(self, settings: LocalSettings) -> None:
         path = settings.model_file
-        if path is None or not path.is_file():
-            raise RuntimeError(f"gpt4all: model file not found: {path}")
+        if (problem := missing_model(path)) is not None:
+            raise RuntimeError(f"gpt4all: {problem}")
         self._n_ctx = settings.get("context_size", DEFAULT_CONTEXT_SIZE)
         self._n_batch = settings.get("n_batch", 128)
         try:

@@ -30,6 +30,7 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
 from localai_runtime.backends._gguf import inspect as inspect_gguf
+from localai_runtime.backends._gguf import missing as missing_model
 from localai_runtime.backends._text import (
     DEFAULT_CONTEXT_SIZE,
     TextStream,
@@ -100,8 +101,8 @@ class LlamaCppBackend:
 
     def check(self, settings: LocalSettings, operations: frozenset[str]) -> list[str]:
         problems = []
-        if settings.model_file is None or not settings.model_file.is_file():
-            problems.append(f"model file not found: {settings.model_file}")
+        if (problem := missing_model(settings.model_file)) is not None:
+            problems.append(problem)
         elif (damaged := inspect_gguf(settings.model_file)[1]) is not None:
             problems.append(damaged)
         template = settings.get("template")
@@ -119,8 +120,8 @@ class LlamaCppBackend:
 class LlamaCppInstance:
     def __init__(self, settings: LocalSettings) -> None:
         path = settings.model_file
-        if path is None or not path.is_file():
-            raise RuntimeError(f"llama-cpp: model file not found: {path}")
+        if (problem := missing_model(path)) is not None:
+            raise RuntimeError(f"llama-cpp: {problem}")
         self._settings = settings
         self._kwargs: dict[str, Any] = {
             "n_ctx": settings.get("context_size", DEFAULT_CONTEXT_SIZE),
