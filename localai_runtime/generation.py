@@ -24,6 +24,8 @@ from localai_runtime.pool import Lease
 logger = logging.getLogger(__name__)
 
 _DONE = object()
+FIRST_PIECE_WAIT_S = 0.05
+"""The longest a generation waits for its first piece to be sent before going on."""
 
 
 class _Failed:
@@ -74,6 +76,7 @@ async def run_pieces(
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()
     stop = stop or threading.Event()
+    first_sent = threading.Event()
 
     def work() -> None:
         try:
@@ -82,6 +85,12 @@ async def run_pieces(
             with contextlib.closing(method(request, stop.is_set)) as generated:
                 for piece in generated:
                     loop.call_soon_threadsafe(queue.put_nowait, piece)
+                    if not first_sent.is_set():
+                        # The backend's compute threads take every core while it generates:
+                        # let the event loop send the first piece (and the response headers)
+                        # before generating on. Time to first token, not throughput, is at stake.
+                        first_sent.wait(FIRST_PIECE_WAIT_S)
+                        first_sent.set()
                     if stop.is_set():
                         break
         except BaseException as exc:  # noqa: BLE001 - handed to the event loop
@@ -98,7 +107,9 @@ async def run_pieces(
             if isinstance(item, _Failed):
                 raise item.exc
             yield item
+            first_sent.set()  # the consumer has handled this piece and asks for the next
     finally:
+        first_sent.set()
         stop.set()
 
 
