@@ -314,9 +314,15 @@ def main() -> None:
         for _ in range(rounds + 1):
             record("stream tokens/s", "llama_cpp.Llama in-process", direct_rate(llm, long_tokens))
             for server in (mine, theirs):
-                count, first, total = stream_chat(server.url, "bench", long_tokens)
+                count, _first, total = stream_chat(server.url, "bench", long_tokens)
                 record("stream tokens/s", server.name, count / total)
-                record("time to first token ms", server.name, first * 1000)
+        # Time to first token on its own: short streams, alternating which server goes first, each
+        # after a pause (llama.cpp's threads spin a while after computing, and would slow whichever
+        # request came right after another generation).
+        for round_ in range(4 * rounds):
+            for server in (mine, theirs) if round_ % 2 == 0 else (theirs, mine):
+                time.sleep(0.3)
+                record("time to first token ms", server.name, stream_chat(server.url, "bench", 8)[1] * 1000)
         for server in (mine, theirs):
             # The peer has no health endpoint: its cheapest route, GET /v1/models, stands in.
             health = "/healthz" if server is mine else "/v1/models"
