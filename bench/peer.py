@@ -10,8 +10,9 @@ Measured:
 2. streaming throughput: tokens/s of a long streamed chat on the benchmark model (512-dim,
    8 layers), against each other and against llama_cpp.Llama called in-process;
 3. time to first token of a streamed chat;
-4. concurrency: 8 clients with long generations, ours with ``parallel: 2``: total tokens/s,
-   and /healthz latency (p50, p99) during the load;
+4. concurrency: 8 clients with long generations, ours with ``parallel: 2`` (two instances of
+   one thread each, as many compute threads as cores) against the peer (one instance of two
+   threads, requests serialized): total tokens/s, and /healthz latency (p50, p99) during the load;
 5. start-up: process start to ready;
 6. memory: peak RSS of each server.
 
@@ -100,6 +101,11 @@ def ours(tiny: Path, bench: Path) -> Iterator[Server]:
             "---\n"
             "registration: {model: bench, operations: [createChatCompletion, createCompletion]}\n"
             f"local_settings: {{backend: llama-cpp, model_file: '{bench}', threads: {THREADS}, "
+            f"context_size: {CONTEXT}, preload: true}}\n"
+            "---\n"
+            "# Two instances of one thread each: as many compute threads as cores.\n"
+            "registration: {model: bench-parallel, operations: [createChatCompletion]}\n"
+            f"local_settings: {{backend: llama-cpp, model_file: '{bench}', threads: {max(1, THREADS // 2)}, "
             f"context_size: {CONTEXT}, preload: true, parallel: 2}}\n"
         )
         port = free_port()
@@ -326,7 +332,8 @@ def main() -> None:
         for server in (mine, theirs):
             # The peer has no health endpoint: its cheapest route, GET /v1/models, stands in.
             health = "/healthz" if server is mine else "/v1/models"
-            figures = asyncio.run(concurrency(server.url, health, "bench", 8, long_tokens // 2))
+            model = "bench-parallel" if server is mine else "bench"
+            figures = asyncio.run(concurrency(server.url, health, model, 8, long_tokens // 2))
             for key, value in figures.items():
                 record(f"8 clients {key}", server.name, value)
         record("peak RSS MiB (all runs, both models)", mine.name, mine.peak_rss_mib())
