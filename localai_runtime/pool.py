@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor
 from typing import Any
 
 from localai_runtime.backends import ModelInstance
@@ -56,8 +57,11 @@ class Lease:
 
 
 class ModelPool:
-    def __init__(self, registration: Registration, *, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
+    def __init__(
+        self, registration: Registration, *, queue_size: int = DEFAULT_QUEUE_SIZE, executor: Executor | None = None
+    ) -> None:
         self.registration = registration
+        self._executor = executor
         self.size = int(registration.settings.get("parallel", 1))
         self.queue_size = queue_size
         self._instances: list[ModelInstance] = []
@@ -86,7 +90,10 @@ class ModelPool:
             instances = []
             try:
                 for _ in range(self.size):
-                    instances.append(await asyncio.to_thread(registration.backend.load, registration.settings))
+                    loading = asyncio.get_running_loop().run_in_executor(
+                        self._executor, registration.backend.load, registration.settings
+                    )
+                    instances.append(await loading)
             except Exception as exc:  # noqa: BLE001 - any load failure makes the model unavailable
                 for instance in instances:
                     instance.close()

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import threading
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -44,12 +46,15 @@ class Runtime:
         # One thread per model instance that can generate at once, so generations never wait
         # for threads (the event loop's default executor has min(32, cores + 4)).
         instances = sum(int(r.settings.get("parallel", 1)) for r in self.registrations.all)
-        self.executor = ThreadPoolExecutor(max_workers=max(2, instances), thread_name_prefix="generation")
+        self.executor = ThreadPoolExecutor(
+            max_workers=instances + 1, thread_name_prefix="inference", initializer=_below_the_event_loop
+        )
 
     def pool(self, registration: Registration) -> ModelPool:
         pool = self._pools.get(id(registration))
         if pool is None:
-            pool = self._pools[id(registration)] = ModelPool(registration, queue_size=self.settings.queue_size)
+            pool = ModelPool(registration, queue_size=self.settings.queue_size, executor=self.executor)
+            self._pools[id(registration)] = pool
         return pool
 
     @contextlib.asynccontextmanager
@@ -72,6 +77,19 @@ class Runtime:
             await asyncio.to_thread(self.executor.shutdown, wait=True, cancel_futures=True)
             for pool in self._pools.values():
                 pool.close()
+
+
+INFERENCE_NICENESS = 5
+
+
+def _below_the_event_loop() -> None:
+    """Run this inference thread, and the compute threads the backend starts from it (Linux
+    threads inherit their creator's niceness), below the event loop: with every core busy
+    generating, health checks, stream writes and 429s still get the CPU at once."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), INFERENCE_NICENESS)
+    except (AttributeError, OSError) as exc:  # not Linux, or not permitted: run as is
+        logger.debug("could not lower the inference thread's priority: %s", exc)
 
 
 def current() -> Runtime:
