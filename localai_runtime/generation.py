@@ -41,7 +41,7 @@ class GenerationCounter:
         self.total = 0
 
 
-def _start(
+def start_work(
     loop: asyncio.AbstractEventLoop,
     executor: Executor | None,
     work: Callable[[], Any],
@@ -98,7 +98,7 @@ async def run_pieces(
         finally:
             loop.call_soon_threadsafe(queue.put_nowait, _DONE)
 
-    _start(loop, executor, work, counter, lease)
+    start_work(loop, executor, work, counter, lease)
     try:
         while True:
             item = await queue.get()
@@ -129,7 +129,7 @@ async def collect_pieces(
         with contextlib.closing(method(request, stop.is_set)) as generated:
             return list(generated)
 
-    thread = _start(asyncio.get_running_loop(), executor, work, counter, lease)
+    thread = start_work(asyncio.get_running_loop(), executor, work, counter, lease)
     try:
         return await thread
     finally:

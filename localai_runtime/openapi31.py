@@ -34,7 +34,7 @@ from starlette.datastructures import Headers
 from localai_runtime.errors import InvalidRequestError
 from localai_runtime.middleware import operation_id
 from localai_runtime.request_fields import RequestSchemas
-from localai_runtime.schemas import SchemaCache, describe
+from localai_runtime.schemas import SchemaCache, describe, follow_refs
 
 logger = logging.getLogger(__name__)
 
@@ -64,20 +64,9 @@ def resolve_in_place(document: dict[str, Any]) -> dict[str, Any]:
     sibling keys of a ``$ref`` are kept beside the target's keys.
     """
 
-    def target(ref: str) -> Any:
-        node: Any = {"$ref": ref}
-        for _ in range(64):  # follow chains of references, but not forever
-            ref = node.get("$ref") if isinstance(node, dict) else None
-            if not (isinstance(ref, str) and ref.startswith("#/")):
-                break
-            node = document
-            for part in ref[2:].split("/"):
-                node = node[part.replace("~1", "/").replace("~0", "~")]
-        return node
-
     def resolved(value: Any) -> Any:
         if isinstance(value, dict) and isinstance(value.get("$ref"), str) and value["$ref"].startswith("#/"):
-            found = target(value["$ref"])
+            found = follow_refs(document, value)
             if len(value) == 1 or not isinstance(found, dict):
                 return found
             return {**{k: v for k, v in value.items() if k != "$ref"}, **found}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from localai_runtime.errors import SpecError
-from localai_runtime.schemas import SchemaCache, document_ref
+from localai_runtime.schemas import SchemaCache, document_ref, follow_refs
 from localai_runtime.spec_pipeline import BuiltSpec
 
 MISSING = object()
@@ -23,19 +23,12 @@ def _escape(part: str) -> str:
 
 
 def _resolve(document: Mapping[str, Any], node: Any) -> Any:
-    seen = 0
-    while isinstance(node, Mapping) and "$ref" in node:
-        ref = node["$ref"]
-        if not ref.startswith("#/"):
-            raise SpecError(f"external reference {ref} is not supported")
-        target: Any = document
-        for part in ref[2:].split("/"):
-            target = target[part.replace("~1", "/").replace("~0", "~")]
-        node = target
-        seen += 1
-        if seen > 64:
-            raise SpecError(f"reference cycle at {ref}")
-    return node
+    found = follow_refs(document, node)
+    if isinstance(found, Mapping) and "$ref" in found:
+        ref = found["$ref"]
+        problem = "is not supported" if not str(ref).startswith("#/") else "is part of a reference cycle"
+        raise SpecError(f"reference {ref} {problem}")
+    return found
 
 
 @dataclass(frozen=True)

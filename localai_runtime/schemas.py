@@ -11,7 +11,7 @@ No connexion import: the connexion glue and the registration checks both use thi
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jsonschema_rs
@@ -47,6 +47,23 @@ DOCUMENT_URI = "urn:localai-runtime:openapi"
 def document_ref(pointer: str) -> dict[str, str]:
     """A schema that validates through the document at ``pointer`` (a JSON Pointer)."""
     return {"$ref": f"{DOCUMENT_URI}#{pointer}"}
+
+
+MAX_REFERENCE_HOPS = 64
+
+
+def follow_refs(document: Any, node: Any) -> Any:
+    """``node`` with its chain of local ``$ref`` objects (``#/...``) followed inside
+    ``document``; stops at anything else: a schema, an external reference, or after
+    :data:`MAX_REFERENCE_HOPS` hops (a cycle), leaving the ``$ref`` object for the caller."""
+    for _ in range(MAX_REFERENCE_HOPS):
+        ref = node.get("$ref") if isinstance(node, Mapping) else None
+        if not (isinstance(ref, str) and ref.startswith("#/")):
+            return node
+        node = document
+        for part in ref[2:].split("/"):
+            node = node[part.replace("~1", "/").replace("~0", "~")]
+    return node
 
 
 def document_registry(document: dict[str, Any]) -> Registry:

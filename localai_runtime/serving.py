@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import logging
 import re
@@ -27,7 +28,7 @@ from localai_runtime.errors import (
     internal_error,
     stream_error_event,
 )
-from localai_runtime.generation import collect_pieces, run_pieces, watch_disconnect
+from localai_runtime.generation import collect_pieces, run_pieces, start_work, watch_disconnect
 from localai_runtime.policy import EXTENSIONS, Prepared, prepare
 from localai_runtime.runtime import Runtime
 
@@ -262,9 +263,10 @@ async def _embed(runtime: Runtime, prepared: Prepared) -> Response:
     if not inputs:
         raise InvalidRequestError("'input' must not be empty", param="input")
     async with runtime.pool(prepared.registration).acquire() as lease:
-        work = asyncio.get_running_loop().run_in_executor(runtime.executor, lease.instance.embed, list(inputs))
-        lease.track(work)
-        vectors, tokens = await work
+        vectors, tokens = await start_work(
+            asyncio.get_running_loop(), runtime.executor, functools.partial(lease.instance.embed, list(inputs)),
+            None, lease,
+        )
     encoding = request.get("encoding_format") or "float"
     data = [
         {"object": "embedding", "index": index, "embedding": _encode(list(vector), encoding)}
