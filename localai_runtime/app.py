@@ -143,6 +143,7 @@ def create_app(
         resolver=routing.resolver(built.operations, handlers),
         validator_map=openapi31.validator_map(schemas),
         uri_parser_class=openapi31.OpenAPI31URIParser,
+        strict_validation=True,  # an unknown query parameter is a 400, not silently ignored
         swagger_ui_options=SwaggerUIOptions(swagger_ui_path="/ui"),
     )
     app.runtime = runtime

@@ -31,7 +31,7 @@ from connexion.validators import (
 )
 from starlette.datastructures import Headers
 
-from localai_runtime.errors import InvalidRequestError
+from localai_runtime.errors import InvalidRequestError, UnknownParameterError
 from localai_runtime.middleware import operation_id
 from localai_runtime.request_fields import RequestSchemas
 from localai_runtime.schemas import SchemaCache, describe, follow_refs
@@ -186,6 +186,15 @@ def validator_map(requests: RequestSchemas) -> dict[str, Any]:
                 raise InvalidRequestError(message, param=param)
 
     class Parameters(ParameterValidator):
+        def validate_request(self, request):  # noqa: ANN001, ANN202 - connexion's signature
+            if self.strict_validation:
+                extra = sorted(self.validate_query_parameter_list(request, self.security_query_params))
+                if extra:
+                    raise UnknownParameterError(
+                        f"Unrecognized query parameter(s): {', '.join(extra)}", param=extra[0]
+                    )
+            super().validate_request(request)
+
         @staticmethod
         def validate_parameter(parameter_type, value, param, param_name=None):  # noqa: ANN001, ANN205
             name = param.get("name", param_name)

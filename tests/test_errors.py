@@ -74,6 +74,13 @@ def test_invalid_query_parameter_is_400_naming_it(echo_server, query, param):
         assert_envelope(http.post(f"{ECHO}?{query}", json={"model": "m"}), 400, type_="invalid_request_error", param=param)
 
 
+def test_unknown_query_parameter_is_400_naming_it(server):
+    with server.http() as http:
+        error = assert_envelope(http.get("/v1/models?limit=5&after=x"), 400, type_="invalid_request_error",
+                                code="unknown_parameter", param="after")
+    assert "after, limit" in error["message"]
+
+
 def test_valid_query_parameters(echo_server):
     with echo_server.http() as http:
         assert http.post(f"{ECHO}?limit=3&mode=a", json={"model": "m"}).status_code == 200
