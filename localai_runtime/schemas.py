@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import quote
 
 import jsonschema_rs
 from jsonschema import Draft202012Validator, ValidationError
@@ -45,8 +46,11 @@ DOCUMENT_URI = "urn:localai-runtime:openapi"
 
 
 def document_ref(pointer: str) -> dict[str, str]:
-    """A schema that validates through the document at ``pointer`` (a JSON Pointer)."""
-    return {"$ref": f"{DOCUMENT_URI}#{pointer}"}
+    """A schema that validates through the document at ``pointer`` (a JSON Pointer).
+
+    The pointer is percent-encoded as a URI fragment: paths such as ``/v1/threads/{thread_id}``
+    hold characters a URI may not."""
+    return {"$ref": f"{DOCUMENT_URI}#{quote(pointer, safe='/~')}"}
 
 
 MAX_REFERENCE_HOPS = 64

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from localai_runtime.schemas import SchemaCache, describe, format_path
+from localai_runtime.schemas import SchemaCache, describe, document_ref, format_path
 
 SCHEMA = {
     "type": "object",
@@ -80,3 +80,12 @@ def test_format_path():
     assert format_path(["messages", 0, "content", 2, "text"]) == "messages[0].content[2].text"
     assert format_path([], "x-localai-extensions") == "x-localai-extensions"
     assert format_path(["top_k"], "x-localai-extensions") == "x-localai-extensions.top_k"
+
+
+def test_document_ref_to_a_templated_path():
+    # Paths such as /v1/threads/{thread_id} hold characters a URI fragment may not.
+    document = {"paths": {"/v1/items/{item_id}": {"post": {"schema": {"type": "object", "required": ["a"]}}}}}
+    cache = SchemaCache(document)
+    schema = document_ref("/paths/~1v1~1items~1{item_id}/post/schema")
+    assert cache.first_error(schema, {"a": 1}) is None
+    assert cache.first_error(schema, {}).message == "'a' is a required property"
