@@ -26,6 +26,7 @@ from starlette.responses import Response
 
 from localai_runtime import errors, openapi31, routing
 from localai_runtime.backends import BackendRegistry
+from localai_runtime.dispatch import HandlerMiddleware, plan_calls
 from localai_runtime.middleware import (
     AuthMiddleware,
     BodyLimitMiddleware,
@@ -98,7 +99,8 @@ def _error_handler(request: ConnexionRequest, exc: Exception) -> ConnexionRespon
     )
 
 
-def _middlewares(settings: Settings, built: BuiltSpec, implemented: set[str]) -> list[Any]:
+def _middlewares(settings: Settings, built: BuiltSpec, handlers: dict[str, Any]) -> list[Any]:
+    implemented = set(handlers)
     stack: list[Any] = []
     for middleware in ConnexionMiddleware.default_middlewares:
         if middleware is SecurityMiddleware:
@@ -117,6 +119,8 @@ def _middlewares(settings: Settings, built: BuiltSpec, implemented: set[str]) ->
         if middleware is MiddlewarePosition.BEFORE_SWAGGER.value:
             # Directly inside the exception middleware, so a 413 gets OpenAI's envelope.
             stack.insert(-1, functools.partial(BodyLimitMiddleware, max_bytes=settings.max_body_bytes))
+    # Innermost: handlers are called with the validated body (see dispatch).
+    stack.append(functools.partial(HandlerMiddleware, calls=plan_calls(built.document, built.operations, handlers)))
     return stack
 
 
@@ -139,7 +143,7 @@ def create_app(
     app = RuntimeApp(
         __name__,
         lifespan=lifespan,
-        middlewares=_middlewares(settings, built, set(handlers)),
+        middlewares=_middlewares(settings, built, handlers),
         resolver=routing.resolver(built.operations, handlers),
         validator_map=openapi31.validator_map(schemas),
         uri_parser_class=openapi31.OpenAPI31URIParser,

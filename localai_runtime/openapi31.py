@@ -31,6 +31,7 @@ from connexion.validators import (
 )
 from starlette.datastructures import Headers
 
+from localai_runtime.dispatch import VALIDATED_BODY
 from localai_runtime.errors import InvalidRequestError, UnknownParameterError
 from localai_runtime.middleware import operation_id
 from localai_runtime.request_fields import RequestSchemas
@@ -146,6 +147,8 @@ def validator_map(requests: RequestSchemas) -> dict[str, Any]:
 
     class BodyValidator(JSONRequestBodyValidator):
         _request = None
+        _body = None
+
         async def _parse(self, stream, scope):  # noqa: ANN001, ANN202 - connexion's signature
             raw = b"".join([chunk async for chunk in stream])
             if not raw.strip():
@@ -164,10 +167,13 @@ def validator_map(requests: RequestSchemas) -> dict[str, Any]:
                 _refuse_lone_surrogates(body)
             op_id = operation_id(scope)
             self._request = requests.get(op_id) if op_id in requests.spec.operations else None
+            self._body = body
             return body
 
         async def wrap_receive(self, receive, *, scope):  # noqa: ANN001, ANN202 - connexion's signature
             receive, scope = await super().wrap_receive(receive, scope=scope)
+            # Handed to the handler as it is (dispatch.HandlerMiddleware), not parsed again.
+            scope.setdefault("extensions", {})[VALIDATED_BODY] = self._body
             if "content-type" not in Headers(scope=scope):
                 # connexion validates a body sent without Content-Type as the operation's JSON
                 # (its best guess); the handler must then read it as JSON too, not as bytes.
@@ -186,6 +192,12 @@ def validator_map(requests: RequestSchemas) -> dict[str, Any]:
                 raise InvalidRequestError(message, param=param)
 
     class Parameters(ParameterValidator):
+        def validate(self, scope):  # noqa: ANN001, ANN202 - connexion's signature
+            # Nothing declared and no query string: nothing to check, and no request to build.
+            if not self.parameters and not scope.get("query_string"):
+                return
+            super().validate(scope)
+
         def validate_request(self, request):  # noqa: ANN001, ANN202 - connexion's signature
             if self.strict_validation:
                 extra = sorted(self.validate_query_parameter_list(request, self.security_query_params))

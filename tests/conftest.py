@@ -25,6 +25,17 @@ from localai_runtime.spec_pipeline import BuiltSpec, build_spec
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="module")
+def testing_spec(tmp_path_factory) -> BuiltSpec:
+    """The shipped spec plus the test-only operations of ``tests/fake_spec/``."""
+    import shutil
+
+    fragments = tmp_path_factory.mktemp("spec")
+    for source in [*resource_dir("spec").iterdir(), *(REPO / "tests" / "fake_spec").iterdir()]:
+        shutil.copy(source, fragments / source.name)
+    return build_spec(spec_path=None, fragments_dir=fragments, patches_dir=resource_dir("patches"))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

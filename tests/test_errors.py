@@ -6,16 +6,12 @@ exercises request validation end to end over HTTP.
 
 from __future__ import annotations
 
-import shutil
-
 import httpx
 import openai
 import pytest
 
 import handlers.health
-from localai_runtime.settings import resource_dir
-from localai_runtime.spec_pipeline import build_spec
-from tests.conftest import REPO, live_server
+from tests.conftest import live_server
 
 ECHO = "/v1/testing/echo"
 
@@ -28,14 +24,6 @@ def assert_envelope(response: httpx.Response, status: int, *, type_: str, code=N
     assert (error["type"], error["param"], error["code"]) == (type_, param, code)
     assert error["message"]
     return error
-
-
-@pytest.fixture(scope="module")
-def testing_spec(tmp_path_factory):
-    fragments = tmp_path_factory.mktemp("spec")
-    for source in [*resource_dir("spec").iterdir(), *(REPO / "tests" / "fake_spec").iterdir()]:
-        shutil.copy(source, fragments / source.name)
-    return build_spec(spec_path=None, fragments_dir=fragments, patches_dir=resource_dir("patches"))
 
 
 @pytest.fixture(scope="module")
