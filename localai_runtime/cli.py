@@ -78,6 +78,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         configs_dir=args.configs,
         api_keys=tuple(getattr(args, "api_key", [])) + tuple(keys_from_env()),
         max_body_bytes=getattr(args, "max_body_bytes", DEFAULT_MAX_BODY_BYTES),
+        freeze_startup_objects=args.command == "serve",
     )
 
 

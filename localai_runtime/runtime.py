@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import threading
@@ -67,6 +68,9 @@ class Runtime:
                 except APIError as exc:
                     logger.error("preloading %s: %s", registration.label, exc.message)
         self.ready = True
+        if self.settings.freeze_startup_objects:
+            gc.freeze()
+            logger.debug("%d objects moved to the permanent generation", gc.get_freeze_count())
         logger.info("ready")
         try:
             yield self

@@ -44,3 +44,8 @@ class Settings:
     """Requests that may wait for a busy model before the next one answers 429."""
     handler_packages: tuple[str, ...] = ("handlers",)
     """Packages searched, in order, for ``<tag>.<operationId>`` handler functions."""
+    freeze_startup_objects: bool = False
+    """Once ready, move every object alive to the garbage collector's permanent generation
+    (``gc.freeze``): the parsed document and the routes are never traversed again, and a full
+    collection takes milliseconds instead of about 70 ms of a stalled event loop. On for
+    ``serve``, which owns its process; off for servers embedded in another process."""

@@ -9,7 +9,7 @@ import sys
 import openai
 import pytest
 
-from localai_runtime import demo_model
+from localai_runtime import Settings, demo_model
 from localai_runtime.backends import BackendRegistry
 from localai_runtime.registrations import load_registrations
 from localai_runtime.request_fields import RequestSchemas
@@ -73,3 +73,24 @@ def test_a_missing_backend_package_fails_only_its_registrations(built_spec, conf
     llama = registrations.lookup("createCompletion", "good-llama-cpp")
     assert "pip install llama-cpp-python" in llama.problem
     assert registrations.lookup("createCompletion", "good-gpt4all").problem is None
+
+
+def test_startup_objects_are_frozen_once_ready(built_spec):
+    import gc
+
+    before = gc.get_freeze_count()
+    try:
+        with live_server(built_spec, configs_dir=None, freeze_startup_objects=True) as live, live.http() as http:
+            assert http.get("/readyz").status_code == 200
+            # The document, routes and validators built at start-up are out of the collector's way.
+            assert gc.get_freeze_count() > before + 10_000
+    finally:
+        gc.unfreeze()
+
+
+def test_only_serve_freezes_startup_objects():
+    from localai_runtime.cli import _settings, build_parser
+
+    assert _settings(build_parser().parse_args(["serve"])).freeze_startup_objects
+    assert not _settings(build_parser().parse_args(["check"])).freeze_startup_objects
+    assert not Settings().freeze_startup_objects
