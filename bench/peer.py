@@ -16,8 +16,9 @@ Measured:
 5. start-up: process start to ready;
 6. memory: peak RSS of each server.
 
-The overhead runs twice: with an httpx async client (in Python, like most callers) and, where
-Debian's ``wrk`` is installed, with wrk, whose C client does not become the bottleneck first.
+Every request-rate and stream figure comes from two clients (see ``bench/clients.py``): httpx,
+whose own CPU time is reported beside it, and a lean one (wrk, where Debian's ``wrk`` is
+installed; a plain socket for streams) that leaves the CPU to the servers.
 
 Usage: python bench/peer.py [--quick] [--output BENCHMARKS.md]
 Needs llama-cpp-python's server extra: pip install 'llama-cpp-python[server]' (and apt-get install wrk).
@@ -30,7 +31,6 @@ import asyncio
 import contextlib
 import datetime
 import importlib.metadata
-import json
 import os
 import platform
 import shutil
@@ -44,6 +44,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import clients
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
@@ -92,22 +93,15 @@ def wait_ready(process: subprocess.Popen, url: str, timeout: float = 180) -> flo
 
 
 @contextlib.contextmanager
-def ours(tiny: Path, bench: Path) -> Iterator[Server]:
+def ours(models: dict[str, tuple[Path, int, int]]) -> Iterator[Server]:
+    """localai-runtime serving ``models``: name -> (GGUF file, threads, parallel instances)."""
     with tempfile.TemporaryDirectory() as configs:
-        Path(configs, "bench.yaml").write_text(
-            "registration: {model: tiny, operations: [createChatCompletion, createCompletion]}\n"
-            f"local_settings: {{backend: llama-cpp, model_file: '{tiny}', threads: {THREADS}, "
-            f"context_size: {CONTEXT}, preload: true}}\n"
-            "---\n"
-            "registration: {model: bench, operations: [createChatCompletion, createCompletion]}\n"
-            f"local_settings: {{backend: llama-cpp, model_file: '{bench}', threads: {THREADS}, "
-            f"context_size: {CONTEXT}, preload: true}}\n"
-            "---\n"
-            "# Two instances of one thread each: as many compute threads as cores.\n"
-            "registration: {model: bench-parallel, operations: [createChatCompletion]}\n"
-            f"local_settings: {{backend: llama-cpp, model_file: '{bench}', threads: {max(1, THREADS // 2)}, "
-            f"context_size: {CONTEXT}, preload: true, parallel: 2}}\n"
-        )
+        Path(configs, "bench.yaml").write_text("---\n".join(
+            f"registration: {{model: {name}, operations: [createChatCompletion, createCompletion]}}\n"
+            f"local_settings: {{backend: llama-cpp, model_file: '{path}', threads: {threads}, "
+            f"context_size: {CONTEXT}, preload: true, parallel: {parallel}}}\n"
+            for name, (path, threads, parallel) in models.items()
+        ))
         port = free_port()
         start = time.perf_counter()
         process = subprocess.Popen(
@@ -116,7 +110,7 @@ def ours(tiny: Path, bench: Path) -> Iterator[Server]:
         try:
             url = f"http://127.0.0.1:{port}"
             wait_ready(process, url + "/readyz")
-            yield Server("localai-runtime", process, url, "tiny", time.perf_counter() - start)
+            yield Server("localai-runtime", process, url, next(iter(models)), time.perf_counter() - start)
         finally:
             process.terminate()
             process.wait(timeout=60)
@@ -139,91 +133,6 @@ def peer(model: Path, alias: str) -> Iterator[Server]:
         process.wait(timeout=60)
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-async def overhead(url: str, model: str, concurrency: int, seconds: float) -> dict[str, float]:
-    latencies: list[float] = []
-    body = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "temperature": 0}
-    deadline = time.perf_counter() + seconds
-    errors = 0
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=concurrency)) as client:
-
-        async def worker() -> None:
-            nonlocal errors
-            while time.perf_counter() < deadline:
-                start = time.perf_counter()
-                response = await client.post("/v1/chat/completions", json=body)
-                if response.status_code != 200:
-                    errors += 1
-                latencies.append(time.perf_counter() - start)
-
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - start
-    return {"rps": len(latencies) / elapsed, "p50_ms": percentile(latencies, 0.5) * 1000,
-            "p99_ms": percentile(latencies, 0.99) * 1000, "errors": errors}
-
-
-_WRK_SCRIPT = """
-wrk.method = "POST"
-wrk.body = '{"model": "%s", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "temperature": 0}'
-wrk.headers["Content-Type"] = "application/json"
-"""
-
-
-def _milliseconds(text: str) -> float:
-    for unit, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
-        if text.endswith(unit):
-            return float(text[: -len(unit)]) * factor
-    return float(text)
-
-
-def overhead_wrk(url: str, model: str, concurrency: int, seconds: float) -> dict[str, float]:
-    """The same measurement with wrk (C, keep-alive), so the client is not the bottleneck."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(_WRK_SCRIPT % model)
-    try:
-        output = subprocess.run(
-            ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, int(seconds))}s", "--latency", "-s", script.name,
-             url + "/v1/chat/completions"], capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
-    finally:
-        os.unlink(script.name)
-    figures = {"errors": 0.0}
-    for line in output.splitlines():
-        parts = line.split()
-        if line.startswith("Requests/sec:"):
-            figures["rps"] = float(parts[1])
-        elif parts[:1] == ["50%"]:
-            figures["p50_ms"] = _milliseconds(parts[1])
-        elif parts[:1] == ["99%"]:
-            figures["p99_ms"] = _milliseconds(parts[1])
-        elif line.strip().startswith("Non-2xx"):
-            figures["errors"] = float(parts[-1])
-    return figures
-
-
-def stream_chat(url: str, model: str, max_tokens: int) -> tuple[int, float, float]:
-    """(content chunks, seconds to the first content chunk, total seconds) of one streamed chat."""
-    body = {"model": model, "messages": MESSAGES, "max_tokens": max_tokens, "temperature": 0, "stream": True}
-    start = time.perf_counter()
-    first = None
-    count = 0
-    with httpx.Client(base_url=url, timeout=300) as client, \
-            client.stream("POST", "/v1/chat/completions", json=body) as r:
-        for line in r.iter_lines():
-            if not line.startswith("data: {"):
-                continue
-            delta = json.loads(line[6:])["choices"]
-            if delta and delta[0].get("delta", {}).get("content"):
-                count += 1
-                if first is None:
-                    first = time.perf_counter() - start
-    return count, first or float("nan"), time.perf_counter() - start
-
-
 def direct_rate(llm, max_tokens: int) -> float:
     start = time.perf_counter()
     count = 0
@@ -233,11 +142,12 @@ def direct_rate(llm, max_tokens: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-async def concurrency(url: str, health_path: str, model: str, clients: int, max_tokens: int) -> dict[str, float]:
+async def concurrency(url: str, health_path: str, model: str, generations: int, max_tokens: int) -> dict[str, float]:
     body = {"model": model, "messages": MESSAGES, "max_tokens": max_tokens, "temperature": 0.7}
     health: list[float] = []
     done = asyncio.Event()
-    async with httpx.AsyncClient(base_url=url, timeout=600, limits=httpx.Limits(max_connections=clients + 2)) as client:
+    limits = httpx.Limits(max_connections=generations + 2)
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
 
         async def poll_health() -> None:
             while not done.is_set():
@@ -252,12 +162,12 @@ async def concurrency(url: str, health_path: str, model: str, clients: int, max_
 
         poller = asyncio.create_task(poll_health())
         start = time.perf_counter()
-        tokens = await asyncio.gather(*(generate() for _ in range(clients)))
+        tokens = await asyncio.gather(*(generate() for _ in range(generations)))
         elapsed = time.perf_counter() - start
         done.set()
         await poller
-    return {"tokens_per_s": sum(tokens) / elapsed, "health_p50_ms": percentile(health, 0.5) * 1000,
-            "health_p99_ms": percentile(health, 0.99) * 1000, "completed": sum(1 for t in tokens if t)}
+    return {"tokens_per_s": sum(tokens) / elapsed, "health_p50_ms": clients.percentile(health, 0.5) * 1000,
+            "health_p99_ms": clients.percentile(health, 0.99) * 1000, "completed": sum(1 for t in tokens if t)}
 
 
 def versions() -> dict[str, str]:
@@ -285,6 +195,7 @@ def main() -> None:
     args = parser.parse_args()
     seconds = 2.0 if args.quick else 5.0
     rounds = 1 if args.quick else 2
+    stream_rounds = 1 if args.quick else 5
     long_tokens = 64 if args.quick else 256
 
     from localai_runtime import demo_model
@@ -296,49 +207,57 @@ def main() -> None:
     def record(metric: str, who: str, value: float) -> None:
         results.setdefault(metric, {}).setdefault(who, []).append(value)
 
-    with ours(tiny, bench) as mine, peer(tiny, "tiny") as theirs_tiny:
+    # 1. Overhead, 5. start-up, 6. memory: the tiny model, one instance of THREADS threads each.
+    with ours({"tiny": (tiny, THREADS, 1)}) as mine, peer(tiny, "tiny") as theirs:
         for _ in range(rounds):
-            for server in (mine, theirs_tiny):
+            for server in (mine, theirs):
                 for level in (1, 8):
-                    figures = asyncio.run(overhead(server.url, "tiny", level, seconds))
-                    for key, value in figures.items():
+                    for key, value in asyncio.run(clients.overhead_httpx(server.url, "tiny", level, seconds)).items():
                         record(f"overhead c={level} (httpx client) {key}", server.name, value)
                     if shutil.which("wrk"):
-                        for key, value in overhead_wrk(server.url, "tiny", level, seconds).items():
+                        for key, value in clients.overhead_wrk(server.url, "tiny", level, seconds).items():
                             record(f"overhead c={level} (wrk client) {key}", server.name, value)
-        record("start-up s (tiny model)", mine.name, mine.started_s)
-        record("start-up s (tiny model)", theirs_tiny.name, theirs_tiny.started_s)
-        record("peak RSS MiB (after overhead runs)", theirs_tiny.name, theirs_tiny.peak_rss_mib())
+        for server in (mine, theirs):
+            record("start-up s (tiny model)", server.name, server.started_s)
+            record("peak RSS MiB (tiny model, after the overhead runs)", server.name, server.peak_rss_mib())
 
     import llama_cpp
 
+    # 2. Streaming and 3. time to first token: the benchmark model, one instance each.
     llm = llama_cpp.Llama(model_path=str(bench), n_ctx=CONTEXT, n_threads=THREADS, verbose=False)
-    with ours(tiny, bench) as mine, peer(bench, "bench") as theirs:
+    body = {"model": "bench", "messages": MESSAGES, "max_tokens": long_tokens, "temperature": 0, "stream": True}
+    short = {**body, "max_tokens": 8}
+    path = "/v1/chat/completions"
+    with ours({"bench": (bench, THREADS, 1)}) as mine, peer(bench, "bench") as theirs:
         for server in (mine, theirs):
-            stream_chat(server.url, "bench", 8)  # warm
+            clients.stream_lean(server.url, path, short)  # warm
         direct_rate(llm, 8)
-        for _ in range(rounds + 1):
+        for round_ in range(stream_rounds):
             record("stream tokens/s", "llama_cpp.Llama in-process", direct_rate(llm, long_tokens))
-            for server in (mine, theirs):
-                count, _first, total = stream_chat(server.url, "bench", long_tokens)
-                record("stream tokens/s", server.name, count / total)
+            for server in (mine, theirs) if round_ % 2 == 0 else (theirs, mine):
+                for name, stream in (("lean", clients.stream_lean), ("httpx", clients.stream_httpx)):
+                    count, _first, total, cpu = clients.stream_cpu(stream, server.url, path, body)
+                    record(f"stream tokens/s ({name} client)", server.name, count / total)
+                    record(f"stream client CPU us/token ({name} client)", server.name, cpu * 1e6)
         # Time to first token on its own: short streams, alternating which server goes first, each
         # after a pause (llama.cpp's threads spin a while after computing, and would slow whichever
         # request came right after another generation).
         for round_ in range(4 * rounds):
             for server in (mine, theirs) if round_ % 2 == 0 else (theirs, mine):
                 time.sleep(0.3)
-                record("time to first token ms", server.name, stream_chat(server.url, "bench", 8)[1] * 1000)
+                record("time to first token ms", server.name, clients.stream_lean(server.url, path, short)[1] * 1000)
+        for server in (mine, theirs):
+            record("peak RSS MiB (benchmark model, after the stream runs)", server.name, server.peak_rss_mib())
+    del llm
+
+    # 4. Concurrency: ours with two instances of one thread each (as many compute threads as cores).
+    with ours({"bench": (bench, max(1, THREADS // 2), 2)}) as mine, peer(bench, "bench") as theirs:
         for server in (mine, theirs):
             # The peer has no health endpoint: its cheapest route, GET /v1/models, stands in.
             health = "/healthz" if server is mine else "/v1/models"
-            model = "bench-parallel" if server is mine else "bench"
-            figures = asyncio.run(concurrency(server.url, health, model, 8, long_tokens // 2))
+            figures = asyncio.run(concurrency(server.url, health, "bench", 8, long_tokens // 2))
             for key, value in figures.items():
                 record(f"8 clients {key}", server.name, value)
-        record("peak RSS MiB (all runs, both models)", mine.name, mine.peak_rss_mib())
-        record("peak RSS MiB (bench model runs)", theirs.name, theirs.peak_rss_mib())
-    del llm
 
     report(results, args.output, quick=args.quick)
 
