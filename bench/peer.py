@@ -154,7 +154,7 @@ async def concurrency(url: str, health_path: str, model: str, generations: int, 
                 start = time.perf_counter()
                 await client.get(health_path)
                 health.append(time.perf_counter() - start)
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.02)
 
         async def generate() -> int:
             response = await client.post("/v1/chat/completions", json=body)
