@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime
+import gc
 import importlib.metadata
 import os
 import platform
@@ -202,6 +203,8 @@ def main() -> None:
 
     tiny = demo_model.ensure_demo_model()
     bench = demo_model.ensure_demo_model(spec=demo_model.BENCH_SPEC)
+    gc.collect()
+    gc.freeze()  # no full collection of what is alive now pauses this client in the middle of a run
     results: dict[str, dict[str, list[float]]] = {}
 
     def record(metric: str, who: str, value: float) -> None:
@@ -233,9 +236,10 @@ def main() -> None:
             clients.stream_lean(server.url, path, short)  # warm
         direct_rate(llm, 8)
         for round_ in range(stream_rounds):
-            record("stream tokens/s", "llama_cpp.Llama in-process", direct_rate(llm, long_tokens))
+            rate = direct_rate(llm, long_tokens)
             for server in (mine, theirs) if round_ % 2 == 0 else (theirs, mine):
                 for name, stream in (("lean", clients.stream_lean), ("httpx", clients.stream_httpx)):
+                    record(f"stream tokens/s ({name} client)", "llama_cpp.Llama in-process", rate)
                     count, _first, total, cpu = clients.stream_cpu(stream, server.url, path, body)
                     record(f"stream tokens/s ({name} client)", server.name, count / total)
                     record(f"stream client CPU us/token ({name} client)", server.name, cpu * 1e6)
@@ -275,6 +279,11 @@ def report(results: dict[str, dict[str, list[float]]], output: Path, *, quick: b
         f"- Models: generated GGUF, tiny (64-dim, 2 layers) and benchmark (512-dim, 8 layers); "
         f"{THREADS} threads, context {CONTEXT}. Medians of the rounds; ratio = ours / peer "
         "(for latencies and memory, lower is better).",
+        "- Clients (`bench/clients.py`): the client runs on the same two cores as the server it "
+        "measures. httpx spends about as much CPU per short request as the servers do (its own "
+        "figure is in the table), so at concurrency 8 one httpx process saturates a core and caps "
+        "the rate whichever server answers; wrk (C) and the plain-socket stream reader leave the "
+        "CPU to the servers and show the servers' own difference.",
         "",
         f"| metric | {ours_name} | {peer_name} | llama_cpp in-process | ratio |",
         "|---|---|---|---|---|",
@@ -285,7 +294,7 @@ def report(results: dict[str, dict[str, list[float]]], output: Path, *, quick: b
         direct = statistics.median(by["llama_cpp.Llama in-process"]) if "llama_cpp.Llama in-process" in by else None
         ratio = f"{mine / theirs:.2f}" if mine is not None and theirs else ""
         if direct and mine is not None:
-            ratio += f" (ours / in-process {mine / direct:.2f})"
+            ratio += f" (ours / in-process {mine / direct:.3f})"
 
         def show(value: float | None) -> str:
             return "" if value is None else f"{value:.1f}"
