@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,11 +21,12 @@ from connexion.middleware.main import API
 from connexion.middleware.security import SecurityMiddleware
 from connexion.options import SwaggerUIOptions
 from starlette.exceptions import HTTPException
-from starlette.responses import Response
 
 from localai_runtime import errors, openapi31, routing
 from localai_runtime.backends import BackendRegistry
 from localai_runtime.dispatch import HandlerMiddleware, plan_calls
+from localai_runtime.document_views import PATHS as DOCUMENT_PATHS
+from localai_runtime.document_views import DocumentViews
 from localai_runtime.middleware import (
     AuthMiddleware,
     BodyLimitMiddleware,
@@ -148,7 +148,9 @@ def create_app(
         validator_map=openapi31.validator_map(schemas),
         uri_parser_class=openapi31.OpenAPI31URIParser,
         strict_validation=True,  # an unknown query parameter is a 400, not silently ignored
-        swagger_ui_options=SwaggerUIOptions(swagger_ui_path="/ui"),
+        # connexion would serve its resolved copy: references expanded into 19 MB of JSON,
+        # re-serialized on the event loop for every request. DocumentViews serves the document.
+        swagger_ui_options=SwaggerUIOptions(swagger_ui_path="/ui", serve_spec=False),
     )
     app.runtime = runtime
     for exception in (errors.APIError, ProblemException, HTTPException, Exception):
@@ -156,12 +158,9 @@ def create_app(
     # connexion replaces top-level keys of the document it is given (servers, components):
     # a shallow copy keeps ours intact; it resolves references on a deep copy of its own.
     app.add_specification(openapi31.OpenAPI31Specification(dict(built.document)))
-    document_json = json.dumps(built.document).encode()
-
-    async def openapi_v1(_request: Any) -> Response:
-        return Response(document_json, media_type="application/json")
-
-    app.add_url_rule("/v1/openapi.json", "openapi_v1", openapi_v1)
+    views = DocumentViews(built.document)
+    for path, kind in DOCUMENT_PATHS.items():
+        app.add_url_rule(path, f"document {path}", views.endpoint(kind))
     if settings.api_keys:
         secured = secured_operations(built.document, built.operations)
         logger.info("API keys required for %d secured operations", len(secured))
