@@ -21,6 +21,7 @@ import resource
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -171,6 +172,38 @@ def stream_lean(url: str, path: str, body: dict) -> tuple[int, float, float]:
                     if first is None:
                         first = time.perf_counter() - start
     return count, first if first is not None else float("nan"), time.perf_counter() - start
+
+
+def _response(sock: socket.socket) -> bytes:
+    """One whole HTTP/1.1 response with a Content-Length body, read from a kept-alive socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head
+
+
+def poll_lean(url: str, path: str, stop: threading.Event, interval: float) -> list[float]:
+    """Latencies (seconds) of ``GET path`` on one kept-alive plain socket, every ``interval``
+    seconds until ``stop`` is set: for a thread beside the load."""
+    parts = urlsplit(url)
+    request = f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode()
+    latencies = []
+    with socket.create_connection((parts.hostname, parts.port)) as sock:
+        while not stop.is_set():
+            start = time.perf_counter()
+            sock.sendall(request)
+            _response(sock)
+            latencies.append(time.perf_counter() - start)
+            stop.wait(interval)
+    return latencies
 
 
 def stream_httpx(url: str, path: str, body: dict) -> tuple[int, float, float]:
