@@ -23,10 +23,10 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from connexion.middleware.abstract import ROUTING_CONTEXT
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from localai_runtime.middleware import operation_id
 from localai_runtime.schemas import follow_refs
 from localai_runtime.spec_pipeline import Operation
 
@@ -134,7 +134,7 @@ class HandlerMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         call = None
         if scope["type"] == "http":
-            call = self.calls.get(scope.get("extensions", {}).get(ROUTING_CONTEXT, {}).get("operation_id"))
+            call = self.calls.get(operation_id(scope))
         if call is None:
             await self.app(scope, receive, send)
             return
