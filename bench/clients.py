@@ -23,7 +23,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from urllib.parse import urlsplit
 
 import httpx
@@ -119,6 +119,30 @@ def _content(event: bytes) -> bool:
     return bool(choices) and bool(choices[0].get("delta", {}).get("content") or choices[0].get("text"))
 
 
+def _read_head(sock: socket.socket) -> tuple[bytes, bytes]:
+    """(status line and headers, what was read past them) of the next response on ``sock``."""
+    buffer = b""
+    while b"\r\n\r\n" not in buffer:
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError("the server closed the connection before the response headers")
+        buffer += data
+    head, rest = buffer.split(b"\r\n\r\n", 1)
+    return head, rest
+
+
+def _tally(lines: Iterable[bytes], start: float) -> tuple[int, float, float]:
+    """(content events, seconds from ``start`` to the first, seconds to the end) of SSE lines."""
+    first = None
+    count = 0
+    for line in lines:
+        if _content(line):
+            count += 1
+            if first is None:
+                first = time.perf_counter() - start
+    return count, first if first is not None else float("nan"), time.perf_counter() - start
+
+
 def _chunked(sock: socket.socket, rest: bytes) -> Iterator[bytes]:
     """The decoded body of a chunked HTTP/1.1 response, chunk by chunk, as it arrives."""
     buffer = rest
@@ -149,44 +173,33 @@ def stream_lean(url: str, path: str, body: dict) -> tuple[int, float, float]:
     request = (f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
                f"Accept: text/event-stream\r\nContent-Length: {len(payload)}\r\nConnection: close\r\n\r\n").encode()
     start = time.perf_counter()
-    first = None
-    count = 0
     with socket.create_connection((parts.hostname, parts.port)) as sock:
         sock.sendall(request + payload)
-        head = b""
-        while b"\r\n\r\n" not in head:
-            data = sock.recv(65536)
-            if not data:
-                raise ConnectionError("no response headers")
-            head += data
-        head, rest = head.split(b"\r\n\r\n", 1)
+        head, rest = _read_head(sock)
         status = int(head.split(b" ", 2)[1])
         if status != 200 or b"transfer-encoding: chunked" not in head.lower():
             raise RuntimeError(f"{url}{path}: status {status}, expected a chunked 200 stream")
-        pending = b""
-        for chunk in _chunked(sock, rest):
-            *lines, pending = (pending + chunk).split(b"\n")
-            for line in lines:
-                if _content(line.rstrip(b"\r")):
-                    count += 1
-                    if first is None:
-                        first = time.perf_counter() - start
-    return count, first if first is not None else float("nan"), time.perf_counter() - start
+        return _tally(_lines(_chunked(sock, rest)), start)
+
+
+def _lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    pending = b""
+    for chunk in chunks:
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            yield line.rstrip(b"\r")
 
 
 def _response(sock: socket.socket) -> bytes:
     """One whole HTTP/1.1 response with a Content-Length body, read from a kept-alive socket."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("the server closed the connection")
-        data += chunk
-    head, body = data.split(b"\r\n\r\n", 1)
+    head, body = _read_head(sock)
     length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
                   if line.lower().startswith(b"content-length:"))
     while len(body) < length:
-        body += sock.recv(65536)
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError("the server closed the connection inside a response body")
+        body += data
     return head
 
 
@@ -209,16 +222,9 @@ def poll_lean(url: str, path: str, stop: threading.Event, interval: float) -> li
 def stream_httpx(url: str, path: str, body: dict) -> tuple[int, float, float]:
     """The same figures through ``httpx.Client.stream`` and ``iter_lines``."""
     start = time.perf_counter()
-    first = None
-    count = 0
     with httpx.Client(base_url=url, timeout=300, trust_env=False) as client, \
             client.stream("POST", path, json=body) as response:
-        for line in response.iter_lines():
-            if _content(line.encode()):
-                count += 1
-                if first is None:
-                    first = time.perf_counter() - start
-    return count, first if first is not None else float("nan"), time.perf_counter() - start
+        return _tally((line.encode() for line in response.iter_lines()), start)
 
 
 def stream_cpu(stream, url: str, path: str, body: dict) -> tuple[int, float, float, float]:
