@@ -79,7 +79,9 @@ _WORDS = (
 
 @dataclass(frozen=True)
 class DemoModelSpec:
-    """Hyper-parameters of a generated demo model (vocabulary is fixed)."""
+    """Hyper-parameters of a generated demo model. The vocabulary is fixed, except for
+    ``extra_pieces`` appended to its end (tests use them, e.g. a token whose text is longer
+    than a typical piece buffer)."""
 
     dim: int = 64
     n_layers: int = 2
@@ -89,6 +91,7 @@ class DemoModelSpec:
     context_length: int = 2048
     seed: int = 0
     name: str = "localai-demo"
+    extra_pieces: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for field in ("dim", "n_layers", "n_heads", "n_kv_heads", "ff_dim", "context_length"):
@@ -123,7 +126,7 @@ BENCH_SPEC = DemoModelSpec(
 )
 
 
-def _build_vocab() -> tuple[list[str], list[float], list[int]]:
+def _build_vocab(extra_pieces: tuple[str, ...] = ()) -> tuple[list[str], list[float], list[int]]:
     """Return (pieces, scores, token types) of the byte-fallback SPM vocabulary."""
     tokens: list[str] = [UNK_TOKEN, BOS_TOKEN, EOS_TOKEN]
     scores: list[float] = [0.0, 0.0, 0.0]
@@ -144,6 +147,7 @@ def _build_vocab() -> tuple[list[str], list[float], list[int]]:
     for word in _WORDS:
         for end in range(2, len(word) + 1):
             pieces.append(_SPIECE_SPACE + word[:end])
+    pieces += list(extra_pieces)
     seen = set(tokens)
     for rank, piece in enumerate(pieces):
         if piece in seen:
@@ -215,7 +219,7 @@ def write_demo_model(path: str | os.PathLike[str], spec: DemoModelSpec = DemoMod
     """
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tokens, scores, types = _build_vocab()
+    tokens, scores, types = _build_vocab(spec.extra_pieces)
     suppressed = [
         i for i, (piece, kind) in enumerate(zip(tokens, types, strict=True)) if _suppress_in_output(piece, kind)
     ]

@@ -96,7 +96,7 @@ class EchoBackend:
 
     loads = 0
 
-    def load(self, settings: LocalSettings) -> EchoInstance:
+    def load(self, settings: LocalSettings, operations: frozenset[str] | None = None) -> EchoInstance:
         EchoBackend.loads += 1
         time.sleep(settings.get("delay_s", 0) * 4)  # loading takes a while, as for real models
         if settings.get("template") == "fail-to-load":

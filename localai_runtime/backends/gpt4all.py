@@ -126,7 +126,7 @@ class GPT4AllBackend:
             problems.append(f"gpt4all cannot generate text with a {architecture} embedding model")
         return problems
 
-    def load(self, settings: LocalSettings) -> GPT4AllInstance:
+    def load(self, settings: LocalSettings, operations: frozenset[str] | None = None) -> GPT4AllInstance:
         return GPT4AllInstance(settings)
 
 

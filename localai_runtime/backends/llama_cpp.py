@@ -113,12 +113,15 @@ class LlamaCppBackend:
                 problems.append(f"template is not a valid Jinja template: {exc}")
         return problems
 
-    def load(self, settings: LocalSettings) -> LlamaCppInstance:
-        return LlamaCppInstance(settings)
+    def load(self, settings: LocalSettings, operations: frozenset[str] | None = None) -> LlamaCppInstance:
+        return LlamaCppInstance(settings, operations)
+
+
+_GENERATING = frozenset({"createChatCompletion", "createCompletion"})
 
 
 class LlamaCppInstance:
-    def __init__(self, settings: LocalSettings) -> None:
+    def __init__(self, settings: LocalSettings, operations: frozenset[str] | None = None) -> None:
         path = settings.model_file
         if (problem := missing_model(path)) is not None:
             raise RuntimeError(f"llama-cpp: {problem}")
@@ -129,21 +132,47 @@ class LlamaCppInstance:
             "verbose": False,
             **{key: settings.get(key) for key in _LLAMA_KWARGS if settings.get(key) is not None},
         }
-        self._llama = self._open(embedding=False)
+        # A generation context only where the registration generates; an embedding context is
+        # opened when first needed (at once for an embedding-only registration).
+        self._llama: Llama | None = None
         self._embedder: Llama | None = None
-        self._vocab = llama_cpp.llama_model_get_vocab(self._llama.model)
+        if operations is None or operations & _GENERATING:
+            self._llama = self._open(embedding=False)
+        else:
+            self._embedder = self._open(embedding=True)
+        try:
+            self._setup(path)
+        except BaseException:
+            self.close()  # the Llama opened above must not outlive a failed load
+            raise
+
+    def _setup(self, path: Any) -> None:
+        model = self._model
+        self._vocab = llama_cpp.llama_model_get_vocab(model.model)
         # llama.cpp may round the context up (to 256 at least), but Llama sizes its token
         # buffer by the size asked for and then silently loses tokens past it: keep within both.
-        self._n_ctx = min(self._llama.n_ctx(), len(self._llama.input_ids))
-        self._n_vocab = self._llama.n_vocab()
+        self._n_ctx = min(model.n_ctx(), len(model.input_ids))
+        self._n_vocab = model.n_vocab()
         self._pieces: dict[int, bytes] = {}
-        template = settings.get("template") or self._llama.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
+        template = self._settings.get("template") or model.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
         try:
-            self._formatter = Jinja2ChatFormatter(template, eos_token=self._special_text(self._llama.token_eos()),
-                                                  bos_token=self._special_text(self._llama.token_bos()))
+            self._formatter = Jinja2ChatFormatter(template, eos_token=self._special_text(model.token_eos()),
+                                                  bos_token=self._special_text(model.token_bos()))
         except jinja2.TemplateError as exc:
-            self._llama.close()
             raise RuntimeError(f"llama-cpp: the chat template for {path} is not valid Jinja: {exc}") from exc
+
+    @property
+    def _model(self) -> Llama:
+        """The context opened first: its vocabulary and metadata serve both."""
+        model = self._llama or self._embedder
+        assert model is not None
+        return model
+
+    @property
+    def _generator(self) -> Llama:
+        if self._llama is None:
+            raise RuntimeError("llama-cpp: this instance was loaded for embeddings only")
+        return self._llama
 
     def _open(self, *, embedding: bool) -> Llama:
         path = self._settings.model_file
@@ -159,27 +188,32 @@ class LlamaCppInstance:
         for model in (self._llama, self._embedder):
             if model is not None:
                 model.close()
-        self._embedder = None
+        self._llama = self._embedder = None
 
     # -- tokens -----------------------------------------------------------------------------
 
     def tokenize(self, text: str) -> list[int]:
         """Tokens of ``text`` as a completion prompt (with BOS where the model adds one)."""
-        tokens = self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True)
-        bos = self._llama.token_bos()  # a chat template may have written it already
+        tokens = self._model.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        bos = self._model.token_bos()  # a chat template may have written it already
         if bos >= 0 and llama_cpp.llama_vocab_get_add_bos(self._vocab) and tokens[:1] != [bos]:
             tokens.insert(0, bos)
         return tokens
 
     def _special_text(self, token: int) -> str:
-        return "" if token < 0 else self._llama.detokenize([token], special=True).decode("utf-8", "replace")
+        return "" if token < 0 else self._model.detokenize([token], special=True).decode("utf-8", "replace")
 
     def _piece(self, token: int) -> bytes:
         piece = self._pieces.get(token)
         if piece is None:
             buffer = ctypes.create_string_buffer(256)
             size = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, len(buffer), 0, False)
-            piece = self._pieces[token] = buffer.raw[:max(size, 0)]
+            if size < 0:  # the piece is longer than the buffer: llama.cpp says how long
+                buffer = ctypes.create_string_buffer(-size)
+                size = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, len(buffer), 0, False)
+            if size < 0:
+                raise RuntimeError(f"llama-cpp: token {token} has no text piece")
+            piece = self._pieces[token] = buffer.raw[:size]
         return piece
 
     @cached_property
@@ -241,7 +275,9 @@ class LlamaCppInstance:
     def _choice(self, prompt: list[int], index: int, seed: int, options: _Options,
                 should_stop: ShouldStop) -> Generator[Piece, None, bool]:
         """One choice; returns True when ``should_stop`` ended it (no final piece then)."""
-        llama = self._llama
+        llama = self._generator
+        if not self._prefill(prompt, should_stop):
+            return True
         limit = self._n_ctx - len(prompt)
         max_tokens = limit if options.max_tokens is None else min(options.max_tokens, limit)
         llama.set_seed(seed)
@@ -274,14 +310,37 @@ class LlamaCppInstance:
                     prompt_tokens=len(prompt), completion_tokens=count)
         return False
 
+    def _prefill(self, prompt: list[int], should_stop: ShouldStop) -> bool:
+        """Evaluate all but the prompt's last token a batch at a time, polling ``should_stop``
+        between batches (a client that leaves during a long prompt stops it within a batch);
+        False when told to stop. The prefix already in the cache is kept, as ``generate`` would
+        keep it, and ``generate`` then evaluates just the last token."""
+        llama = self._generator
+        head = prompt[:-1]
+        cached = 0
+        for old, new in zip(llama.input_ids[:llama.n_tokens].tolist(), head, strict=False):
+            if old != new:
+                break
+            cached += 1
+        llama.n_tokens = cached  # eval() drops the cache past this point
+        for start in range(cached, len(head), max(1, llama.n_batch)):
+            if should_stop():
+                return False
+            llama.eval(head[start:start + llama.n_batch])
+        return not should_stop()
+
     def _logprob(self, token: int, top: int) -> dict[str, Any]:
         """OpenAI's chat logprob entry for ``token`` (the last logits are the ones it was sampled from)."""
-        pointer = llama_cpp.llama_get_logits_ith(self._llama.ctx, -1)
+        pointer = llama_cpp.llama_get_logits_ith(self._generator.ctx, -1)
         logits = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,)).astype(np.float64)
         logits -= logits.max()
         peak = logits.max()
         logprobs = logits - (peak + np.log(np.exp(logits - peak).sum()))
-        best = np.argsort(-logprobs)[:top] if top else ()
+        best: Any = ()
+        if top:  # the top few without sorting the whole vocabulary
+            count = min(top, self._n_vocab)
+            best = np.argpartition(-logprobs, count - 1)[:count]
+            best = best[np.argsort(-logprobs[best], kind="stable")]
         entry = self._token_entry(token, logprobs[token])
         entry["top_logprobs"] = [self._token_entry(int(t), logprobs[t]) for t in best]
         return entry
@@ -300,28 +359,49 @@ class LlamaCppInstance:
     # -- embeddings ---------------------------------------------------------------------------
 
     def embed(self, inputs: list[str] | list[list[int]]) -> tuple[list[list[float]], int]:
-        """L2-normalised, pooled embeddings (mean pooling where the model declares none)."""
+        """L2-normalised, pooled embeddings (mean pooling where the model declares none). Token
+        ids are embedded as given, never detokenized and tokenized again."""
         if self._embedder is None:
             self._embedder = self._open(embedding=True)
-        texts = []
+        sequences = []
         for i, item in enumerate(inputs):
-            if isinstance(item, list):  # token ids are detokenized and embedded as text
-                item = self._llama.detokenize(self._checked_ids(item, "input")).decode("utf-8", "replace")
-            count = len(self.tokenize(item))
-            if count > self._n_ctx:
+            if isinstance(item, list):
+                tokens = self._checked_ids(item, "input")
+            else:  # as Llama.embed tokenizes text
+                tokens = self._embedder.tokenize(item.encode("utf-8"))
+            if not tokens:
+                raise InvalidRequestError(f"input {i} has no tokens to embed", param="input")
+            if len(tokens) > self._n_ctx:
                 raise ContextLengthExceededError(
                     f"This model's maximum context length is {self._n_ctx} tokens, however input {i} has "
-                    f"{count} tokens. Please reduce the length of the input.", param="input")
-            texts.append(item)
-        vectors, used = self._embedder.embed(texts, truncate=False, return_count=True)
+                    f"{len(tokens)} tokens. Please reduce the length of the input.", param="input")
+            sequences.append(tokens)
         result = []
-        for vector in vectors:
-            array = np.asarray(vector, dtype=np.float64)
-            if array.ndim == 2:  # pooling NONE: one vector per token
-                array = array.mean(axis=0)
-            norm = np.linalg.norm(array)
-            result.append((array / norm if norm else array).tolist())
-        return result, used
+        for tokens in sequences:
+            vector = self._embed_tokens(tokens)
+            norm = np.linalg.norm(vector)
+            result.append((vector / norm if norm else vector).tolist())
+        return result, sum(len(tokens) for tokens in sequences)
+
+    def _embed_tokens(self, tokens: list[int]) -> np.ndarray:
+        """One sequence through the embedding context (what ``Llama.embed`` does per input,
+        on token ids instead of text)."""
+        embedder = self._embedder
+        assert embedder is not None
+        width = embedder.n_embd()
+        batch, context = embedder._batch, embedder._ctx
+        batch.reset()
+        batch.add_sequence(tokens, 0, True)  # every token an output, as Llama.embed marks them
+        context.kv_cache_clear()
+        try:
+            context.decode(batch)
+        finally:
+            batch.reset()
+        if embedder.pooling_type() == llama_cpp.LLAMA_POOLING_TYPE_NONE:  # one vector per token
+            pointer = llama_cpp.llama_get_embeddings(context.ctx)
+            return np.ctypeslib.as_array(pointer, shape=(len(tokens), width)).astype(np.float64).mean(axis=0)
+        pointer = llama_cpp.llama_get_embeddings_seq(context.ctx, 0)
+        return np.ctypeslib.as_array(pointer, shape=(width,)).astype(np.float64)
 
 
 class _Options:
