@@ -17,6 +17,7 @@ The exception tree::
     ├── MethodNotAllowedError      (405)
     ├── PayloadTooLargeError       (413)
     ├── UnsupportedMediaTypeError  (415)
+    ├── ClientClosedRequest        (499: the client went away; nobody reads the answer)
     ├── RateLimitError             (429, Retry-After)
     ├── NotImplementedAPIError     (501)
     └── ServiceUnavailableError    (503)
@@ -129,6 +130,15 @@ class UnsupportedMediaTypeError(APIError):
     status = 415
     type = "invalid_request_error"
     code = "unsupported_media_type"
+
+
+class ClientClosedRequest(APIError):
+    """The client disconnected before its answer began (while queued, or while the prompt was
+    evaluated); its work was cancelled. The status is nginx's 499, for logs: nobody receives it."""
+
+    status = 499
+    type = "invalid_request_error"
+    code = "client_closed_request"
 
 
 class RateLimitError(APIError):

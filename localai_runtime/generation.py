@@ -14,15 +14,17 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from concurrent.futures import Executor
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from concurrent.futures import Executor, Future
+from typing import Any, TypeVar
 
 from localai_runtime.backends import Piece
+from localai_runtime.errors import ClientClosedRequest
 from localai_runtime.pool import Lease
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
 _DONE = object()
 FIRST_PIECE_WAIT_S = 0.05
 """The longest a generation waits for its first piece to be sent before going on."""
@@ -43,25 +45,44 @@ class GenerationCounter:
 
 def start_work(
     loop: asyncio.AbstractEventLoop,
-    executor: Executor | None,
+    executor: Executor,
     work: Callable[[], Any],
     counter: GenerationCounter | None,
     lease: Lease | None,
 ) -> asyncio.Future[Any]:
-    """Run ``work`` in a worker thread, counted, and tracked by the instance's lease (the
-    instance is not lent again before this thread has finished)."""
-    thread = loop.run_in_executor(executor, work)
+    """Run ``work`` in a worker thread, counted, and tracked by the instance's lease; returns a
+    future of its result.
+
+    The lease and the counter follow the thread itself, not the returned future: when the task
+    awaiting that future is cancelled (a client went away, a timeout, shutdown), the future is
+    done at once but the thread runs on, and the instance must not be lent again before the
+    thread has returned. Work cancelled before its thread started never runs.
+    """
+    ended = loop.create_future()
     if lease is not None:
-        lease.track(thread)
+        lease.track(ended)
     if counter is not None:
         counter.active += 1
         counter.total += 1
 
-        def finished(_thread: asyncio.Future[Any]) -> None:
+        def finished(_ended: asyncio.Future[None]) -> None:
             counter.active -= 1
 
-        thread.add_done_callback(finished)
-    return thread
+        ended.add_done_callback(finished)
+    submitted = executor.submit(work)
+
+    def thread_done(_submitted: Future[Any]) -> None:
+        # Called in the worker thread once work returned, or here at once if it never started.
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(_settle, ended)
+
+    submitted.add_done_callback(thread_done)
+    return asyncio.wrap_future(submitted, loop=loop)
+
+
+def _settle(ended: asyncio.Future[None]) -> None:
+    if not ended.done():
+        ended.set_result(None)
 
 
 async def run_pieces(
@@ -70,7 +91,7 @@ async def run_pieces(
     *,
     stop: threading.Event | None = None,
     counter: GenerationCounter | None = None,
-    executor: Executor | None = None,
+    executor: Executor,
     lease: Lease | None = None,
 ) -> AsyncIterator[Piece]:
     loop = asyncio.get_running_loop()
@@ -119,7 +140,7 @@ async def collect_pieces(
     *,
     stop: threading.Event,
     counter: GenerationCounter,
-    executor: Executor | None,
+    executor: Executor,
     lease: Lease,
 ) -> list[Piece]:
     """The whole output at once, for responses that are not streamed: one hand-over from the
@@ -137,10 +158,36 @@ async def collect_pieces(
 
 
 async def watch_disconnect(receive: Callable[[], Any], stop: threading.Event) -> None:
-    """Set ``stop`` when the client goes away (for responses that are not streamed)."""
+    """Set ``stop`` when the client goes away."""
     while not stop.is_set():
         message = await receive()
         if message["type"] == "http.disconnect":
             logger.info("client disconnected; stopping its generation")
             stop.set()
             return
+
+
+async def until_disconnected(work: Awaitable[T], receive: Callable[[], Any], stop: threading.Event) -> T:
+    """The result of ``work``, unless the client goes away first: then ``stop`` is set (a
+    generation's thread ends within a token, or a prompt batch), ``work`` is cancelled (a
+    request still queued gives its place up) and :class:`ClientClosedRequest` is raised.
+
+    Until a response starts nobody else reads ``receive``; once it has, the streaming response
+    watches for the disconnect itself.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.create_task(watch_disconnect(receive, stop))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        stop.set()
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task  # let it unwind: leave the queue, hand its instance to its thread's lease
+        raise ClientClosedRequest("The client closed the connection before its answer began.")
+    return task.result()

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from typing import Any
 
 from localai_runtime.backends import ModelInstance
@@ -57,16 +57,15 @@ class Lease:
 
 
 class ModelPool:
-    def __init__(
-        self, registration: Registration, *, queue_size: int = DEFAULT_QUEUE_SIZE, executor: Executor | None = None
-    ) -> None:
+    def __init__(self, registration: Registration, *, queue_size: int = DEFAULT_QUEUE_SIZE, executor: Executor) -> None:
         self.registration = registration
         self._executor = executor
         self.size = int(registration.settings.get("parallel", 1))
         self.queue_size = queue_size
         self._instances: list[ModelInstance] = []
         self._free: asyncio.Queue[ModelInstance] | None = None
-        self._load_lock = asyncio.Lock()
+        self._loading: asyncio.Task[None] | None = None
+        self._closed = False
         self._waiting = 0
         self.busy = 0
 
@@ -74,51 +73,81 @@ class ModelPool:
     def loaded(self) -> bool:
         return bool(self._instances)
 
+    @property
+    def waiting(self) -> int:
+        """Requests admitted and waiting for an instance (or for the model to load)."""
+        return self._waiting
+
     def _unavailable(self, why: str) -> ServiceUnavailableError:
         return ServiceUnavailableError(
             f"The model '{self.registration.model}' is unavailable: {why}", param="model", code="model_unavailable"
         )
 
     async def load(self) -> None:
-        """Load every instance once; concurrent callers wait for the same load."""
-        async with self._load_lock:
-            if self._free is not None:
-                return
-            registration = self.registration
-            if registration.problem or registration.backend is None:
-                raise self._unavailable(registration.problem or "its backend is not available")
-            instances = []
-            try:
-                for _ in range(self.size):
-                    loading = asyncio.get_running_loop().run_in_executor(
-                        self._executor, registration.backend.load, registration.settings
-                    )
-                    instances.append(await loading)
-            except Exception as exc:  # noqa: BLE001 - any load failure makes the model unavailable
-                for instance in instances:
-                    instance.close()
-                logger.error("loading %s failed: %s", registration.label, exc)
-                raise self._unavailable(f"loading it failed: {exc}") from exc
-            self._instances = instances
-            self._free = asyncio.Queue()
-            for instance in instances:
-                self._free.put_nowait(instance)
-            logger.info("loaded %s (%d instance%s)", registration.label, self.size, "" if self.size == 1 else "s")
+        """Load every instance once. Concurrent callers share one load and its outcome: a failed
+        load answers all of them with the same 503 (the next request tries again). The load runs
+        as a task of its own, so a caller that goes away neither cancels it nor leaks what it made."""
+        if self._free is not None:
+            return
+        if self._closed:
+            raise self._unavailable("the server is shutting down")
+        if self._loading is None or self._loading.done():
+            self._loading = asyncio.create_task(self._load_all(), name=f"load {self.registration.label}")
+            self._loading.add_done_callback(_retrieve)
+        await asyncio.shield(self._loading)
+
+    async def _load_all(self) -> None:
+        registration = self.registration
+        if registration.problem or registration.backend is None:
+            raise self._unavailable(registration.problem or "its backend is not available")
+        instances: list[ModelInstance] = []
+        try:
+            for _ in range(self.size):
+                instances.append(await self._load_one())
+        except Exception as exc:  # noqa: BLE001 - any load failure makes the model unavailable
+            _close_all(instances)
+            logger.error("loading %s failed: %s", registration.label, exc)
+            raise self._unavailable(f"loading it failed: {exc}") from exc
+        except BaseException:  # cancelled (shutdown): nobody will use what was made
+            _close_all(instances)
+            raise
+        if self._closed:
+            _close_all(instances)
+            raise self._unavailable("the server is shutting down")
+        self._instances = instances
+        self._free = asyncio.Queue()
+        for instance in instances:
+            self._free.put_nowait(instance)
+        logger.info("loaded %s (%d instance%s)", registration.label, self.size, "" if self.size == 1 else "s")
+
+    async def _load_one(self) -> ModelInstance:
+        registration = self.registration
+        loading = self._executor.submit(registration.backend.load, registration.settings, registration.operations)
+        try:
+            return await asyncio.wrap_future(loading)
+        except asyncio.CancelledError:
+            # The thread may still finish the instance: close it then instead of leaking it.
+            loading.add_done_callback(_close_result)
+            raise
+
+    def _full(self) -> bool:
+        free = self.size if self._free is None else self._free.qsize()
+        return self._waiting >= self.queue_size + free
 
     @contextlib.asynccontextmanager
     async def acquire(self) -> AsyncIterator[Lease]:
-        """An instance for one generation; 429 when ``queue_size`` requests already wait."""
-        if self._free is None:
-            await self.load()
-        assert self._free is not None
-        if self._free.empty() and self._waiting >= self.queue_size:
+        """An instance for one generation; 429 when ``queue_size`` requests already wait for one
+        (requests waiting for the model to load count too)."""
+        if self._full():
             raise RateLimitError(
-                f"The model '{self.registration.model}' is busy: {self.size} running and "
+                f"The model '{self.registration.model}' is busy: {self.busy} running and "
                 f"{self._waiting} queued requests. Retry shortly.",
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )
         self._waiting += 1
         try:
+            await self.load()
+            assert self._free is not None
             instance = await self._free.get()
         finally:
             self._waiting -= 1
@@ -131,11 +160,34 @@ class ModelPool:
 
     def _release(self, instance: ModelInstance) -> None:
         self.busy -= 1
-        assert self._free is not None
+        if self._free is None:  # closed meanwhile
+            instance.close()
+            return
         self._free.put_nowait(instance)
 
     def close(self) -> None:
-        for instance in self._instances:
-            instance.close()
+        self._closed = True
+        if self._loading is not None and not self._loading.done():
+            self._loading.cancel()
+        _close_all(self._instances)
         self._instances = []
         self._free = None
+
+
+def _close_all(instances: list[ModelInstance]) -> None:
+    for instance in instances:
+        try:
+            instance.close()
+        except Exception:  # noqa: BLE001 - closing the others matters more
+            logger.exception("closing a model instance failed")
+
+
+def _close_result(loading: Future[ModelInstance]) -> None:
+    if not loading.cancelled() and loading.exception() is None:
+        _close_all([loading.result()])
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Mark a failed load's exception as seen: its waiters may all have gone away."""
+    if not task.cancelled():
+        task.exception()
