@@ -25,6 +25,7 @@ from localai_runtime.errors import (
     UnsupportedParameterError,
 )
 from localai_runtime.merging import effective_request
+from localai_runtime.output_filters import NONE, OutputFilters, request_filters
 from localai_runtime.request_fields import MISSING, RequestSchema
 from localai_runtime.schemas import describe
 
@@ -75,6 +76,7 @@ class Prepared:
     registration: Registration
     request: dict[str, Any]
     dropped: list[str] = field(default_factory=list)
+    filters: OutputFilters = NONE
 
     def headers(self) -> dict[str, str]:
         headers = {REGISTRATION_HEADER: _header_value(self.registration.label)}
@@ -134,4 +136,4 @@ def prepare(
     if error is not None:
         message, param = describe(error)
         raise InvalidRequestError(f"{message} (after applying the registration's defaults and overrides)", param=param)
-    return Prepared(registration, merged, dropped)
+    return Prepared(registration, merged, dropped, request_filters(merged))

@@ -33,7 +33,8 @@ from localai_runtime.backends import (
 )
 from localai_runtime.backends.abstract import COMMON_SETTINGS_SCHEMA
 from localai_runtime.errors import InvalidRequestError, ModelNotFoundError, SpecError
-from localai_runtime.policy import is_metadata, set_fields
+from localai_runtime.output_filters import PatternError, compile_filters
+from localai_runtime.policy import SERVER_FIELDS, is_metadata, set_fields
 from localai_runtime.request_fields import RequestSchemas
 from localai_runtime.schemas import SchemaCache, describe
 
@@ -270,6 +271,10 @@ class _Loader:
     ) -> None:
         if "model" in values:
             self.error(where, f"{section}.model: the model is the registration's own name; remove it here")
+        try:  # cutstrings / trimstrings are compiled as they will run, once, here
+            compile_filters(values.get("x-localai-extensions") if isinstance(values, Mapping) else None)
+        except PatternError as exc:
+            self.error(where, f"{section}.{exc}")
         for operation in sorted(operations):
             request = self.schemas.get(operation)
             assert request is not None  # checked by check_operations
@@ -286,7 +291,7 @@ class _Loader:
             if backend is not None:
                 honoured = backend.honoured.get(operation, frozenset())
                 for name in set_fields(known):
-                    if name not in honoured and not is_metadata(name):
+                    if name not in honoured and name not in SERVER_FIELDS and not is_metadata(name):
                         message = f"backend {backend.name} does not honour it for {operation}"
                         self.error(where, f"{section}.{name}: {message}")
 
