@@ -11,7 +11,6 @@ import base64
 import functools
 import json
 import logging
-import re
 import struct
 import threading
 import time
@@ -28,8 +27,8 @@ from localai_runtime.errors import (
     internal_error,
     stream_error_event,
 )
-from localai_runtime.generation import collect_pieces, run_pieces, start_work, watch_disconnect
-from localai_runtime.policy import EXTENSIONS, Prepared, prepare
+from localai_runtime.generation import collect_pieces, run_pieces, start_work, until_disconnected
+from localai_runtime.policy import Prepared, prepare
 from localai_runtime.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -37,38 +36,6 @@ logger = logging.getLogger(__name__)
 CHAT = "createChatCompletion"
 COMPLETION = "createCompletion"
 EMBEDDING = "createEmbedding"
-
-
-class _Output:
-    """cutstrings / trimstrings from ``x-localai-extensions``, applied by the server."""
-
-    def __init__(self, request: Mapping[str, Any]) -> None:
-        extensions = request.get(EXTENSIONS) or {}
-        self.cut = self._compile(extensions, "cutstrings")
-        self.trim = self._compile(extensions, "trimstrings")
-
-    @staticmethod
-    def _compile(extensions: Mapping[str, Any], key: str) -> list[re.Pattern[str]]:
-        patterns = []
-        for index, pattern in enumerate(extensions.get(key) or []):
-            try:
-                patterns.append(re.compile(pattern))
-            except re.error as exc:
-                raise InvalidRequestError(
-                    f"Invalid regular expression {pattern!r}: {exc}", param=f"{EXTENSIONS}.{key}[{index}]"
-                ) from exc
-        return patterns
-
-    @property
-    def active(self) -> bool:
-        return bool(self.cut or self.trim)
-
-    def apply(self, text: str) -> str:
-        for pattern in self.cut:
-            text = pattern.sub("", text)
-        for pattern in self.trim:
-            text = re.sub(f"^(?:{pattern.pattern})|(?:{pattern.pattern})$", "", text)
-        return text
 
 
 def _usage(prompt: int, completion: int) -> dict[str, int]:
@@ -136,9 +103,11 @@ async def serve(runtime: Runtime, operation_id: str, body: Mapping[str, Any], re
         return await _embed(runtime, prepared)
     if prepared.request.get("stream"):
         # Wait for the first output before answering: an error until then (model unavailable,
-        # queue full, prompt too long) is a plain HTTP error; after it, an error event.
-        stream = _stream(runtime, operation_id, prepared)
-        first = await anext(stream)
+        # queue full, prompt too long) is a plain HTTP error; after it, an error event. A client
+        # that goes away meanwhile (queued, or while its prompt is evaluated) cancels its work.
+        stop = threading.Event()
+        stream = _stream(runtime, operation_id, prepared, stop)
+        first = await until_disconnected(anext(stream), receive, stop)
         return StreamingResponse(
             _prepend(first, stream),
             media_type="text/event-stream",
@@ -166,28 +135,29 @@ def _envelope(operation_id: str, prepared: Prepared) -> dict[str, Any]:
 
 async def _complete(runtime: Runtime, operation_id: str, prepared: Prepared, receive: Callable[[], Any]) -> Response:
     request = prepared.request
-    output = _Output(request)
     choices = _Choices(int(request.get("n") or 1))
     stop = threading.Event()
-    async with runtime.pool(prepared.registration).acquire() as lease:
-        watcher = asyncio.create_task(watch_disconnect(receive, stop))
-        try:
-            pieces = await collect_pieces(_method(lease.instance, operation_id), request, stop=stop,
-                                          counter=runtime.generations, executor=runtime.executor, lease=lease)
-            for piece in pieces:
-                choices.add(piece)
-        finally:
-            watcher.cancel()
+
+    async def generate() -> list[Piece]:
+        async with runtime.pool(prepared.registration).acquire() as lease:
+            return await collect_pieces(_method(lease.instance, operation_id), request, stop=stop,
+                                        counter=runtime.generations, executor=runtime.executor, lease=lease)
+
+    for piece in await until_disconnected(generate(), receive, stop):
+        choices.add(piece)
+    texts = {i: choices.text[i] for i in choices.indices()}
+    if prepared.filters.active:
+        texts = await asyncio.to_thread(lambda: {i: prepared.filters.apply(text) for i, text in texts.items()})
     body = _envelope(operation_id, prepared)
     if operation_id == CHAT:
         body["choices"] = [
-            {"index": i, "message": {"role": "assistant", "content": output.apply(choices.text[i]), "refusal": None},
+            {"index": i, "message": {"role": "assistant", "content": texts[i], "refusal": None},
              "finish_reason": choices.finish.get(i, "stop"), "logprobs": chat_logprobs(choices.logprobs.get(i))}
             for i in choices.indices()
         ]
     else:
         body["choices"] = [
-            {"index": i, "text": output.apply(choices.text[i]), "finish_reason": choices.finish.get(i, "stop"),
+            {"index": i, "text": texts[i], "finish_reason": choices.finish.get(i, "stop"),
              "logprobs": completion_logprobs(choices.logprobs.get(i))}
             for i in choices.indices()
         ]
@@ -199,14 +169,17 @@ def _sse(payload: Mapping[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"
 
 
-async def _stream(runtime: Runtime, operation_id: str, prepared: Prepared) -> AsyncIterator[bytes]:
+async def _stream(
+    runtime: Runtime, operation_id: str, prepared: Prepared, stop: threading.Event
+) -> AsyncIterator[bytes]:
     request = prepared.request
-    output = _Output(request)
+    filters = prepared.filters
     envelope = _envelope(operation_id, prepared)
     envelope["object"] = "chat.completion.chunk" if operation_id == CHAT else "text_completion"
     include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
     n = int(request.get("n") or 1)
     choices = _Choices(n)
+    sent: dict[int, int] = {}  # characters of each choice's text sent so far (text_offset starts there)
 
     def chunk(index: int, text: str | None, finish: str | None, *, role: bool = False, logprobs=None) -> bytes:
         if operation_id == CHAT:
@@ -215,15 +188,15 @@ async def _stream(runtime: Runtime, operation_id: str, prepared: Prepared) -> As
                 delta = {"role": "assistant", "content": ""}
             choice = {"index": index, "delta": delta, "finish_reason": finish, "logprobs": chat_logprobs(logprobs)}
         else:
-            offset = len(choices.text.get(index, "")) - len(text or "")
             choice = {"index": index, "text": text or "", "finish_reason": finish,
-                      "logprobs": completion_logprobs(logprobs, offset)}
+                      "logprobs": completion_logprobs(logprobs, sent.get(index, 0))}
+            sent[index] = sent.get(index, 0) + len(text or "")
         return _sse({**envelope, "choices": [choice]})
 
     started = False
     try:
         async with runtime.pool(prepared.registration).acquire() as lease:
-            pieces = run_pieces(_method(lease.instance, operation_id), request,
+            pieces = run_pieces(_method(lease.instance, operation_id), request, stop=stop,
                                 counter=runtime.generations, executor=runtime.executor, lease=lease)
             async for piece in pieces:
                 if not started:
@@ -232,12 +205,12 @@ async def _stream(runtime: Runtime, operation_id: str, prepared: Prepared) -> As
                         for index in range(n):
                             yield chunk(index, None, None, role=True)
                 choices.add(piece)
-                if not output.active and (piece.text or piece.logprobs):
+                if not filters.active and (piece.text or piece.logprobs):
                     yield chunk(piece.index, piece.text, None, logprobs=piece.logprobs)
                 if piece.finish_reason is not None:
-                    if output.active:  # cut/trim need the whole text: it arrives in one piece
-                        yield chunk(piece.index, output.apply(choices.text[piece.index]), None,
-                                    logprobs=choices.logprobs.get(piece.index))
+                    if filters.active:  # cut/trim need the whole text: it arrives in one piece
+                        text = await asyncio.to_thread(filters.apply, choices.text[piece.index])
+                        yield chunk(piece.index, text, None, logprobs=choices.logprobs.get(piece.index))
                     yield chunk(piece.index, None, piece.finish_reason)
         started = True
         if include_usage:
