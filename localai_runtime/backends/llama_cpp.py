@@ -9,8 +9,11 @@ and polls ``should_stop`` after every token.
 
 Chat prompts are rendered with the registration's ``template`` or the GGUF's own
 ``tokenizer.chat_template`` (ChatML when it has none) through llama-cpp-python's
-``Jinja2ChatFormatter``; ``response_format`` becomes a GBNF grammar. Embeddings use a second
-``Llama`` created with ``embedding=True`` on first use (weights are shared through mmap).
+``Jinja2ChatFormatter``; ``response_format`` becomes a GBNF grammar. The prompt is evaluated a
+batch at a time, polling ``should_stop`` between batches, so a client that leaves during a long
+prompt stops it; the prefix already in the context's cache is reused. Embeddings use a second
+``Llama`` created with ``embedding=True`` on first use (weights are shared through mmap); an
+instance loaded only for embeddings opens that context alone. Token ids are embedded as given.
 """
 
 from __future__ import annotations
