@@ -110,9 +110,11 @@ def test_a_storm_of_cut_streams_leaves_nothing_running(storm_server):
 
     after = settled(storm_server)
     assert after["active_generations"] == 0
-    # An answered stream started its generation before its answer; a request whose client left
-    # before the answer starts one too (the server notices when it sends the first chunk).
-    assert after["generations_total"] - before["generations_total"] == len(jobs)
+    # An answered stream started its generation before its answer. A request whose client left
+    # before the answer is cancelled where the server notices: while it waits for the model or a
+    # free instance it never starts one; once its generation has started, that stops.
+    started = after["generations_total"] - before["generations_total"]
+    assert len(jobs) - BEFORE_THE_ANSWER <= started <= len(jobs)
     assert EchoInstance.overlaps == overlaps  # no instance was lent while its thread still ran
 
     with storm_server.http() as http:
