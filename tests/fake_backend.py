@@ -3,10 +3,15 @@
 Registered through the real :class:`BackendRegistry`; only the model is fake. Its chat and
 completion output is the JSON of the request fields it received (minus the prompt), split into
 pieces of a few characters, so a test can read back exactly what the adapter was given.
+
+Its instances count overlaps (two generations or embeddings on one instance at once, streamed
+or not); a generation of the prompt :data:`GATED` waits while :func:`gate_closed` holds, so a
+test decides when it ends. :class:`OverlapCounter` counts overlaps on the real backends too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -16,6 +21,29 @@ from typing import Any
 from localai_runtime.backends import BackendRegistry, LocalSettings, Piece
 
 GENERATION_FIELDS = frozenset({"model", "max_tokens", "temperature", "n", "seed", "stop"})
+
+GATED = "wait at the gate"
+"""A prompt (or last message) whose generation waits before its first piece while
+:func:`gate_closed` holds, deaf to ``should_stop`` as a long prompt evaluation is."""
+_gate = threading.Event()
+_gate.set()
+
+
+@contextlib.contextmanager
+def gate_closed() -> Iterator[None]:
+    """Generations of the prompt :data:`GATED` wait until the block ends."""
+    _gate.clear()
+    try:
+        yield
+    finally:
+        _gate.set()
+
+
+def _gated(request: Mapping[str, Any], prompt_key: str) -> bool:
+    prompt = request.get(prompt_key)
+    if isinstance(prompt, list) and prompt and isinstance(prompt[-1], Mapping):  # chat messages
+        prompt = prompt[-1].get("content")
+    return prompt == GATED
 
 
 class EchoInstance:
@@ -30,18 +58,26 @@ class EchoInstance:
         self._users = 0
         self._lock = threading.Lock()
 
-    def _echo(self, request: Mapping[str, Any], prompt_key: str, should_stop) -> Iterator[Piece]:
+    @contextlib.contextmanager
+    def _used(self) -> Iterator[None]:
         with self._lock:
             self._users += 1
             if self._users > 1:
                 EchoInstance.overlaps += 1
         try:
-            yield from self._pieces(request, prompt_key, should_stop)
+            yield
         finally:
             with self._lock:
                 self._users -= 1
 
+    def _echo(self, request: Mapping[str, Any], prompt_key: str, should_stop) -> Iterator[Piece]:
+        # Counted from the first piece asked for to the generator's end or close, streamed or not.
+        with self._used():
+            yield from self._pieces(request, prompt_key, should_stop)
+
     def _pieces(self, request: Mapping[str, Any], prompt_key: str, should_stop) -> Iterator[Piece]:
+        if _gated(request, prompt_key):
+            _gate.wait(60)
         shown = {k: v for k, v in request.items() if k != prompt_key}
         text = json.dumps(shown, sort_keys=True)
         pieces = [text[i:i + 7] for i in range(0, len(text), 7)]
@@ -71,7 +107,8 @@ class EchoInstance:
         return self._echo(request, "prompt", should_stop)
 
     def embed(self, inputs):
-        return [[float(len(str(item))), 1.0, 0.5, -0.5] for item in inputs], len(inputs)
+        with self._used():
+            return [[float(len(str(item))), 1.0, 0.5, -0.5] for item in inputs], len(inputs)
 
     def tokenize(self, text):
         return list(text.encode())
@@ -108,3 +145,114 @@ def registry() -> BackendRegistry:
     backends = BackendRegistry()
     backends.register("echo", EchoBackend)
     return backends
+
+
+class OverlapCounter:
+    """Counts overlaps on real backends: :meth:`wrap` puts a counting layer around each instance
+    they load, and a generation (or an embedding) that starts on an instance another one is
+    still using is an overlap. A generation uses its instance from the call of ``chat`` or
+    ``complete`` (which may already work, e.g. tokenize) until its pieces are exhausted, fail or
+    are closed."""
+
+    def __init__(self) -> None:
+        self.overlaps = 0
+        self.runs = 0
+        """Generations and embeddings that used a counted instance (0: nothing was counted)."""
+        self.stopped = 0
+        """Generations that ended with ``should_stop()`` true (a client went away)."""
+        self._lock = threading.Lock()
+
+    def wrap(self, backends: BackendRegistry, *names: str) -> BackendRegistry:
+        for name in names:
+            backend = backends.get(name)
+            backends.register(name, lambda backend=backend: _CountedBackend(backend, self))
+        return backends
+
+
+class _CountedBackend:
+    def __init__(self, backend, counter: OverlapCounter) -> None:
+        self._backend = backend
+        self._counter = counter
+        self.name = backend.name
+        self.settings_schema = backend.settings_schema
+        self.honoured = backend.honoured
+
+    def check(self, settings: LocalSettings, operations: frozenset[str]) -> list[str]:
+        return self._backend.check(settings, operations)
+
+    def load(self, settings: LocalSettings, *args, **kwargs) -> _CountedInstance:
+        return _CountedInstance(self._backend.load(settings, *args, **kwargs), self._counter)
+
+
+class _CountedInstance:
+    def __init__(self, instance, counter: OverlapCounter) -> None:
+        self._instance = instance
+        self._counter = counter
+        self._users = 0
+
+    def _enter(self) -> None:
+        with self._counter._lock:
+            self._users += 1
+            self._counter.runs += 1
+            if self._users > 1:
+                self._counter.overlaps += 1
+
+    def _leave(self, stopped: bool = False) -> None:
+        with self._counter._lock:
+            self._users -= 1
+            self._counter.stopped += stopped
+
+    def _generation(self, method, request, should_stop) -> Iterator[Piece]:
+        self._enter()
+        try:
+            pieces = method(request, should_stop)
+        except BaseException:
+            self._leave()
+            raise
+        return _CountedPieces(pieces, lambda: self._leave(should_stop()))
+
+    def chat(self, request, should_stop):
+        return self._generation(self._instance.chat, request, should_stop)
+
+    def complete(self, request, should_stop):
+        return self._generation(self._instance.complete, request, should_stop)
+
+    def embed(self, inputs):
+        self._enter()
+        try:
+            return self._instance.embed(inputs)
+        finally:
+            self._leave()
+
+    def tokenize(self, text):
+        return self._instance.tokenize(text)
+
+    def close(self) -> None:
+        self._instance.close()
+
+
+class _CountedPieces:
+    """A generation's pieces; its end (exhausted, failed or closed) is reported once."""
+
+    def __init__(self, pieces: Iterator[Piece], ended) -> None:
+        self._pieces = pieces
+        self._ended = ended
+        self._open = True
+
+    def __iter__(self) -> _CountedPieces:
+        return self
+
+    def __next__(self) -> Piece:
+        try:
+            return next(self._pieces)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            try:
+                getattr(self._pieces, "close", lambda: None)()
+            finally:
+                self._ended()

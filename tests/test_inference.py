@@ -1,13 +1,14 @@
 """Real inference: the official openai client against a real server on the shipped
 registrations, which serve the generated demo GGUF through llama-cpp-python (``demo``) and
-gpt4all (``demo-gpt4all``). Bodies and stream chunks are checked against the spec's own
-response schemas.
+gpt4all (``demo-gpt4all``). Bodies and stream chunks are checked against the response schemas
+of the served document (:class:`~tests.conftest.ResponseSchemas`). Each instance the backends
+load is wrapped by an :class:`~tests.fake_backend.OverlapCounter`, which counts two generations
+on one instance at once, streamed or not.
 """
 
 from __future__ import annotations
 
 import base64
-import concurrent.futures
 import json
 import struct
 import time
@@ -17,7 +18,9 @@ import jsonschema
 import openai
 import pytest
 
-from tests.conftest import live_server
+from localai_runtime.backends import BackendRegistry
+from tests.conftest import active_generations, check_full_queue, live_server, plain_request, wait_until
+from tests.fake_backend import OverlapCounter
 
 LLAMA, GPT4ALL = "demo", "demo-gpt4all"
 BOTH = [LLAMA, GPT4ALL]
@@ -25,8 +28,14 @@ MESSAGES = [{"role": "user", "content": "Tell me a story about a cat."}]
 
 
 @pytest.fixture(scope="module")
-def real(built_spec):
-    with live_server(built_spec, queue_size=1) as live:
+def overlaps() -> OverlapCounter:
+    return OverlapCounter()
+
+
+@pytest.fixture(scope="module")
+def real(built_spec, overlaps):
+    backends = overlaps.wrap(BackendRegistry.from_entry_points(), "llama-cpp", "gpt4all")
+    with live_server(built_spec, backends=backends, queue_size=1) as live:
         yield live
 
 
@@ -188,7 +197,7 @@ def readyz(server) -> dict:
 
 
 @pytest.mark.parametrize("model", BOTH)
-def test_disconnect_mid_stream_frees_the_instance_and_health_answers_during_generation(real, model):
+def test_disconnect_mid_stream_frees_the_instance_and_health_answers_during_generation(real, overlaps, model):
     with httpx.Client(base_url=real.url, timeout=60) as http, http.stream("POST", "/v1/completions",
                      json={"model": model, "prompt": "Once", "max_tokens": 1500, "stream": True}) as response:
         lines = response.iter_lines()
@@ -200,14 +209,29 @@ def test_disconnect_mid_stream_frees_the_instance_and_health_answers_during_gene
         time.sleep(0.01)
     assert readyz(real)["active_generations"] == 0
     assert real.client().completions.create(model=model, prompt="again", max_tokens=3).choices[0].text
+    assert overlaps.overlaps == 0
 
 
 @pytest.mark.parametrize("model", BOTH)
-def test_full_queue_answers_429(real, model):
-    def request(_):
-        with httpx.Client(base_url=real.url, timeout=120) as http:
-            return http.post("/v1/completions", json={"model": model, "prompt": "Once", "max_tokens": 1000})
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_request_cut_mid_generation_keeps_its_instance_until_its_generation_ends(real, overlaps, model, stream):
+    """The client goes away while its generation runs, and another request for the model's one
+    instance follows at once: it must wait for the cut generation's thread to end."""
+    before = (overlaps.runs, overlaps.stopped)
+    # 8 x 1500 tokens: seconds of work, cut within milliseconds of its start
+    body = {"model": model, "prompt": "Once", "max_tokens": 1500, "n": 8, "stream": stream,
+            "x-localai-extensions": {"ignore_eos": True}}
+    with plain_request(real, "/v1/completions", body):
+        wait_until(lambda: active_generations(real) == 1, "the generation runs")
+    assert real.client().completions.create(model=model, prompt="again", max_tokens=3).choices[0].text
+    assert overlaps.stopped == before[1] + 1  # the cut generation was stopped, not run to its end
+    assert overlaps.runs == before[0] + 2
+    assert overlaps.overlaps == 0
 
-    with concurrent.futures.ThreadPoolExecutor(5) as pool:
-        statuses = sorted(r.status_code for r in pool.map(request, range(5)))
-    assert statuses.count(200) >= 2 and statuses.count(429) >= 1 and set(statuses) <= {200, 429}
+
+@pytest.mark.parametrize("model", BOTH)
+@pytest.mark.parametrize("stream", [False, True])
+def test_full_queue_answers_429(real, overlaps, model, stream):
+    check_full_queue(real, "createCompletion", "/v1/completions",
+                     {"model": model, "prompt": "Once", "max_tokens": 4, "stream": stream})
+    assert overlaps.overlaps == 0

@@ -19,8 +19,8 @@ import pytest
 
 from localai_runtime.settings import resource_dir
 from localai_runtime.spec_pipeline import build_spec
-from tests.conftest import live_server
-from tests.fake_backend import registry
+from tests.conftest import active_generations, check_full_queue, live_server, model_pool, plain_request, wait_until
+from tests.fake_backend import GATED, EchoBackend, EchoInstance, gate_closed, registry
 
 CONFIGS = {
     "echo.yaml": """
@@ -48,6 +48,9 @@ CONFIGS = {
     "parallel.yaml": """
         registration: {model: parallel, operations: [createCompletion]}
         local_settings: {backend: echo, delay_s: 0.05, parallel: 2}
+        ---
+        registration: {model: pair, operations: [createCompletion]}
+        local_settings: {backend: echo, parallel: 2}
         """,
     "broken.yaml": """
         registration: {model: broken, operations: [createChatCompletion]}
@@ -109,8 +112,9 @@ def test_streamed_chat_equals_the_plain_one_and_ends_with_done(echo_server):
     chunks = list(client.chat.completions.create(
         model="echo", messages=MESSAGES, seed=1, stream=True, stream_options={"include_usage": True}))
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert streamed == plain.replace('"stream": false, ', "") or echoed(streamed)["stream"] is True
-    assert {k: v for k, v in echoed(streamed).items() if k not in ("stream", "stream_options")} == echoed(plain)
+    # the adapter got the same request, plus the two stream fields (the client sends no "stream" when plain)
+    assert "stream" not in echoed(plain)
+    assert echoed(streamed) == {**echoed(plain), "stream": True, "stream_options": {"include_usage": True}}
     assert chunks[0].choices[0].delta.role == "assistant"
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
     assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens > 0
@@ -179,7 +183,7 @@ def test_unknown_model_is_404_and_wrong_operation_400(echo_server):
 
 def test_models_are_listed_once_and_retrievable(echo_server):
     client = echo_server.client()
-    assert [m.id for m in client.models.list()] == ["broken", "echo", "lenient", "nofile", "parallel", "slow"]
+    assert [m.id for m in client.models.list()] == ["broken", "echo", "lenient", "nofile", "pair", "parallel", "slow"]
     assert client.models.retrieve("echo").owned_by == "localai-runtime"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("gpt-4o")
@@ -224,42 +228,42 @@ def test_disconnect_mid_stream_stops_the_generation(echo_server):
             http.stream("POST", "/v1/chat/completions", json=body) as response:
         lines = response.iter_lines()
         assert next(lines).startswith("data: ")
-    from tests.fake_backend import EchoInstance
-
     assert wait_idle(echo_server)["active_generations"] == 0
     produced, planned = EchoInstance.last_run
     assert planned > 50 and produced <= 4  # stopped within a token or two of the disconnect
     assert echo_server.client().chat.completions.create(model="slow", messages=MESSAGES).choices  # instance freed
 
 
-def test_a_cancelled_generation_keeps_its_instance_until_its_thread_ends(echo_server):
-    from tests.fake_backend import EchoInstance
-
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_cancelled_generation_keeps_its_instance_until_its_thread_ends(echo_server, stream):
+    """The client goes away while its generation's thread is busy (held at the gate, deaf to the
+    stop): the next request for the one instance waits until that thread has ended."""
     before = EchoInstance.overlaps
-    for _ in range(3):
-        body = {"model": "slow", "messages": MESSAGES, "stream": True}
-        with httpx.Client(base_url=echo_server.url, timeout=30) as http, \
-                http.stream("POST", "/v1/chat/completions", json=body) as response:
-            next(response.iter_lines())
-        # at once, while the cancelled generation's thread may still be running
-        assert echo_server.client().chat.completions.create(model="slow", messages=MESSAGES).choices
+    pool = model_pool(echo_server, "createChatCompletion", "slow")
+    body = {"model": "slow", "messages": [{"role": "user", "content": GATED}], "stream": stream}
+    with concurrent.futures.ThreadPoolExecutor(1) as threads:
+        with gate_closed():
+            with plain_request(echo_server, "/v1/chat/completions", body):
+                wait_until(lambda: active_generations(echo_server) == 1, "the generation runs")
+            again = threads.submit(echo_server.client().chat.completions.create, model="slow", messages=MESSAGES)
+            wait_until(lambda: pool.waiting == 1 or again.done(), "the next request waits for the instance")
+            assert not again.done() and active_generations(echo_server) == 1
+        assert again.result().choices  # served once the cut generation's thread ended
     assert EchoInstance.overlaps == before
     assert wait_idle(echo_server)["active_generations"] == 0
 
 
+@pytest.mark.parametrize("model", ["slow", "pair"])
 @pytest.mark.parametrize("stream", [False, True])
-def test_full_queue_is_429_with_retry_after(echo_server, stream):
-    def request(_):
-        with httpx.Client(base_url=echo_server.url, timeout=60) as http:
-            return http.post("/v1/chat/completions", json={"model": "slow", "messages": MESSAGES, "stream": stream})
-
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        responses = list(pool.map(request, range(4)))
-    statuses = sorted(r.status_code for r in responses)
-    assert statuses.count(200) >= 2 and 429 in statuses  # 1 running + 1 queued (queue_size=1)
-    limited = next(r for r in responses if r.status_code == 429)
-    assert limited.headers["retry-after"] == "1"
-    assert limited.json()["error"]["type"] == "rate_limit_error"
+def test_full_queue_is_429_with_retry_after(echo_server, model, stream):
+    """Every instance held (1 for "slow", 2 for "pair") and queue_size=1 request waiting:
+    the next is 429; the waiting one is served once the instances are free."""
+    if model == "slow":
+        check_full_queue(echo_server, "createChatCompletion", "/v1/chat/completions",
+                         {"model": model, "messages": MESSAGES, "stream": stream})
+    else:
+        check_full_queue(echo_server, "createCompletion", "/v1/completions",
+                         {"model": model, "prompt": "x", "stream": stream})
 
 
 def test_an_extension_added_by_a_patch_file_shows_validates_and_reaches_the_adapter(tmp_path, configs):
@@ -330,21 +334,18 @@ def test_an_error_after_the_stream_started_is_an_error_event_then_done(echo_serv
 
 
 def test_parallel_instances_serve_at_once_and_load_once(echo_server):
-    from tests.fake_backend import EchoBackend
-
     before = EchoBackend.loads
 
     def request(_):
         with httpx.Client(base_url=echo_server.url, timeout=60) as http:
-            return http.post("/v1/completions", json={"model": "parallel", "prompt": "x"}).status_code
+            return http.post("/v1/completions", json={"model": "parallel", "prompt": GATED}).status_code
 
-    peak = 0
-    with concurrent.futures.ThreadPoolExecutor(2) as pool, echo_server.http() as http:
-        futures = [pool.submit(request, i) for i in range(2)]
-        while not all(f.done() for f in futures):
-            peak = max(peak, http.get("/readyz").json()["active_generations"])
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        with gate_closed():  # both generations wait at the gate: they run at the same time, or this times out
+            futures = [pool.submit(request, i) for i in range(2)]
+            wait_until(lambda: active_generations(echo_server) == 2, "both generations run")
+            assert not any(f.done() for f in futures)
         assert [f.result() for f in futures] == [200, 200]
-    assert peak == 2  # both generations ran at the same time
     assert EchoBackend.loads - before == 2  # two instances, each loaded once for both requests
 
 
