@@ -27,9 +27,15 @@ def test_secured_operation_needs_a_key(secured):
         assert missing.headers["www-authenticate"] == "Bearer"
         assert http.get("/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert http.get("/v1/models", headers={"Authorization": f"Basic {KEY}"}).status_code == 401
-        # with the key the request reaches routing (501 until implemented, never 401)
-        assert http.get("/v1/models", headers={"Authorization": f"Bearer {KEY}"}).status_code != 401
-        assert http.get("/v1/models", headers={"Authorization": "Bearer sk-other"}).status_code != 401
+        # with either key the request reaches its handler: the listing of the shipped registrations
+        for key in (KEY, "sk-other"):
+            listed = http.get("/v1/models", headers={"Authorization": f"Bearer {key}"})
+            assert listed.status_code == 200, listed.text
+            body = listed.json()
+            assert body["object"] == "list"
+            assert [(m["id"], m["object"], m["owned_by"]) for m in body["data"]] == [
+                ("demo", "model", "localai-runtime"), ("demo-gpt4all", "model", "localai-runtime")]
+            assert all(isinstance(m["created"], int) for m in body["data"])
 
 
 def test_openai_client_raises_authentication_error(secured):

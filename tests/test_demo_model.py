@@ -1,4 +1,8 @@
-"""The generated demo GGUF model: deterministic bytes, and it really runs in both backends."""
+"""The generated demo GGUF model: deterministic bytes, and it really runs in both backends.
+
+llama-cpp-python and gpt4all are hard dependencies, imported as such: a broken install fails
+here instead of skipping.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import gguf
+import gpt4all
+import llama_cpp
 import pytest
 
 from localai_runtime.demo_model import (
@@ -31,7 +37,6 @@ def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def llama(model_path: Path) -> Iterator[object]:
-    llama_cpp = pytest.importorskip("llama_cpp")
     model = llama_cpp.Llama(model_path=str(model_path), n_ctx=512, n_threads=2, verbose=False)
     yield model
     model.close()
@@ -108,7 +113,6 @@ def test_llama_cpp_tokenize_round_trip(llama) -> None:
 
 
 def test_llama_cpp_embedding(model_path: Path) -> None:
-    llama_cpp = pytest.importorskip("llama_cpp")
     model = llama_cpp.Llama(model_path=str(model_path), n_ctx=512, n_threads=2, embedding=True, verbose=False)
     try:
         result = model.create_embedding(["hello world", MULTIBYTE])
@@ -120,7 +124,6 @@ def test_llama_cpp_embedding(model_path: Path) -> None:
 
 
 def test_gpt4all_generates(model_path: Path) -> None:
-    gpt4all = pytest.importorskip("gpt4all")
     model = gpt4all.GPT4All(
         model_name=model_path.name,
         model_path=model_path.parent,

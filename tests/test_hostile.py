@@ -202,9 +202,32 @@ def test_invalid_text_is_400(hostile_server, http, content, detail):
     still_serving(hostile_server, "demo")
 
 
+GRINNING = "\U0001F600"
+ESCAPED = "\\ud83d\\ude00"  # GRINNING as a JSON surrogate-pair escape
+
+
 def test_a_paired_surrogate_escape_is_one_character(http):
-    content = '{"model": "demo", "max_tokens": 1, "messages": [{"role": "user", "content": "\\ud83d\\ude00"}]}'
-    assert post_raw(http, "/v1/chat/completions", content).status_code == 200
+    # The echo backend shows what reached it: "stop" in its echo, an input's length as an embedding's first value.
+    chat = post_raw(http, "/v1/chat/completions",
+                    f'{{"model": "echo", "stop": "{ESCAPED}", "messages": [{{"role": "user", "content": "{ESCAPED}"}}]}}')
+    assert chat.status_code == 200, chat.text
+    assert json.loads(chat.json()["choices"][0]["message"]["content"])["stop"] == GRINNING
+    embedding = post_raw(http, "/v1/embeddings", f'{{"model": "echo", "input": "{ESCAPED}"}}')
+    assert embedding.status_code == 200, embedding.text
+    assert embedding.json()["data"][0]["embedding"][0] == 1.0  # len(input) as the backend got it
+    # The real model gets the same tokens as for the character sent as UTF-8.
+    for path, template in [("/v1/chat/completions", '"messages": [{"role": "user", "content": "TEXT"}]'),
+                           ("/v1/completions", '"prompt": "TEXT"')]:
+        counts = {spelled: _prompt_tokens(http, path, '{"model": "demo", "max_tokens": 1, ' +
+                                          template.replace("TEXT", spelled) + "}")
+                  for spelled in (ESCAPED, GRINNING, "x")}
+        assert counts[ESCAPED] == counts[GRINNING] != counts["x"], (path, counts)
+
+
+def _prompt_tokens(http, path: str, content: str) -> int:
+    response = post_raw(http, path, content)
+    assert response.status_code == 200, response.text
+    return response.json()["usage"]["prompt_tokens"]
 
 
 def test_dropped_field_names_cannot_break_or_inject_headers(http):

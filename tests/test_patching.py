@@ -9,6 +9,8 @@ import yaml
 
 from localai_runtime.errors import SpecError
 from localai_runtime.patching import apply_directory
+from localai_runtime.settings import resource_dir
+from localai_runtime.spec_pipeline import build_spec
 
 SPEC = {
     "openapi": "3.1.0",
@@ -70,5 +72,44 @@ def test_failures_name_file_index_path_and_reason(tmp_path, content, expected):
         apply_directory(copy.deepcopy(SPEC), tmp_path)
 
 
+SHIPPED_PATCHES = ["00-info.yaml", "10-localai-extensions.yaml", "20-completion-stream.yaml", "30-embedding-base64.yaml"]
+EXTENSIONS_REF = {"$ref": "#/components/schemas/LocalAIExtensions"}
+
+
 def test_shipped_patches_apply_to_the_upstream_document(built_spec):
-    assert built_spec.patches and all(name.endswith((".yaml", ".yml", ".json")) for name in built_spec.patches)
+    """Every shipped patch file is applied, in name order, and each one's effect is in the
+    built document (and not in the upstream document without patches)."""
+    assert built_spec.patches == sorted(path.name for path in resource_dir("patches").iterdir()) == SHIPPED_PATCHES
+    upstream = build_spec(spec_path=None, fragments_dir=resource_dir("spec"), patches_dir=None).document
+    document, schemas = built_spec.document, built_spec.document["components"]["schemas"]
+
+    # 00-info: the document names this server
+    assert document["info"]["title"] == "OpenAI API (served by localai-runtime)" != upstream["info"]["title"]
+    assert document["info"]["x-localai-runtime"]["description"].startswith("OpenAI's published document, merged")
+    assert "x-localai-runtime" not in upstream["info"]
+
+    # 10-localai-extensions: one shared component, referenced by the three request schemas
+    assert "LocalAIExtensions" not in upstream["components"]["schemas"]
+    extensions = schemas["LocalAIExtensions"]
+    assert extensions["type"] == "object" and extensions["additionalProperties"] is False
+    assert {"top_k", "min_p", "grammar", "ignore_eos", "cutstrings", "trimstrings"} <= set(extensions["properties"])
+    chat = next(part for part in schemas["CreateChatCompletionRequest"]["allOf"] if "messages" in part.get("properties", {}))
+    assert chat["properties"]["x-localai-extensions"] == EXTENSIONS_REF
+    assert schemas["CreateCompletionRequest"]["properties"]["x-localai-extensions"] == EXTENSIONS_REF
+    assert schemas["CreateEmbeddingRequest"]["properties"]["x-localai-extensions"] == EXTENSIONS_REF
+
+    # 20-completion-stream: a declared event stream for completions, with its chunk schema
+    assert "CreateCompletionStreamResponse" not in upstream["components"]["schemas"]
+    chunk = schemas["CreateCompletionStreamResponse"]
+    assert chunk["properties"]["object"] == {"type": "string", "const": "text_completion"}
+    finish = chunk["properties"]["choices"]["items"]["properties"]["finish_reason"]
+    assert finish["type"] == ["string", "null"] and None in finish["enum"]
+    ok = document["paths"]["/v1/completions"]["post"]["responses"]["200"]["content"]
+    assert ok["text/event-stream"] == {"schema": {"$ref": "#/components/schemas/CreateCompletionStreamResponse"}}
+    assert "text/event-stream" not in upstream["paths"]["/v1/completions"]["post"]["responses"]["200"]["content"]
+
+    # 30-embedding-base64: an embedding is a list of floats or a base64 string
+    embedding = schemas["Embedding"]["properties"]["embedding"]
+    assert embedding["oneOf"] == [{"type": "array", "items": {"type": "number", "format": "float"}},
+                                  {"type": "string", "contentEncoding": "base64"}]
+    assert "oneOf" not in upstream["components"]["schemas"]["Embedding"]["properties"]["embedding"]
