@@ -34,10 +34,10 @@ from localai_runtime.middleware import (
     secured_operations,
 )
 from localai_runtime.registrations import load_registrations
-from localai_runtime.request_fields import RequestSchemas
 from localai_runtime.runtime import Runtime
 from localai_runtime.settings import Settings
-from localai_runtime.spec_pipeline import BuiltSpec, build_spec
+from localai_runtime.spec.build import BuiltSpec, build_spec
+from localai_runtime.spec.request_schemas import RequestSchemas
 
 logger = logging.getLogger(__name__)
 

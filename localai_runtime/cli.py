@@ -24,7 +24,7 @@ from localai_runtime.settings import (
     keys_from_env,
     resource_dir,
 )
-from localai_runtime.spec_pipeline import BuiltSpec, build_spec
+from localai_runtime.spec.build import BuiltSpec, build_spec
 
 logger = logging.getLogger("localai_runtime")
 

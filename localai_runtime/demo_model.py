@@ -33,7 +33,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from localai_runtime.documents import cache_dir
+from localai_runtime.spec.files import cache_dir
 
 __all__ = [
     "BENCH_SPEC",
@@ -44,7 +44,7 @@ __all__ = [
     "write_demo_model",
 ]
 
-# One cache directory for everything the server generates (see documents.cache_dir).
+# One cache directory for everything the server generates (see spec.files.cache_dir).
 default_cache_dir = cache_dir
 
 logger = logging.getLogger(__name__)

@@ -27,8 +27,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from localai_runtime.middleware import operation_id
-from localai_runtime.schemas import follow_refs
-from localai_runtime.spec_pipeline import Operation
+from localai_runtime.spec.build import Operation
+from localai_runtime.spec.schemas import follow_refs
 
 __all__ = ["VALIDATED_BODY", "HandlerMiddleware", "plan_calls", "validated_body"]
 

@@ -27,7 +27,7 @@ from localai_runtime.errors import (
     NotImplementedAPIError,
     PayloadTooLargeError,
 )
-from localai_runtime.spec_pipeline import Operation
+from localai_runtime.spec.build import Operation
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ and validates bodies and parameters with Draft 4 rules. Here:
   instead of twice;
 - :func:`validator_map` gives the ``validator_map`` for ``add_api``: body and parameter
   validators with JSON Schema 2020-12 semantics plus the 3.0 ``nullable`` keyword
-  (:mod:`localai_runtime.schemas`), raising OpenAI-shaped errors that name the field;
+  (:mod:`localai_runtime.spec.schemas`), raising OpenAI-shaped errors that name the field;
 - :class:`OpenAPI31URIParser` is the ``uri_parser_class``: it copes with parameter schemas
   that have no single ``type`` (``anyOf``, ``type: [x, "null"]``).
 """
@@ -34,8 +34,8 @@ from starlette.datastructures import Headers
 from localai_runtime.dispatch import VALIDATED_BODY
 from localai_runtime.errors import InvalidRequestError, UnknownParameterError
 from localai_runtime.middleware import operation_id
-from localai_runtime.request_fields import RequestSchemas
-from localai_runtime.schemas import SchemaCache, describe, follow_refs
+from localai_runtime.spec.request_schemas import RequestSchemas
+from localai_runtime.spec.schemas import SchemaCache, describe, follow_refs
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def validator_map(requests: RequestSchemas) -> dict[str, Any]:
     """The ``validator_map`` for connexion's ``add_api``.
 
     Bodies are validated through the document (:class:`RequestSchemas`), so that the compiled
-    validator of :mod:`localai_runtime.schemas` serves them; parameters, whose schemas are small,
+    validator of :mod:`localai_runtime.spec.schemas` serves them; parameters, whose schemas are small,
     use connexion's resolved copies.
     """
     cache = SchemaCache()

@@ -26,12 +26,12 @@ from localai_runtime.errors import (
 )
 from localai_runtime.merging import effective_request
 from localai_runtime.output_filters import NONE, OutputFilters, request_filters
-from localai_runtime.request_fields import MISSING, RequestSchema
-from localai_runtime.schemas import describe
+from localai_runtime.spec.request_schemas import MISSING, RequestSchema
+from localai_runtime.spec.schemas import describe
 
 if TYPE_CHECKING:
     from localai_runtime.registrations import Registration
-    from localai_runtime.request_fields import RequestSchemas
+    from localai_runtime.spec.request_schemas import RequestSchemas
 
 EXTENSIONS = "x-localai-extensions"
 

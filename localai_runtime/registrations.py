@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from localai_runtime import documents
 from localai_runtime.backends import (
     Backend,
     BackendRegistry,
@@ -35,8 +34,9 @@ from localai_runtime.backends.abstract import COMMON_SETTINGS_SCHEMA
 from localai_runtime.errors import InvalidRequestError, ModelNotFoundError, SpecError
 from localai_runtime.output_filters import PatternError, compile_filters
 from localai_runtime.policy import SERVER_FIELDS, is_metadata, set_fields
-from localai_runtime.request_fields import RequestSchemas
-from localai_runtime.schemas import SchemaCache, describe
+from localai_runtime.spec import files
+from localai_runtime.spec.request_schemas import RequestSchemas
+from localai_runtime.spec.schemas import SchemaCache, describe
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class Registrations:
 def _documents(path: Path) -> list[Any]:
     """A file's registrations: one per document, or each item of a document that is a list."""
     out: list[Any] = []
-    for doc in documents.load_all(path):
+    for doc in files.load_all(path):
         if doc is None:
             continue
         out.extend(doc if isinstance(doc, list) else [doc])
@@ -316,8 +316,7 @@ def _model_path(registration_file: Path, model_file: Any) -> Path | None:
 def load_registrations(configs_dir: Path | None, schemas: RequestSchemas, backends: BackendRegistry) -> Registrations:
     if configs_dir is None:
         return Registrations()
-    files = documents.files_in(configs_dir)
-    registrations = _Loader(schemas, backends).load(files)
+    registrations = _Loader(schemas, backends).load(files.files_in(configs_dir))
     logger.info(
         "%d registrations for %d models from %s", len(registrations.all), len(registrations.models()), configs_dir
     )

@@ -16,7 +16,7 @@ from typing import Any
 from connexion.resolver import Resolver
 
 from localai_runtime.middleware import not_implemented
-from localai_runtime.spec_pipeline import Operation
+from localai_runtime.spec.build import Operation
 
 logger = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ from localai_runtime.errors import APIError
 from localai_runtime.generation import GenerationCounter
 from localai_runtime.pool import ModelPool
 from localai_runtime.registrations import Registration, Registrations
-from localai_runtime.request_fields import RequestSchemas
 from localai_runtime.settings import Settings
-from localai_runtime.spec_pipeline import BuiltSpec
+from localai_runtime.spec.build import BuiltSpec
+from localai_runtime.spec.request_schemas import RequestSchemas
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from referencing.jsonschema import DRAFT202012
 from localai_runtime import Settings, create_app
 from localai_runtime.pool import ModelPool
 from localai_runtime.settings import resource_dir
-from localai_runtime.spec_pipeline import BuiltSpec, build_spec
+from localai_runtime.spec.build import BuiltSpec, build_spec
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -258,7 +258,7 @@ class ResponseSchemas:
     """Validates response bodies and stream chunks against the document a live server serves
     (``GET /openapi.json``), with jsonschema's Draft 2020-12 validator and a ``referencing``
     registry holding the document: an oracle independent of the server's own validation code
-    (``localai_runtime.schemas``)."""
+    (``localai_runtime.spec.schemas``)."""
 
     URI = "urn:tests:served-openapi"
 

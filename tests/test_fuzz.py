@@ -48,7 +48,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from localai_runtime.schemas import SchemaCache, describe, document_ref
+from localai_runtime.spec.schemas import SchemaCache, describe, document_ref
 from tests.conftest import live_server
 from tests.fake_backend import registry
 

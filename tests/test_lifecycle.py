@@ -12,7 +12,7 @@ import pytest
 from localai_runtime import Settings, demo_model
 from localai_runtime.backends import BackendRegistry
 from localai_runtime.registrations import load_registrations
-from localai_runtime.request_fields import RequestSchemas
+from localai_runtime.spec.request_schemas import RequestSchemas
 from tests.conftest import REPO, live_server
 
 MESSAGES = [{"role": "user", "content": "hi"}]

@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from localai_runtime.errors import SpecError
-from localai_runtime.patching import apply_directory
 from localai_runtime.settings import resource_dir
-from localai_runtime.spec_pipeline import build_spec
+from localai_runtime.spec.build import build_spec
+from localai_runtime.spec.patching import apply_directory
 
 SPEC = {
     "openapi": "3.1.0",

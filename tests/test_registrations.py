@@ -8,7 +8,7 @@ import pytest
 
 from localai_runtime.errors import InvalidRequestError, ModelNotFoundError, SpecError
 from localai_runtime.registrations import load_registrations
-from localai_runtime.request_fields import RequestSchemas
+from localai_runtime.spec.request_schemas import RequestSchemas
 from tests.fake_backend import registry
 
 GOOD = """

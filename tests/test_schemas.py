@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from localai_runtime.schemas import SchemaCache, describe, document_ref, format_path
+from localai_runtime.spec.schemas import SchemaCache, describe, document_ref, format_path
 
 SCHEMA = {
     "type": "object",

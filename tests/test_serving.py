@@ -18,7 +18,7 @@ import openai
 import pytest
 
 from localai_runtime.settings import resource_dir
-from localai_runtime.spec_pipeline import build_spec
+from localai_runtime.spec.build import build_spec
 from tests.conftest import active_generations, check_full_queue, live_server, model_pool, plain_request, wait_until
 from tests.fake_backend import GATED, EchoBackend, EchoInstance, gate_closed, registry
 

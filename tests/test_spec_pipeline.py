@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from localai_runtime import documents
 from localai_runtime.errors import SpecError
 from localai_runtime.settings import resource_dir
-from localai_runtime.spec_pipeline import PIN_FILE, build_spec, upstream_spec_path
+from localai_runtime.spec import files
+from localai_runtime.spec.build import PIN_FILE, build_spec, upstream_spec_path
 
 SPEC_DIR = resource_dir("spec")
 
@@ -34,8 +34,8 @@ def test_default_document_is_openai_31_with_our_fragment_merged(built_spec):
 
 
 def test_pin_matches_the_installed_document():
-    pin = documents.load(SPEC_DIR / PIN_FILE)
-    assert pin["sha256"] == documents.sha256_of(upstream_spec_path())
+    pin = files.load(SPEC_DIR / PIN_FILE)
+    assert pin["sha256"] == files.sha256_of(upstream_spec_path())
 
 
 def test_pin_mismatch_is_a_warning_naming_both_hashes(tmp_path, caplog):

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from localai_runtime import documents, patching
 from localai_runtime.errors import SpecError
+from localai_runtime.spec import files, patching
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def build_spec(
     *, spec_path: Path | None, fragments_dir: Path, patches_dir: Path | None
 ) -> BuiltSpec:
     source = spec_path or upstream_spec_path()
-    document, digest = documents.load_cached(source)
+    document, digest = files.load_cached(source)
     if not isinstance(document, dict) or not str(document.get("openapi", "")).startswith("3."):
         raise SpecError(f"{source}: not an OpenAPI 3 document (no 'openapi: 3.x' at the top)")
     if spec_path is None:
@@ -81,7 +81,7 @@ def _check_pin(pin_path: Path, digest: str) -> None:
     if not pin_path.exists():
         logger.warning("no upstream pin at %s; cannot tell whether the upstream spec drifted", pin_path)
         return
-    pin = documents.load(pin_path) or {}
+    pin = files.load(pin_path) or {}
     if pin.get("sha256") != digest:
         import importlib.metadata
 
@@ -106,10 +106,10 @@ def _absolutize_paths(document: dict[str, Any], source: Path) -> None:
 def _merge_fragments(document: dict[str, Any], fragments_dir: Path) -> list[str]:
     merged = []
     known_ids = {op.operation_id: op for op in index_operations(document, source="the upstream spec").values()}
-    for path in documents.files_in(fragments_dir):
+    for path in files.files_in(fragments_dir):
         if path.name == PIN_FILE:
             continue
-        fragment = documents.load(path)
+        fragment = files.load(path)
         if not isinstance(fragment, dict) or "paths" not in fragment:
             raise SpecError(f"{path}: a spec fragment is a mapping with 'paths' (and optional 'components', 'tags')")
         for route, item in (fragment.get("paths") or {}).items():

@@ -21,8 +21,8 @@ import jsonpatch
 import jsonpath_rfc9535
 import jsonpointer
 
-from localai_runtime import documents
 from localai_runtime.errors import SpecError
+from localai_runtime.spec import files
 
 logger = logging.getLogger(__name__)
 
@@ -30,14 +30,14 @@ logger = logging.getLogger(__name__)
 def apply_directory(spec: dict[str, Any], directory: Path) -> list[str]:
     """Apply every patch file of ``directory`` in file-name order; returns the files applied."""
     applied = []
-    for path in documents.files_in(directory):
+    for path in files.files_in(directory):
         apply_file(spec, path)
         applied.append(path.name)
     return applied
 
 
 def apply_file(spec: dict[str, Any], path: Path) -> None:
-    patch = documents.load(path)
+    patch = files.load(path)
     if isinstance(patch, list):
         apply_json_patch(spec, patch, source=path)
     elif isinstance(patch, dict) and "overlay" in patch:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from localai_runtime.errors import SpecError
-from localai_runtime.schemas import SchemaCache, document_ref, follow_refs
-from localai_runtime.spec_pipeline import BuiltSpec
+from localai_runtime.spec.build import BuiltSpec
+from localai_runtime.spec.schemas import SchemaCache, document_ref, follow_refs
 
 MISSING = object()
 
