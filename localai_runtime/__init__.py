@@ -12,7 +12,7 @@ import warnings
 # server never uses the test client, so the warning would only confuse operators.
 warnings.filterwarnings("ignore", message=r"Using `httpx` with `starlette.testclient` is deprecated")
 
-from localai_runtime.app import create_app  # noqa: E402
+from localai_runtime.http.app import create_app  # noqa: E402
 from localai_runtime.settings import Settings  # noqa: E402
 
 __all__ = ["Settings", "create_app", "__version__"]

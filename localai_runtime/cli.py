@@ -91,7 +91,7 @@ def _build(settings: Settings) -> BuiltSpec:
 def _serve(settings: Settings) -> None:
     import uvicorn
 
-    from localai_runtime.app import create_app
+    from localai_runtime.http.app import create_app
 
     app = create_app(settings, _build(settings))
     logger.info("serving on http://%s:%d (Swagger UI at /ui, document at /openapi.json)", settings.host, settings.port)
@@ -108,7 +108,7 @@ def _spec(settings: Settings, output_format: str) -> None:
 
 
 def _check(settings: Settings) -> int:
-    from localai_runtime.app import create_app
+    from localai_runtime.http.app import create_app
 
     built = _build(settings)
     app = create_app(settings, built)

@@ -9,8 +9,8 @@ from connexion.middleware.abstract import ROUTING_CONTEXT
 from starlette.responses import PlainTextResponse
 
 import handlers.chat
-from localai_runtime import routing
-from localai_runtime.dispatch import VALIDATED_BODY, HandlerMiddleware, plan, plan_calls, to_response
+from localai_runtime.http import routing
+from localai_runtime.http.dispatch import VALIDATED_BODY, HandlerMiddleware, plan, plan_calls, to_response
 from tests.conftest import live_server
 from tests.fake_handlers import testing
 

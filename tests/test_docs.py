@@ -59,7 +59,7 @@ def test_documents_render_once_off_the_event_loop():
     import asyncio
     import threading
 
-    from localai_runtime.document_views import DocumentViews
+    from localai_runtime.http.document_views import DocumentViews
 
     threads = []
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from localai_runtime.middleware import secured_operations
-from localai_runtime.routing import find_handlers, module_for_tag
+from localai_runtime.http.middleware import secured_operations
+from localai_runtime.http.routing import find_handlers, module_for_tag
 
 
 def concrete(path: str) -> str:

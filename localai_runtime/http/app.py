@@ -22,12 +22,13 @@ from connexion.middleware.security import SecurityMiddleware
 from connexion.options import SwaggerUIOptions
 from starlette.exceptions import HTTPException
 
-from localai_runtime import errors, openapi31, routing
+from localai_runtime import errors
 from localai_runtime.backends import BackendRegistry
-from localai_runtime.dispatch import HandlerMiddleware, plan_calls
-from localai_runtime.document_views import PATHS as DOCUMENT_PATHS
-from localai_runtime.document_views import DocumentViews
-from localai_runtime.middleware import (
+from localai_runtime.http import openapi31, routing
+from localai_runtime.http.dispatch import HandlerMiddleware, plan_calls
+from localai_runtime.http.document_views import PATHS as DOCUMENT_PATHS
+from localai_runtime.http.document_views import DocumentViews
+from localai_runtime.http.middleware import (
     AuthMiddleware,
     BodyLimitMiddleware,
     NotImplementedMiddleware,
@@ -61,7 +62,7 @@ class RuntimeApp(AsyncApp):
     """``AsyncApp`` that also takes a ready ``Specification`` object.
 
     connexion's ``add_api`` only accepts a file, URL or dict and always parses it as OpenAPI
-    3.0; this registers an :class:`~localai_runtime.openapi31.OpenAPI31Specification` with the
+    3.0; this registers an :class:`~localai_runtime.http.openapi31.OpenAPI31Specification` with the
     app's options, as ``add_api`` would.
     """
 

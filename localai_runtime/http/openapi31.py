@@ -31,9 +31,9 @@ from connexion.validators import (
 )
 from starlette.datastructures import Headers
 
-from localai_runtime.dispatch import VALIDATED_BODY
 from localai_runtime.errors import InvalidRequestError, UnknownParameterError
-from localai_runtime.middleware import operation_id
+from localai_runtime.http.dispatch import VALIDATED_BODY
+from localai_runtime.http.middleware import operation_id
 from localai_runtime.spec.request_schemas import RequestSchemas
 from localai_runtime.spec.schemas import SchemaCache, describe, follow_refs
 

@@ -26,7 +26,7 @@ from typing import Any
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from localai_runtime.middleware import operation_id
+from localai_runtime.http.middleware import operation_id
 from localai_runtime.spec.build import Operation
 from localai_runtime.spec.schemas import follow_refs
 

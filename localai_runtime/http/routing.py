@@ -2,7 +2,7 @@
 
 An operation tagged ``Chat`` is handled by ``handlers.chat.<operationId>`` if that async
 function exists; every other operation of the patched document is routed all the same and
-answers 501 (see :class:`localai_runtime.middleware.NotImplementedMiddleware`).
+answers 501 (see :class:`localai_runtime.http.middleware.NotImplementedMiddleware`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from connexion.resolver import Resolver
 
-from localai_runtime.middleware import not_implemented
+from localai_runtime.http.middleware import not_implemented
 from localai_runtime.spec.build import Operation
 
 logger = logging.getLogger(__name__)
