@@ -7,7 +7,8 @@ from typing import Any
 from connexion import context
 from starlette.responses import Response
 
-from localai_runtime import runtime, serving
+from localai_runtime.serving import operations as serving
+from localai_runtime.serving import runtime
 
 
 async def createChatCompletion(body: dict[str, Any]) -> Response:  # noqa: N802 - operationId

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from localai_runtime import runtime
+from localai_runtime.serving import runtime
 
 
 async def getHealth() -> dict[str, Any]:  # noqa: N802 - named after the operationId

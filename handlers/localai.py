@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from localai_runtime import runtime
+from localai_runtime.serving import runtime
 
 
 async def listRegistrations() -> dict[str, Any]:  # noqa: N802 - operationId

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from localai_runtime import runtime
 from localai_runtime.errors import ModelNotFoundError
+from localai_runtime.serving import runtime
 
 OWNER = "localai-runtime"
 

@@ -19,7 +19,7 @@ import openai
 import pytest
 
 from localai_runtime.errors import SpecError
-from localai_runtime.registrations import load_registrations
+from localai_runtime.serving.registrations import load_registrations
 from localai_runtime.spec.request_schemas import RequestSchemas
 from tests.conftest import demo_and_echo_server
 from tests.fake_backend import EchoInstance, registry

@@ -11,7 +11,7 @@ import pytest
 
 from localai_runtime import Settings, demo_model
 from localai_runtime.backends import BackendRegistry
-from localai_runtime.registrations import load_registrations
+from localai_runtime.serving.registrations import load_registrations
 from localai_runtime.spec.request_schemas import RequestSchemas
 from tests.conftest import REPO, live_server
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from localai_runtime.merging import effective_request, merge
+from localai_runtime.serving.merging import effective_request, merge
 
 
 def test_request_wins_over_defaults_and_objects_merge_key_by_key():

@@ -15,8 +15,8 @@ import pytest
 
 from localai_runtime.backends import LocalSettings
 from localai_runtime.errors import RateLimitError, ServiceUnavailableError
-from localai_runtime.pool import ModelPool
-from localai_runtime.registrations import Registration
+from localai_runtime.serving.pool import ModelPool
+from localai_runtime.serving.registrations import Registration
 
 
 class Instance:

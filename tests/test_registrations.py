@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from localai_runtime.errors import InvalidRequestError, ModelNotFoundError, SpecError
-from localai_runtime.registrations import load_registrations
+from localai_runtime.serving.registrations import load_registrations
 from localai_runtime.spec.request_schemas import RequestSchemas
 from tests.fake_backend import registry
 

@@ -6,6 +6,6 @@
   validated body; ``routing``: handler or 501 per operation;
 - ``document_views``: ``/openapi.json``, ``/openapi.yaml`` and Swagger UI.
 
-May import :mod:`localai_runtime.spec`, :mod:`localai_runtime.serving` and the backends; nothing
+May import :mod:`localai_runtime.spec`, :mod:`localai_runtime.serving.operations` and the backends; nothing
 but the CLI and the package's ``create_app`` imports it.
 """

@@ -34,8 +34,8 @@ from localai_runtime.http.middleware import (
     NotImplementedMiddleware,
     secured_operations,
 )
-from localai_runtime.registrations import load_registrations
-from localai_runtime.runtime import Runtime
+from localai_runtime.serving.registrations import load_registrations
+from localai_runtime.serving.runtime import Runtime
 from localai_runtime.settings import Settings
 from localai_runtime.spec.build import BuiltSpec, build_spec
 from localai_runtime.spec.request_schemas import RequestSchemas

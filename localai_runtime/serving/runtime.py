@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from connexion import context
 
 from localai_runtime.errors import APIError
-from localai_runtime.generation import GenerationCounter
-from localai_runtime.pool import ModelPool
-from localai_runtime.registrations import Registration, Registrations
+from localai_runtime.serving.generation import GenerationCounter
+from localai_runtime.serving.pool import ModelPool
+from localai_runtime.serving.registrations import Registration, Registrations
 from localai_runtime.settings import Settings
 from localai_runtime.spec.build import BuiltSpec
 from localai_runtime.spec.request_schemas import RequestSchemas

@@ -18,7 +18,7 @@ from typing import Any
 
 from localai_runtime.backends import ModelInstance
 from localai_runtime.errors import RateLimitError, ServiceUnavailableError
-from localai_runtime.registrations import Registration
+from localai_runtime.serving.registrations import Registration
 
 logger = logging.getLogger(__name__)
 

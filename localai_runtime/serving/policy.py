@@ -3,8 +3,8 @@
 Every field a request sets is one of:
 
 - honoured by the backend (its ``honoured`` table for the operation);
-- honoured by the server itself (``SERVER_FIELDS``: streaming, output cutting and trimming);
-- metadata (``METADATA_FIELDS``): describes the request without shaping its output;
+- honoured by the server itself (``fields.SERVER_FIELDS``: streaming, output cutting and trimming);
+- metadata (``fields.METADATA_FIELDS``): describes the request without shaping its output;
 - anything else: ``unsupported_parameter`` (400), or dropped and reported in the
   ``x-localai-dropped-fields`` response header when the registration's policy says ``drop``.
 
@@ -17,56 +17,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from localai_runtime.errors import (
     InvalidRequestError,
     UnknownParameterError,
     UnsupportedParameterError,
 )
-from localai_runtime.merging import effective_request
-from localai_runtime.output_filters import NONE, OutputFilters, request_filters
-from localai_runtime.spec.request_schemas import MISSING, RequestSchema
+from localai_runtime.serving.fields import EXTENSIONS, SERVER_FIELDS, is_metadata, set_fields
+from localai_runtime.serving.merging import effective_request
+from localai_runtime.serving.output_filters import NONE, OutputFilters, request_filters
+from localai_runtime.serving.registrations import Registration
+from localai_runtime.spec.request_schemas import RequestSchemas
 from localai_runtime.spec.schemas import describe
-
-if TYPE_CHECKING:
-    from localai_runtime.registrations import Registration
-    from localai_runtime.spec.request_schemas import RequestSchemas
-
-EXTENSIONS = "x-localai-extensions"
-
-METADATA_FIELDS = frozenset({
-    "user", "metadata", "store", "safety_identifier", "prompt_cache_key", "prompt_cache_retention",
-})
-"""Fields that describe a request rather than shape its output: accepted, not passed on."""
-
-SERVER_FIELDS = frozenset({
-    "model", "stream", "stream_options", "encoding_format", f"{EXTENSIONS}.cutstrings", f"{EXTENSIONS}.trimstrings",
-})
-"""Fields the server itself honours, whatever the backend."""
 
 DROPPED_HEADER = "x-localai-dropped-fields"
 REGISTRATION_HEADER = "x-localai-registration"
-
-
-def is_metadata(name: str) -> bool:
-    return name in METADATA_FIELDS
-
-
-def set_fields(values: Mapping[str, Any], request: RequestSchema | None = None) -> list[str]:
-    """Names a request sets: top-level fields and ``x-localai-extensions.<key>``.
-
-    With ``request``, a field that is null or equal to its documented default is left out.
-    """
-    names = []
-    for key, value in values.items():
-        if value is None:
-            continue
-        if key == EXTENSIONS and isinstance(value, Mapping):
-            names.extend(f"{key}.{sub}" for sub, inner in value.items() if inner is not None)
-        elif request is None or request.default_of(key) is MISSING or request.default_of(key) != value:
-            names.append(key)
-    return names
 
 
 @dataclass

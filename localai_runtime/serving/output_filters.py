@@ -22,8 +22,8 @@ from typing import Any
 import re2
 
 from localai_runtime.errors import InvalidRequestError
+from localai_runtime.serving.fields import EXTENSIONS
 
-EXTENSIONS = "x-localai-extensions"
 KEYS = ("cutstrings", "trimstrings")
 
 _OPTIONS = re2.Options()

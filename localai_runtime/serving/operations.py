@@ -27,9 +27,9 @@ from localai_runtime.errors import (
     internal_error,
     stream_error_event,
 )
-from localai_runtime.generation import collect_pieces, run_pieces, start_work, until_disconnected
-from localai_runtime.policy import Prepared, prepare
-from localai_runtime.runtime import Runtime
+from localai_runtime.serving.generation import collect_pieces, run_pieces, start_work, until_disconnected
+from localai_runtime.serving.policy import Prepared, prepare
+from localai_runtime.serving.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 

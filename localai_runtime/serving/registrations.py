@@ -32,8 +32,8 @@ from localai_runtime.backends import (
 )
 from localai_runtime.backends.abstract import COMMON_SETTINGS_SCHEMA
 from localai_runtime.errors import InvalidRequestError, ModelNotFoundError, SpecError
-from localai_runtime.output_filters import PatternError, compile_filters
-from localai_runtime.policy import SERVER_FIELDS, is_metadata, set_fields
+from localai_runtime.serving.fields import SERVER_FIELDS, is_metadata, set_fields
+from localai_runtime.serving.output_filters import PatternError, compile_filters
 from localai_runtime.spec import files
 from localai_runtime.spec.request_schemas import RequestSchemas
 from localai_runtime.spec.schemas import SchemaCache, describe

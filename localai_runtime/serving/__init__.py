@@ -1,0 +1,16 @@
+"""Serving: from a validated request body to the OpenAI response, the same way for every backend.
+
+- ``registrations``: the registration files (model name, operations, backend, defaults,
+  overrides, policy), checked at start-up;
+- ``fields`` and ``policy``: what a request sets, and whether the serving backend honours it
+  (nothing silently ignored); ``merging``: defaults and overrides; ``output_filters``: the
+  server's own cut/trim patterns (RE2);
+- ``pool``: model instances, loading and the bounded queue; ``generation``: running a backend in
+  worker threads, tracked per instance, cancelled when the client leaves;
+- ``runtime``: the per-server object handlers reach through the lifespan state;
+- ``operations``: chat completions, completions and embeddings, plain and streamed.
+
+May import :mod:`localai_runtime.spec`, :mod:`localai_runtime.backends` and
+:mod:`localai_runtime.errors`; never :mod:`localai_runtime.http`. Handlers import
+``runtime`` and ``operations``.
+"""
