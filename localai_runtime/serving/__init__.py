@@ -8,7 +8,8 @@
 - ``pool``: model instances, loading and the bounded queue; ``generation``: running a backend in
   worker threads, tracked per instance, cancelled when the client leaves;
 - ``runtime``: the per-server object handlers reach through the lifespan state;
-- ``operations``: chat completions, completions and embeddings, plain and streamed.
+- ``operations``: what handlers call; ``text``: generated text, whole or streamed, shaped by an
+  API format (``chat``, ``completions``); ``embeddings``.
 
 May import :mod:`localai_runtime.spec`, :mod:`localai_runtime.backends` and
 :mod:`localai_runtime.errors`; never :mod:`localai_runtime.http`. Handlers import

@@ -1,0 +1,182 @@
+"""Generated text, answered whole or streamed as server-sent events, for any API format.
+
+:func:`answer` runs one generation request on a leased instance and shapes its pieces with a
+:class:`TextFormat` (chat completions, legacy completions; ``chat`` and ``completions`` hold
+them), so nothing here branches on the operation. Until the first piece, errors (model
+unavailable, queue full, prompt too long) are plain HTTP errors and a client that leaves
+cancels the work; after it, an error arrives as an event before ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import Any, Protocol
+
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from localai_runtime.backends import ModelInstance, Piece
+from localai_runtime.errors import APIError, internal_error, stream_error_event
+from localai_runtime.serving.generation import collect_pieces, run_pieces, until_disconnected
+from localai_runtime.serving.policy import Prepared
+from localai_runtime.serving.runtime import Runtime
+
+
+class TextFormat(Protocol):
+    """How one API shapes generated text."""
+
+    id_prefix: str
+    object: str
+    chunk_object: str
+
+    def method(self, instance: ModelInstance) -> Callable[[Mapping[str, Any], Callable[[], bool]], Iterator[Piece]]:
+        """The instance's generator for this API."""
+        ...
+
+    def choice(self, index: int, text: str, finish: str, logprobs: list[dict[str, Any]] | None) -> dict[str, Any]:
+        ...
+
+    def chunk_choice(self, index: int, text: str | None, finish: str | None,
+                     logprobs: list[dict[str, Any]] | None, offset: int) -> dict[str, Any]:
+        """A stream chunk's choice; ``offset``: characters of this choice already sent."""
+        ...
+
+    def opening_choices(self, n: int) -> list[dict[str, Any]]:
+        """Choices of the chunks sent before the first text (chat announces the role)."""
+        ...
+
+
+def usage(prompt: int, completion: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+class Choices:
+    """Accumulates pieces per choice index.
+
+    Choices ``i * n`` are the first of each prompt (a completion may have several prompts,
+    each with ``n`` choices): their prompt tokens add up to the request's.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.text: dict[int, str] = {}
+        self.finish: dict[int, str] = {}
+        self.logprobs: dict[int, list[dict[str, Any]]] = {}
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+
+    def add(self, piece: Piece) -> None:
+        self.text[piece.index] = self.text.get(piece.index, "") + piece.text
+        if piece.logprobs is not None:
+            self.logprobs.setdefault(piece.index, []).extend(piece.logprobs)
+        if piece.finish_reason is not None:
+            self.finish[piece.index] = piece.finish_reason
+            if piece.index % self.n == 0:
+                self.prompt_tokens += piece.prompt_tokens
+            self.completion_tokens += piece.completion_tokens
+
+    def indices(self) -> list[int]:
+        return sorted(self.text)
+
+
+def _envelope(form: TextFormat, prepared: Prepared, kind: str) -> dict[str, Any]:
+    return {
+        "id": f"{form.id_prefix}-{uuid.uuid4().hex}",
+        "object": kind,
+        "created": int(time.time()),
+        "model": prepared.registration.model,
+        "system_fingerprint": f"localai-{prepared.registration.settings.backend}",
+    }
+
+
+async def answer(runtime: Runtime, form: TextFormat, prepared: Prepared, receive: Callable[[], Any]) -> Response:
+    stop = threading.Event()
+    if prepared.request.get("stream"):
+        stream = _stream(runtime, form, prepared, stop)
+        first = await until_disconnected(anext(stream), receive, stop)
+        return StreamingResponse(
+            _prepend(first, stream),
+            media_type="text/event-stream",
+            headers={**prepared.headers(), "Cache-Control": "no-cache"},
+        )
+    return await _whole(runtime, form, prepared, receive, stop)
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for item in rest:
+        yield item
+
+
+async def _whole(
+    runtime: Runtime, form: TextFormat, prepared: Prepared, receive: Callable[[], Any], stop: threading.Event
+) -> Response:
+    request = prepared.request
+    choices = Choices(int(request.get("n") or 1))
+
+    async def generate() -> list[Piece]:
+        async with runtime.pool(prepared.registration).acquire() as lease:
+            return await collect_pieces(form.method(lease.instance), request, stop=stop,
+                                        counter=runtime.generations, executor=runtime.executor, lease=lease)
+
+    for piece in await until_disconnected(generate(), receive, stop):
+        choices.add(piece)
+    texts = {i: choices.text[i] for i in choices.indices()}
+    if prepared.filters.active:
+        texts = await asyncio.to_thread(lambda: {i: prepared.filters.apply(text) for i, text in texts.items()})
+    body = _envelope(form, prepared, form.object)
+    body["choices"] = [form.choice(i, texts[i], choices.finish.get(i, "stop"), choices.logprobs.get(i))
+                       for i in choices.indices()]
+    body["usage"] = usage(choices.prompt_tokens, choices.completion_tokens)
+    return JSONResponse(body, headers=prepared.headers())
+
+
+def sse(payload: Mapping[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"
+
+
+async def _stream(
+    runtime: Runtime, form: TextFormat, prepared: Prepared, stop: threading.Event
+) -> AsyncIterator[bytes]:
+    request = prepared.request
+    filters = prepared.filters
+    envelope = _envelope(form, prepared, form.chunk_object)
+    include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
+    choices = Choices(int(request.get("n") or 1))
+    sent: dict[int, int] = {}  # characters of each choice's text sent so far (text_offset starts there)
+
+    def chunk(index: int, text: str | None, finish: str | None, logprobs=None) -> bytes:
+        choice = form.chunk_choice(index, text, finish, logprobs, sent.get(index, 0))
+        sent[index] = sent.get(index, 0) + len(text or "")
+        return sse({**envelope, "choices": [choice]})
+
+    started = False
+    try:
+        async with runtime.pool(prepared.registration).acquire() as lease:
+            pieces = run_pieces(form.method(lease.instance), request, stop=stop,
+                                counter=runtime.generations, executor=runtime.executor, lease=lease)
+            async for piece in pieces:
+                if not started:
+                    started = True
+                    for choice in form.opening_choices(choices.n):
+                        yield sse({**envelope, "choices": [choice]})
+                choices.add(piece)
+                if not filters.active and (piece.text or piece.logprobs):
+                    yield chunk(piece.index, piece.text, None, piece.logprobs)
+                if piece.finish_reason is not None:
+                    if filters.active:  # cut/trim need the whole text: it arrives in one piece
+                        text = await asyncio.to_thread(filters.apply, choices.text[piece.index])
+                        yield chunk(piece.index, text, None, choices.logprobs.get(piece.index))
+                    yield chunk(piece.index, None, piece.finish_reason)
+        started = True
+        if include_usage:
+            yield sse({**envelope, "choices": [], "usage": usage(choices.prompt_tokens, choices.completion_tokens)})
+    except Exception as exc:  # noqa: BLE001 - after the stream started, errors become an event
+        if not started:
+            raise
+        yield stream_error_event(exc if isinstance(exc, APIError) else internal_error(exc))
+    yield b"data: [DONE]\n\n"
