@@ -1,0 +1,104 @@
+"""A request's sampler settings for ``Llama.generate``: temperature and friends, the grammar
+(GBNF, or one made from a JSON ``response_format``) and the logit bias."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import llama_cpp
+import numpy as np
+from llama_cpp import LlamaGrammar, LogitsProcessorList
+from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+
+from localai_runtime.backends._text import request_value
+from localai_runtime.errors import InvalidRequestError
+
+_BANNED = -1e30  # a finite "never": a grammar may still force the token when nothing else is allowed
+
+
+class Vocabulary(Protocol):
+    vocab: Any
+    """llama.cpp's vocabulary pointer."""
+    n_vocab: int
+    default_seed: int | None
+
+    @property
+    def end_of_generation(self) -> list[int]: ...
+
+
+def compile_grammar(vocab: Any, text: str, param: str) -> LlamaGrammar:
+    """``text`` as a grammar; a 400 naming ``param`` when llama.cpp cannot parse it."""
+    sampler = llama_cpp.llama_sampler_init_grammar(vocab, text.encode("utf-8"), b"root")
+    if not sampler:  # llama.cpp would crash on a NULL sampler later
+        raise InvalidRequestError("the grammar is not valid GBNF with a 'root' rule", param=param)
+    llama_cpp.llama_sampler_free(sampler)
+    return LlamaGrammar.from_string(text, verbose=False)
+
+
+class SamplingOptions:
+    """A request's sampling settings, as ``Llama.generate`` arguments plus what the loop needs."""
+
+    def __init__(self, instance: Vocabulary, request: Mapping[str, Any], max_tokens: int | None,
+                 top_logprobs: int | None) -> None:
+        ext = request.get("x-localai-extensions") or {}
+        stop = request_value(request, "stop", [])
+        self.stop = [stop] if isinstance(stop, str) else list(stop)
+        self.max_tokens = max_tokens
+        self.top_logprobs = top_logprobs
+        self.seed = request_value(request, "seed", instance.default_seed)
+        self.repeat_last_n = ext.get("repeat_last_n", 64)
+        self.sampling: dict[str, Any] = {
+            "temp": request_value(request, "temperature", 1.0),
+            "top_p": request_value(request, "top_p", 1.0),
+            "top_k": ext.get("top_k", 0),
+            "min_p": ext.get("min_p", 0.0),
+            "typical_p": ext.get("typical_p", 1.0),
+            "repeat_penalty": ext.get("repeat_penalty", 1.0),
+            "presence_penalty": request_value(request, "presence_penalty", 0.0),
+            "frequency_penalty": request_value(request, "frequency_penalty", 0.0),
+            "mirostat_mode": ext.get("mirostat", 0),
+            "mirostat_tau": ext.get("mirostat_tau", 5.0),
+            "mirostat_eta": ext.get("mirostat_eta", 0.1),
+            "grammar": self._grammar(instance, request, ext),
+            "logits_processor": self._bias(instance, request, ext),
+        }
+
+    @staticmethod
+    def _grammar(instance: Vocabulary, request: Mapping[str, Any], ext: Mapping[str, Any]) -> LlamaGrammar | None:
+        response_format = request_value(request, "response_format", {"type": "text"})
+        kind = response_format.get("type")
+        if "grammar" in ext and kind != "text":
+            raise InvalidRequestError("give either a grammar or a JSON response_format, not both",
+                                      param="response_format")
+        if "grammar" in ext:
+            return compile_grammar(instance.vocab, ext["grammar"], "x-localai-extensions.grammar")
+        if kind == "json_object":
+            return compile_grammar(instance.vocab, JSON_GBNF, "response_format")
+        if kind == "json_schema":
+            schema = (response_format.get("json_schema") or {}).get("schema", {})
+            try:
+                gbnf = json_schema_to_gbnf(json.dumps(schema))
+            except Exception as exc:  # the converter raises assorted errors for unsupported schemas
+                raise InvalidRequestError(f"this JSON schema cannot be enforced: {exc}",
+                                          param="response_format") from exc
+            return compile_grammar(instance.vocab, gbnf, "response_format")
+        return None
+
+    @staticmethod
+    def _bias(
+        instance: Vocabulary, request: Mapping[str, Any], ext: Mapping[str, Any]
+    ) -> LogitsProcessorList | None:
+        logit_bias = request_value(request, "logit_bias", {})
+        if not logit_bias and not ext.get("ignore_eos"):
+            return None
+        bias = np.zeros(instance.n_vocab, dtype=np.float32)
+        for key, value in logit_bias.items():
+            token = int(key) if str(key).isdigit() else -1
+            if not 0 <= token < instance.n_vocab:
+                raise InvalidRequestError(f"logit_bias: {key!r} is not a token id of this model", param="logit_bias")
+            bias[token] = value
+        if ext.get("ignore_eos"):
+            bias[instance.end_of_generation] = _BANNED
+        return LogitsProcessorList([lambda _ids, scores: scores + bias])
