@@ -131,15 +131,12 @@ def test_output_matches_the_library_own(instance: ModelInstance, backend: str, m
 
 
 def test_should_stop_ends_generation_early(instance: ModelInstance) -> None:
-    polls = 0
-
-    def should_stop() -> bool:
-        nonlocal polls
-        polls += 1
-        return polls > 3
-
-    pieces = list(instance.complete({"prompt": "Hello", "max_tokens": 200, "temperature": 0}, should_stop))
-    assert 1 <= len(pieces) <= 6
+    # Told to stop once two pieces arrived (not after a number of polls: gpt4all also polls while
+    # it waits for its first token, however long a busy machine makes that wait).
+    pieces = []
+    for piece in instance.complete({"prompt": "Hello", "max_tokens": 200, "temperature": 0}, lambda: len(pieces) >= 2):
+        pieces.append(piece)
+    assert 2 <= len(pieces) <= 4  # stopped within a token or two of being told
     assert all(p.finish_reason is None for p in pieces)  # cut off: no final piece
 
 
