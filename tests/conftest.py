@@ -27,7 +27,7 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 from localai_runtime import Settings, create_app
-from localai_runtime.pool import ModelPool
+from localai_runtime.serving.pool import ModelPool
 from localai_runtime.settings import resource_dir
 from localai_runtime.spec.build import BuiltSpec, build_spec
 

@@ -6,13 +6,9 @@ demo GGUF (llama-cpp-python) and the echo backend beside it.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
-import contextlib
 import json
 import textwrap
-import threading
-import time
 
 import httpx
 import openai
@@ -21,7 +17,7 @@ import pytest
 from localai_runtime.errors import SpecError
 from localai_runtime.serving.registrations import load_registrations
 from localai_runtime.spec.request_schemas import RequestSchemas
-from tests.conftest import demo_and_echo_server
+from tests.conftest import demo_and_echo_server, hold_instances, wait_until
 from tests.fake_backend import EchoInstance, registry
 
 ECHO_CONFIGS = """
@@ -49,42 +45,6 @@ def live(built_spec, tmp_path_factory):
 def readyz(live) -> dict:
     with live.http() as http:
         return http.get("/readyz").json()
-
-
-def wait_for(condition, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.01)
-
-
-@contextlib.contextmanager
-def holding(live, operation_id: str, model: str):
-    """Every instance of ``model`` lent to the test, acquired inside the server's event loop."""
-    runtime = live.app.runtime
-    pool = runtime.pool(runtime.registrations.lookup(operation_id, model))
-    loop = live.server.servers[0].get_loop()
-    release = asyncio.run_coroutine_threadsafe(_event(), loop).result()
-    held = threading.Event()
-
-    async def hold() -> None:
-        async with contextlib.AsyncExitStack() as stack:
-            for _ in range(pool.size):
-                await stack.enter_async_context(pool.acquire())
-            held.set()
-            await release.wait()
-
-    done = asyncio.run_coroutine_threadsafe(hold(), loop)
-    assert held.wait(30)
-    try:
-        yield pool
-    finally:
-        loop.call_soon_threadsafe(release.set)
-        done.result(30)
-
-
-async def _event() -> asyncio.Event:
-    return asyncio.Event()
 
 
 # -- client regular expressions ------------------------------------------------------------------
@@ -175,7 +135,7 @@ def test_a_non_streamed_generation_cut_short_keeps_its_instance_until_its_thread
         # at once, while the cancelled generation's thread may still be running on the instance
         assert live.client().chat.completions.create(model="slow", messages=MESSAGES).choices
     assert EchoInstance.overlaps == before
-    wait_for(lambda: readyz(live)["active_generations"] == 0, "the generations to end")
+    wait_until(lambda: readyz(live)["active_generations"] == 0, "the generations to end")
 
 
 # -- a client that leaves before its answer begins ------------------------------------------------
@@ -184,13 +144,37 @@ def test_a_non_streamed_generation_cut_short_keeps_its_instance_until_its_thread
 def test_a_client_that_leaves_the_queue_gives_its_place_up_and_never_runs(live, stream):
     body = {"model": "slow", "messages": MESSAGES, "stream": stream}
     with concurrent.futures.ThreadPoolExecutor(1) as executor, httpx.Client(base_url=live.url, timeout=60) as http:
-        with holding(live, "createChatCompletion", "slow") as pool:
+        with hold_instances(live, "createChatCompletion", "slow") as pool:
             before = readyz(live)["generations_total"]
             with httpx.Client(base_url=live.url, timeout=0.5) as leaving, pytest.raises(httpx.ReadTimeout):
                 leaving.post("/v1/chat/completions", json=body)  # queued (queue_size 1), then gone
-            wait_for(lambda: pool.waiting == 0, "the queue place to be given up")
+            wait_until(lambda: pool.waiting == 0, "the queue place to be given up")
             queued = executor.submit(http.post, "/v1/chat/completions", json=body)
-            wait_for(lambda: pool.waiting == 1 or queued.done(), "the next request to queue")
+            wait_until(lambda: pool.waiting == 1 or queued.done(), "the next request to queue")
             assert not queued.done(), queued.result().text  # queued, not refused with 429
         assert queued.result().status_code == 200
     assert readyz(live)["generations_total"] == before + 1  # only the request that stayed ran
+
+
+# -- JSON numbers ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("path", "floats"), [
+    ("/v1/chat/completions", {"messages": MESSAGES, "logprobs": True, "top_logprobs": 2.0, "max_completion_tokens": 3.0,
+                              "n": 2.0, "seed": 7.0, "x-localai-extensions": {"top_k": 5.0, "repeat_last_n": 8.0}}),
+    ("/v1/completions", {"prompt": [1.0, 72.0, 105.0], "logprobs": 2.0, "max_tokens": 3.0, "n": 2.0, "seed": 7.0}),
+])
+def test_integer_valued_floats_are_served_as_integers(live, path, floats):
+    """JSON Schema counts 2.0 as an integer: such values are served exactly like 2 (they answered 500)."""
+
+    def as_ints(value):
+        if isinstance(value, float):
+            return int(value)
+        if isinstance(value, dict):
+            return {k: as_ints(v) for k, v in value.items()}
+        return [as_ints(v) for v in value] if isinstance(value, list) else value
+
+    with live.http() as http:
+        answers = [http.post(path, json={"model": "demo", "temperature": 0, **body}) for body in (floats, as_ints(floats))]
+    assert [a.status_code for a in answers] == [200, 200], answers[0].text
+    first, second = (a.json()["choices"] for a in answers)
+    assert len(first) == 2 and first == second
