@@ -1,9 +1,14 @@
 """Schema-driven fuzzing: schemathesis generates requests from the served ``/openapi.json``.
 
-A live server (registrations on the echo backend, tests/fake_backend.py) answers cases that
-schemathesis 4 builds from the document the server itself serves, positive and negative, a
-fixed number per operation, derandomized (the same cases every run) and without shrinking.
-Every implemented operation is fuzzed, plus a fixed sample of unimplemented ones. Checks:
+A live server answers cases that schemathesis 4 builds from the document the server itself
+serves, positive and negative, a fixed number per operation, derandomized (the same cases every
+run) and without shrinking. Its registrations: ``echo`` and ``lenient`` on the echo backend
+(tests/fake_backend.py), and the shipped ``demo`` registrations (configs/demo-llama-cpp.yaml,
+the generated demo GGUF through real llama-cpp-python), one registration per operation there
+with a cost cap (``DEMO_CAPS``: two tokens, one choice) as ``request_overrides``, served as
+``demo`` with the shipped policy and as ``demo-lenient`` with the drop policy. Models and
+streaming come by turns. Every implemented operation is fuzzed, plus a fixed sample of
+unimplemented ones. Checks:
 
 - no 5xx, except 501 ``not_implemented`` for an operation without a handler;
 - every error body is exactly OpenAI's envelope ``{"error": {message, type, param, code}}``;
@@ -11,22 +16,35 @@ Every implemented operation is fuzzed, plus a fixed sample of unimplemented ones
   event of a 2xx ``text/event-stream`` is a chunk that validates against the stream schema, or
   an error envelope, and the stream ends with ``[DONE]``;
 - a positive (schema-valid) case sent to the ``lenient`` registration, which drops what the
-  backend does not honour, is served (2xx); one naming an unregistered model is 404
-  ``model_not_found`` (an empty name is 400 "You must provide a model parameter").
+  backend does not honour, is served (2xx); one sent to ``demo`` (the shipped policy: refuse
+  what is unknown or not honoured) or ``demo-lenient`` is served or refused with a 400 naming
+  the field (unknown, only for ``demo``; not honoured by llama.cpp, a content part it cannot
+  take, a token id outside the vocabulary, a prompt longer than the context); one naming an
+  unregistered model is 404 ``model_not_found`` (an empty name is 400 "You must provide a
+  model parameter").
+
+Stateful: the served document declares no OpenAPI ``links``. schemathesis's dependency
+analysis infers one from the response schemas, ``listModels`` (``data[].id``) to
+``retrieveModel`` (``{model}``), and :func:`test_stateful_listed_models_are_retrievable` runs
+its state machine (listing, then retrieving what was listed) with the same checks. The
+generating operations produce nothing another operation takes, so no other link applies.
 
 Notes on schemathesis and this document:
 
 - OpenAPI 3.1 needs no flag: schemathesis 4 picks its 3.1 adapter from ``openapi: 3.1.0``
   (the ``experimental`` OpenAPI 3.1 switch of schemathesis 3 is gone).
 - schemathesis never guesses a registered model name, so most cases for the generating
-  operations and ``retrieveModel`` get ``model`` replaced by a registered one: ``echo``
-  (unsupported fields refused) or ``lenient``; the others answer 404 ``model_not_found``.
+  operations and ``retrieveModel`` get ``model`` replaced by a registered one (``MODELS``); the
+  others answer 404 ``model_not_found``. A case hypothesis replays keeps its model and stream.
 - Requests are sent with ``requests`` from ``case.as_transport_kwargs()`` rather than with
   ``case.call()``, which stops reading an event stream after ``max-stream-events``.
-- Responses are validated with the server's own validator on a separate copy of the served
-  document (schemathesis resolves references in the copy it loaded), not with schemathesis's
-  ``response_schema_conformance``: that validates 3.1 documents as plain 2020-12, ignoring the
-  3.0 ``nullable: true`` that OpenAI's document still mixes in.
+- Responses are validated by :class:`tests.conftest.ResponseSchemas`: jsonschema's Draft
+  2020-12 validator over the served document as fetched (schemathesis resolves references in
+  the copy it loaded), after the tests' own translation of the 3.0 ``nullable: true`` that
+  OpenAI's document still mixes in; not with schemathesis's ``response_schema_conformance``,
+  which ignores ``nullable``, and not with the server's own validation code.
+- No hypothesis health check is suppressed: with these example counts, case generation
+  passes all of them (measured on 2 cores, also while another test run shared them).
 - schemathesis reads ``nullable: true`` beside ``oneOf`` without a ``type`` as "null allowed";
   the server follows OpenAPI 3.0.3 (``nullable`` only widens an explicit ``type``) and answers
   400. Two request fields are written that way (``NULL_REFUSED``); positive cases that set them
@@ -44,23 +62,33 @@ from collections import Counter
 import pytest
 import requests
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
+import yaml
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from localai_runtime.spec.schemas import SchemaCache, describe, document_ref
-from tests.conftest import live_server
-from tests.fake_backend import registry
+from localai_runtime.backends import BackendRegistry
+from localai_runtime.settings import resource_dir
+from tests.conftest import ResponseSchemas, live_server
+from tests.fake_backend import EchoBackend
 
 STREAMING = ("createChatCompletion", "createCompletion")
 GENERATING = (*STREAMING, "createEmbedding")
 IMPLEMENTED = (*GENERATING, "listModels", "retrieveModel", "listRegistrations", "getHealth", "getReadiness")
-UNIMPLEMENTED_SAMPLE = 15
-EXAMPLES = {**dict.fromkeys(GENERATING, 40), "retrieveModel": 20}
-OTHER_EXAMPLES = 10
-UNIMPLEMENTED_EXAMPLES = 4
-MODELS = ("echo", "lenient")
+UNIMPLEMENTED_SAMPLE = 30
+EXAMPLES = {**dict.fromkeys(GENERATING, 300), "retrieveModel": 50}
+OTHER_EXAMPLES = 30
+UNIMPLEMENTED_EXAMPLES = 6
+STATEFUL_EXAMPLES = 20
+MODELS = ("echo", "lenient", "demo", "demo-lenient")
+LENIENT = {"unsupported_parameters": "drop", "unknown_parameters": "drop"}
 NULL_REFUSED = {"createCompletion": "prompt", "createChatCompletion": "prediction"}
+DEMO_CAPS = {
+    "createChatCompletion": {"max_tokens": 2, "max_completion_tokens": 2, "n": 1},
+    "createCompletion": {"max_tokens": 2, "n": 1},
+    "createEmbedding": {},
+}
+"""request_overrides for the demo registrations: a case costs at most a prompt and two tokens."""
 
 CONFIGS = """
 registration: {model: echo, operations: [createChatCompletion, createCompletion, createEmbedding]}
@@ -72,12 +100,24 @@ policy: {unsupported_parameters: drop, unknown_parameters: drop}
 """
 
 
+def demo_configs() -> str:
+    """The shipped llama-cpp demo registrations, one per operation, capped by ``DEMO_CAPS``: as
+    ``demo`` with the shipped policy, and as ``demo-lenient`` with the drop policy."""
+    shipped = list(yaml.safe_load_all((resource_dir("configs") / "demo-llama-cpp.yaml").read_text()))
+    return yaml.safe_dump_all([
+        {**document, "registration": {**document["registration"], "model": model, "operations": [operation]},
+         "request_overrides": {**document.get("request_overrides", {}), **DEMO_CAPS[operation]}, **policy}
+        for model, policy in (("demo", {}), ("demo-lenient", {"policy": LENIENT}))
+        for document in shipped for operation in document["registration"]["operations"]
+    ])
+
+
 class Checks:
     """Response checks against the served document."""
 
-    def __init__(self, document: dict) -> None:
-        self.cache = SchemaCache(document)
-        self.document = document
+    def __init__(self, schemas: ResponseSchemas) -> None:
+        self.schemas = schemas
+        document = self.document = schemas.document
         self.locations = {
             spec["operationId"]: (path, method)
             for path, item in document["paths"].items() for method, spec in item.items()
@@ -94,18 +134,13 @@ class Checks:
         assert error["param"] is None or isinstance(error["param"], str), body
         assert error["code"] is None or isinstance(error["code"], str), body
 
-    def conforms(self, pointer: str, body) -> None:
-        error = self.cache.first_error(document_ref(pointer), body)
-        assert error is None, f"{pointer}: {describe(error)[0]}\n{json.dumps(body)[:2000]}"
-
-    def response(self, operation_id: str, response: requests.Response, *, implemented: bool) -> str:
-        """Check ``response``; returns what it was: an error code, ``json`` or ``stream``."""
-        status = response.status_code
-        media_type = response.headers.get("content-type", "").split(";")[0].strip()
-        assert status < 500 or (status == 501 and not implemented), (status, response.text[:500])
+    def response(self, operation_id: str, status: int, content_type: str, text: str, *, implemented: bool) -> str:
+        """Check a response; returns what it was: an error code, ``json`` or ``stream``."""
+        media_type = content_type.split(";")[0].strip()
+        assert status < 500 or (status == 501 and not implemented), (status, text[:500])
         if status >= 400:
             assert media_type == "application/json", (status, media_type)
-            body = response.json()
+            body = json.loads(text)
             self.envelope(body)
             return body["error"]["code"] or str(status)
         path, method = self.locations[operation_id]
@@ -114,15 +149,15 @@ class Checks:
         escaped = path.replace("~", "~0").replace("/", "~1")
         pointer = f"/paths/{escaped}/{method}/responses/{status}/content/{media_type.replace('/', '~1')}/schema"
         if media_type != "text/event-stream":
-            self.conforms(pointer, response.json())
+            self.schemas.check_at(pointer, json.loads(text))
             return "json"
-        events = [line[len("data: "):] for line in response.text.splitlines() if line.startswith("data: ")]
-        assert len(events) >= 2 and events[-1] == "[DONE]", response.text[-500:]
+        events = [line[len("data: "):] for line in text.splitlines() if line.startswith("data: ")]
+        assert len(events) >= 2 and events[-1] == "[DONE]", text[-500:]
         for event in map(json.loads, events[:-1]):
             if "error" in event:
                 self.envelope(event)
             else:
-                self.conforms(pointer, event)
+                self.schemas.check_at(pointer, event)
         return "stream"
 
 
@@ -130,7 +165,10 @@ class Checks:
 def fuzz_server(built_spec, tmp_path_factory):
     configs = tmp_path_factory.mktemp("fuzz-configs")
     (configs / "echo.yaml").write_text(textwrap.dedent(CONFIGS))
-    with live_server(built_spec, backends=registry(), configs_dir=configs) as live:
+    (configs / "demo.yaml").write_text(demo_configs())
+    backends = BackendRegistry.from_entry_points()
+    backends.register("echo", EchoBackend)
+    with live_server(built_spec, backends=backends, configs_dir=configs) as live:
         yield live
 
 
@@ -143,8 +181,7 @@ def operations(fuzz_server):
 
 @pytest.fixture(scope="module")
 def checks(fuzz_server):
-    with fuzz_server.http() as http:
-        return Checks(http.get("/openapi.json").json())
+    return Checks(ResponseSchemas.served_by(fuzz_server))
 
 
 def _pointed(case, model: str | None, stream: bool):
@@ -173,8 +210,12 @@ def fuzz(operation_id: str, operations, checks: Checks, url: str, *, implemented
     )
     wants_model = operation_id in GENERATING or operation_id == "retrieveModel"
     # Models and streaming by turns, not drawn: hypothesis favours the first choice of a draw.
-    turns = itertools.cycle([("lenient", False), (None, False), ("lenient", True), ("echo", False),
-                             ("lenient", False), (None, True), ("lenient", True), ("echo", True)])
+    # A case hypothesis replays (to confirm a failure) keeps its turn, so the failure reproduces.
+    turns = itertools.cycle([
+        ("lenient", False), (None, False), ("demo-lenient", True), ("echo", False), ("demo", False), ("lenient", True),
+        ("demo-lenient", False), (None, True), ("lenient", False), ("echo", True), ("demo", True), ("lenient", True),
+        ("demo-lenient", True), ("demo-lenient", False)])
+    turn_of: dict[str, tuple[str | None, bool]] = {}
     outcomes: Counter = Counter()
 
     @settings(
@@ -183,19 +224,24 @@ def fuzz(operation_id: str, operations, checks: Checks, url: str, *, implemented
         database=None,
         deadline=None,
         phases=[Phase.explicit, Phase.generate],  # no shrinking: a failure shows its curl command
-        suppress_health_check=list(HealthCheck),
     )
     @given(generated=cases)
     def run(generated):
         case, positive = generated
-        model, stream = next(turns) if wants_model else (None, False)
+        key = f"{positive} {case.as_curl_command()}"
+        model, stream = turn_of.setdefault(key, next(turns)) if wants_model else (None, False)
         kwargs = _pointed(case, model, stream).as_transport_kwargs(base_url=url)
         response = session.request(**kwargs, timeout=30)
         try:
-            outcome = checks.response(operation_id, response, implemented=implemented)
+            outcome = checks.response(operation_id, response.status_code, response.headers.get("content-type", ""),
+                                      response.text, implemented=implemented)
             if positive and not _sets_refused_null(operation_id, case.body):
                 if model == "lenient":  # valid, and nothing the backend cannot honour is refused
                     assert outcome in ("json", "stream"), response.text[:500]
+                elif model in ("demo", "demo-lenient"):  # valid: served, or refused with a 400 naming the field
+                    refused = response.status_code == 400 and response.json()["error"]["param"] is not None
+                    assert outcome in ("json", "stream") or refused, response.text[:500]
+                    assert model == "demo" or outcome != "unknown_parameter", response.text[:500]  # dropped
                 elif model is None and operation_id in GENERATING and case.body["model"] not in ("", *MODELS):
                     assert outcome == "model_not_found", response.text[:500]
         except AssertionError as exc:
@@ -217,12 +263,13 @@ def seen(outcomes: Counter, outcome: str, **where) -> int:
 def test_generating_operations_answer_conforming_bodies_and_streams_or_openai_errors(
         operation_id, operations, checks, fuzz_server):
     outcomes = fuzz(operation_id, operations, checks, fuzz_server.url)
-    assert seen(outcomes, "json") >= 1  # some cases reached the backend and were validated
+    for model in ("lenient", "demo-lenient"):  # cases reached both backends and were validated
+        assert seen(outcomes, "json", model=model) >= 1, outcomes
+        if operation_id != "createEmbedding":
+            assert seen(outcomes, "stream", model=model) >= 1, outcomes
     assert seen(outcomes, "model_not_found", model=None) >= 1
-    if operation_id != "createEmbedding":
-        assert seen(outcomes, "stream") >= 1
     assert {got for (_, _, got) in outcomes} <= {"json", "stream", "model_not_found", "unsupported_parameter",
-                                                  "unknown_parameter", "400"}, outcomes
+                                                  "unknown_parameter", "context_length_exceeded", "400"}, outcomes
 
 
 def test_retrieve_model_finds_registered_names_only(operations, checks, fuzz_server):
@@ -243,3 +290,32 @@ def test_unimplemented_operations_answer_501_in_the_envelope(operations, checks,
         outcomes = fuzz(operation_id, operations, checks, fuzz_server.url, implemented=False)
         answered = {got for (_, _, got) in outcomes}
         assert "not_implemented" in answered and answered <= {"not_implemented", "not_found"}, (operation_id, outcomes)
+
+
+def test_stateful_listed_models_are_retrievable(checks, fuzz_server):
+    """schemathesis's state machine over the link it infers (the document declares none):
+    every model ``listModels`` names is retrieved through ``retrieveModel``."""
+    schema = schemathesis.openapi.from_url(fuzz_server.url + "/openapi.json").include(operation_id=list(IMPLEMENTED))
+    outcomes: Counter = Counter()
+
+    class Workflow(schema.as_state_machine()):
+        def get_call_kwargs(self, case):
+            return {"base_url": fuzz_server.url, "timeout": 30}
+
+        def validate_response(self, response, case, additional_checks=None, **kwargs):
+            operation_id = case.operation.definition.raw["operationId"]
+            content_type = ",".join(response.headers.get("content-type", []))
+            try:
+                outcomes[operation_id, checks.response(
+                    operation_id, response.status_code, content_type, response.text, implemented=True)] += 1
+            except AssertionError as exc:
+                exc.add_note(case.as_curl_command()[:3000])
+                raise
+            if operation_id == "retrieveModel" and case.path_parameters["model"] in MODELS:
+                assert response.json()["id"] == case.path_parameters["model"]
+
+    assert "GET /v1/models -> 200" in Workflow.bundles  # the inferred link: listModels -> retrieveModel
+    Workflow.run(settings=settings(
+        max_examples=STATEFUL_EXAMPLES, stateful_step_count=4, derandomize=True, database=None, deadline=None,
+        phases=[Phase.explicit, Phase.generate]))
+    assert outcomes["listModels", "json"] >= 1 and outcomes["retrieveModel", "json"] >= 1, outcomes

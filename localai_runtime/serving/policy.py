@@ -28,6 +28,7 @@ from localai_runtime.serving.fields import EXTENSIONS, SERVER_FIELDS, is_metadat
 from localai_runtime.serving.merging import effective_request
 from localai_runtime.serving.output_filters import NONE, OutputFilters, request_filters
 from localai_runtime.serving.registrations import Registration
+from localai_runtime.spec.integers import integral
 from localai_runtime.spec.request_schemas import RequestSchemas
 from localai_runtime.spec.schemas import describe
 
@@ -102,4 +103,6 @@ def prepare(
     if error is not None:
         message, param = describe(error)
         raise InvalidRequestError(f"{message} (after applying the registration's defaults and overrides)", param=param)
+    document = schemas.spec.document
+    merged = {key: integral(value, request.fields.get(key), document) for key, value in merged.items()}
     return Prepared(registration, merged, dropped, request_filters(merged))
