@@ -127,7 +127,7 @@ def test_unimplemented_operation_makes_openai_raise_with_the_message(server):
     with pytest.raises(openai.APIStatusError) as raised:
         server.client().images.generate(prompt="a cat", model="dall-e-3")
     assert raised.value.status_code == 501
-    assert raised.value.message.endswith("createImage (POST /v1/images/generations) is not implemented by this server")
+    assert "createImage (POST /v1/images/generations) is not implemented by this server" in raised.value.message
     assert raised.value.code == "not_implemented"
 
 

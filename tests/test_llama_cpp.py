@@ -14,6 +14,7 @@ import pytest
 from localai_runtime.backends import LocalSettings
 from localai_runtime.backends.llama_cpp import LlamaCppBackend
 from localai_runtime.backends.llama_cpp import instance as instance_module
+from localai_runtime.backends.llama_cpp import templates as templates_module
 from localai_runtime.demo_model import DemoModelSpec, write_demo_model
 
 LONG_PIECE = "x" * 300  # longer than the 256-byte buffer pieces are first read into
@@ -130,7 +131,7 @@ def test_a_context_opened_before_a_failing_step_is_closed(demo_model, counted, m
     def failing_formatter(*args, **kwargs):
         raise ValueError("the template needs a token this vocabulary lacks")
 
-    monkeypatch.setattr(instance_module, "Jinja2ChatFormatter", failing_formatter)  # any step after the open
+    monkeypatch.setattr(templates_module, "Jinja2ChatFormatter", failing_formatter)  # any step after the open
     with pytest.raises(ValueError, match="lacks"):
         LlamaCppBackend().load(settings(demo_model))
     assert len(counted) == 2 and counted[1].was_closed

@@ -32,13 +32,15 @@ class TextStream:
         self._stop = [s for s in stop if s]
         self._held = ""
         self.stopped = False
+        self.stopped_by: str | None = None
 
     def feed(self, data: bytes) -> str:
         held = self._held + self._decoder.decode(data)
-        cuts = [i for i in (held.find(s) for s in self._stop) if i >= 0]
+        cuts = [(i, s) for s in self._stop if (i := held.find(s)) >= 0]
         if cuts:
+            at, self.stopped_by = min(cuts)
             self.stopped, self._held = True, ""
-            return held[:min(cuts)]
+            return held[:at]
         keep = max((k for s in self._stop for k in range(min(len(s) - 1, len(held)), 0, -1)
                     if held.endswith(s[:k])), default=0)
         self._held = held[len(held) - keep:]

@@ -55,6 +55,7 @@ class Piece:
     logprobs: Any = None
     prompt_tokens: int = 0  # set on a choice's last piece
     completion_tokens: int = 0  # set on a choice's last piece
+    tool_calls: list[Any] | None = None  # CallDelta: a call's name once, then its argument text
 
 
 ShouldStop = Callable[[], bool]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from localai_runtime.backends import ModelInstance
+from localai_runtime.serving.text import Call
 
 
 def chat_logprobs(entries: list[dict[str, Any]] | None) -> dict[str, Any] | None:
@@ -20,18 +21,40 @@ class ChatFormat:
     def method(self, instance: ModelInstance):  # noqa: ANN201 - the instance's generator
         return instance.chat
 
-    def choice(self, index: int, text: str, finish: str, logprobs: list[dict[str, Any]] | None) -> dict[str, Any]:
-        return {"index": index, "message": {"role": "assistant", "content": text, "refusal": None},
-                "finish_reason": finish, "logprobs": chat_logprobs(logprobs)}
+    def choice(self, index: int, text: str, finish: str, logprobs: list[dict[str, Any]] | None,
+               calls: list[Call], legacy: bool) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+        if calls:
+            message["content"] = text or None  # only the text before the calls, if any
+            if legacy:
+                message["function_call"] = {"name": calls[0].name, "arguments": calls[0].arguments}
+            else:
+                message["tool_calls"] = [{"id": c.id, "type": "function",
+                                          "function": {"name": c.name, "arguments": c.arguments}} for c in calls]
+        return {"index": index, "message": message, "finish_reason": finish, "logprobs": chat_logprobs(logprobs)}
 
     def chunk_choice(self, index: int, text: str | None, finish: str | None,
-                     logprobs: list[dict[str, Any]] | None, offset: int) -> dict[str, Any]:
+                     logprobs: list[dict[str, Any]] | None, offset: int,
+                     calls: list[Call], legacy: bool) -> dict[str, Any]:
         delta: dict[str, Any] = {"content": text} if text else {}
+        if calls and legacy:
+            delta["function_call"] = {**({"name": calls[0].name} if calls[0].name else {}),
+                                      "arguments": "".join(c.arguments for c in calls)}
+        elif calls:
+            delta["tool_calls"] = [_call_delta(c) for c in calls]
         return {"index": index, "delta": delta, "finish_reason": finish, "logprobs": chat_logprobs(logprobs)}
 
     def opening_choices(self, n: int) -> list[dict[str, Any]]:
         return [{"index": index, "delta": {"role": "assistant", "content": ""}, "finish_reason": None,
                  "logprobs": None} for index in range(n)]
+
+
+def _call_delta(call: Call) -> dict[str, Any]:
+    """A call's first delta carries its index, id, type and name; later ones argument text only."""
+    if call.name is not None:
+        return {"index": call.index, "id": call.id, "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments}}
+    return {"index": call.index, "function": {"arguments": call.arguments}}
 
 
 FORMAT = ChatFormat()

@@ -32,11 +32,13 @@ class CompletionFormat:
     def method(self, instance: ModelInstance):  # noqa: ANN201 - the instance's generator
         return instance.complete
 
-    def choice(self, index: int, text: str, finish: str, logprobs: list[dict[str, Any]] | None) -> dict[str, Any]:
+    def choice(self, index: int, text: str, finish: str, logprobs: list[dict[str, Any]] | None,
+               calls: list[Any], legacy: bool) -> dict[str, Any]:
         return {"index": index, "text": text, "finish_reason": finish, "logprobs": completion_logprobs(logprobs)}
 
     def chunk_choice(self, index: int, text: str | None, finish: str | None,
-                     logprobs: list[dict[str, Any]] | None, offset: int) -> dict[str, Any]:
+                     logprobs: list[dict[str, Any]] | None, offset: int,
+                     calls: list[Any], legacy: bool) -> dict[str, Any]:
         return {"index": index, "text": text or "", "finish_reason": finish,
                 "logprobs": completion_logprobs(logprobs, offset)}
 

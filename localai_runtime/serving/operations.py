@@ -15,6 +15,7 @@ from starlette.responses import Response
 from localai_runtime.serving import chat, completions, embeddings, text
 from localai_runtime.serving.policy import prepare
 from localai_runtime.serving.runtime import Runtime
+from localai_runtime.tools.request import tool_request
 
 CHAT = "createChatCompletion"
 COMPLETION = "createCompletion"
@@ -28,4 +29,6 @@ async def serve(runtime: Runtime, operation_id: str, body: Mapping[str, Any], re
     prepared = prepare(operation_id, body, registration, runtime.schemas)
     if operation_id == EMBEDDING:
         return await embeddings.answer(runtime, prepared, receive)
+    if operation_id == CHAT:
+        tool_request(prepared.request)  # a mistake in tools or tool messages is a 400 before any wait
     return await text.answer(runtime, _TEXT[operation_id], prepared, receive)

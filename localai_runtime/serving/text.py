@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -37,17 +38,30 @@ class TextFormat(Protocol):
         """The instance's generator for this API."""
         ...
 
-    def choice(self, index: int, text: str, finish: str, logprobs: list[dict[str, Any]] | None) -> dict[str, Any]:
+    def choice(self, index: int, text: str, finish: str, logprobs: list[dict[str, Any]] | None,
+               calls: list[Call], legacy: bool) -> dict[str, Any]:
         ...
 
     def chunk_choice(self, index: int, text: str | None, finish: str | None,
-                     logprobs: list[dict[str, Any]] | None, offset: int) -> dict[str, Any]:
-        """A stream chunk's choice; ``offset``: characters of this choice already sent."""
+                     logprobs: list[dict[str, Any]] | None, offset: int,
+                     calls: list[Call], legacy: bool) -> dict[str, Any]:
+        """A stream chunk's choice; ``offset``: characters of this choice already sent; ``calls``:
+        new output of tool calls (a call's id and name once, then argument text)."""
         ...
 
     def opening_choices(self, n: int) -> list[dict[str, Any]]:
         """Choices of the chunks sent before the first text (chat announces the role)."""
         ...
+
+
+@dataclass
+class Call:
+    """A tool call of one choice, or (in a stream) new output of it."""
+
+    index: int
+    id: str
+    name: str | None
+    arguments: str
 
 
 def usage(prompt: int, completion: int) -> dict[str, int]:
@@ -63,14 +77,25 @@ class Choices:
 
     def __init__(self, n: int) -> None:
         self.n = n
+        self.calls: dict[int, list[Call]] = {}
         self.text: dict[int, str] = {}
         self.finish: dict[int, str] = {}
         self.logprobs: dict[int, list[dict[str, Any]]] = {}
         self.prompt_tokens = 0
         self.completion_tokens = 0
 
-    def add(self, piece: Piece) -> None:
+    def add(self, piece: Piece) -> list[Call]:
+        """Adds a piece; returns its new tool-call output (ids given as calls begin)."""
         self.text[piece.index] = self.text.get(piece.index, "") + piece.text
+        new = []
+        calls = self.calls.setdefault(piece.index, [])
+        for delta in piece.tool_calls or ():
+            if delta.name is not None:
+                calls.append(Call(delta.index, f"call_{uuid.uuid4().hex[:24]}", delta.name, ""))
+                new.append(calls[-1])
+            if delta.arguments:
+                calls[delta.index].arguments += delta.arguments
+                new.append(Call(delta.index, calls[delta.index].id, None, delta.arguments))
         if piece.logprobs is not None:
             self.logprobs.setdefault(piece.index, []).extend(piece.logprobs)
         if piece.finish_reason is not None:
@@ -78,6 +103,7 @@ class Choices:
             if piece.index % self.n == 0:
                 self.prompt_tokens += piece.prompt_tokens
             self.completion_tokens += piece.completion_tokens
+        return new
 
     def indices(self) -> list[int]:
         return sorted(self.text)
@@ -129,8 +155,9 @@ async def _whole(
     if prepared.filters.active:
         texts = await asyncio.to_thread(lambda: {i: prepared.filters.apply(text) for i, text in texts.items()})
     body = _envelope(form, prepared, form.object)
-    body["choices"] = [form.choice(i, texts[i], choices.finish.get(i, "stop"), choices.logprobs.get(i))
-                       for i in choices.indices()]
+    legacy = prepared.request.get("functions") is not None
+    body["choices"] = [form.choice(i, texts[i], choices.finish.get(i, "stop"), choices.logprobs.get(i),
+                                   choices.calls.get(i, []), legacy) for i in choices.indices()]
     body["usage"] = usage(choices.prompt_tokens, choices.completion_tokens)
     return JSONResponse(body, headers=prepared.headers())
 
@@ -148,9 +175,10 @@ async def _stream(
     include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
     choices = Choices(int(request.get("n") or 1))
     sent: dict[int, int] = {}  # characters of each choice's text sent so far (text_offset starts there)
+    legacy = request.get("functions") is not None
 
-    def chunk(index: int, text: str | None, finish: str | None, logprobs=None) -> bytes:
-        choice = form.chunk_choice(index, text, finish, logprobs, sent.get(index, 0))
+    def chunk(index: int, text: str | None, finish: str | None, logprobs=None, calls=()) -> bytes:
+        choice = form.chunk_choice(index, text, finish, logprobs, sent.get(index, 0), list(calls), legacy)
         sent[index] = sent.get(index, 0) + len(text or "")
         return sse({**envelope, "choices": [choice]})
 
@@ -164,9 +192,11 @@ async def _stream(
                     started = True
                     for choice in form.opening_choices(choices.n):
                         yield sse({**envelope, "choices": [choice]})
-                choices.add(piece)
+                calls = choices.add(piece)
                 if not filters.active and (piece.text or piece.logprobs):
                     yield chunk(piece.index, piece.text, None, piece.logprobs)
+                if calls:
+                    yield chunk(piece.index, None, None, calls=calls)
                 if piece.finish_reason is not None:
                     if filters.active:  # cut/trim need the whole text: it arrives in one piece
                         text = await asyncio.to_thread(filters.apply, choices.text[piece.index])

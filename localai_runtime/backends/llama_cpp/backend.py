@@ -12,6 +12,7 @@ from localai_runtime.backends._gguf import inspect as inspect_gguf
 from localai_runtime.backends._gguf import missing as missing_model
 from localai_runtime.backends.abstract import LocalSettings
 from localai_runtime.backends.llama_cpp.instance import LlamaCppInstance
+from localai_runtime.tools.formats import FORMATS
 
 #: Keys of ``x-localai-extensions`` this backend applies (the server rejects the others).
 HONOURED_EXTENSIONS = frozenset({
@@ -26,7 +27,8 @@ _SAMPLING = frozenset({
 
 #: operationId -> request fields honoured; extension keys appear as ``x-localai-extensions.<key>``.
 HONOURED: Mapping[str, frozenset[str]] = {
-    "createChatCompletion": _SAMPLING | {"messages", "max_completion_tokens", "top_logprobs", "response_format"},
+    "createChatCompletion": _SAMPLING | {"messages", "max_completion_tokens", "top_logprobs", "response_format",
+                                         "tools", "tool_choice", "parallel_tool_calls", "functions", "function_call"},
     "createCompletion": _SAMPLING | {"prompt"},
     "createEmbedding": frozenset({"model", "input", "encoding_format"}),  # the server encodes base64
 }
@@ -46,6 +48,9 @@ SETTINGS_SCHEMA: Mapping[str, Any] = {
         "seed": {"type": "integer", "minimum": 0, "maximum": 4294967294,
                  "description": "Sampling seed for requests that give none (default: random)."},
         "verbose": {"type": "boolean", "description": "Let llama.cpp log to stderr."},
+        "tool_call_format": {"enum": sorted(FORMATS), "description": (
+            "The tool-call format the model was trained on (default: recognised from its chat template; "
+            "generic teaches Hermes-style <tool_call> markup in a system message).")},
     },
 }
 

@@ -12,22 +12,25 @@ import jinja2
 import llama_cpp
 import numpy as np
 from llama_cpp import Llama
-from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from localai_runtime.backends._gguf import missing as missing_model
 from localai_runtime.backends._text import (
     DEFAULT_CONTEXT_SIZE,
-    TextStream,
     plain_messages,
     request_value,
 )
 from localai_runtime.backends.abstract import LocalSettings, Piece, ShouldStop
+from localai_runtime.backends.llama_cpp.decoding import Decoded, as_pieces, decode
 from localai_runtime.backends.llama_cpp.embedding import embed_tokens
 from localai_runtime.backends.llama_cpp.sampling import SamplingOptions
+from localai_runtime.backends.llama_cpp.templates import ChatTemplate
+from localai_runtime.backends.llama_cpp.tool_calls import call_choice, plan_calls
 from localai_runtime.errors import (
     ContextLengthExceededError,
     InvalidRequestError,
 )
+from localai_runtime.tools.formats import FORMATS, recognise
+from localai_runtime.tools.request import ToolRequest, modern_messages, tool_request
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +79,19 @@ class LlamaCppInstance:
         self._n_ctx = min(model.n_ctx(), len(model.input_ids))
         self.n_vocab = model.n_vocab()
         self._pieces: dict[int, bytes] = {}
-        template = self._settings.get("template") or model.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
+        own = self._settings.get("template")
+        template = own or model.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
+        tool_template = None if own else model.metadata.get("tokenizer.chat_template.tool_use")
+        named = self._settings.get("tool_call_format")
+        form = FORMATS[named] if named else recognise(tool_template or template)
         try:
-            self._formatter = Jinja2ChatFormatter(template, eos_token=self._special_text(model.token_eos()),
-                                                  bos_token=self._special_text(model.token_bos()))
+            self.template = ChatTemplate(template, tool_template, form, eos=self._special_text(model.token_eos()),
+                                         bos=self._special_text(model.token_bos()))
         except jinja2.TemplateError as exc:
             raise RuntimeError(f"llama-cpp: the chat template for {path} is not valid Jinja: {exc}") from exc
+        # A call format's markers may be special tokens: their text must not vanish when detokenized.
+        self._preserved = {tokens[0] for f in FORMATS.values()
+                           if len(tokens := self.tokenize_more(f.trigger)) == 1}
 
     @property
     def default_seed(self) -> int | None:
@@ -127,6 +137,10 @@ class LlamaCppInstance:
             tokens.insert(0, bos)
         return tokens
 
+    def tokenize_more(self, text: str) -> list[int]:
+        """Tokens of ``text`` that continue a prompt (no BOS; special tokens parsed)."""
+        return self._model.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
     def _special_text(self, token: int) -> str:
         return "" if token < 0 else self._model.detokenize([token], special=True).decode("utf-8", "replace")
 
@@ -134,10 +148,11 @@ class LlamaCppInstance:
         piece = self._pieces.get(token)
         if piece is None:
             buffer = ctypes.create_string_buffer(256)
-            size = llama_cpp.llama_token_to_piece(self.vocab, token, buffer, len(buffer), 0, False)
+            special = token in self._preserved
+            size = llama_cpp.llama_token_to_piece(self.vocab, token, buffer, len(buffer), 0, special)
             if size < 0:  # the piece is longer than the buffer: llama.cpp says how long
                 buffer = ctypes.create_string_buffer(-size)
-                size = llama_cpp.llama_token_to_piece(self.vocab, token, buffer, len(buffer), 0, False)
+                size = llama_cpp.llama_token_to_piece(self.vocab, token, buffer, len(buffer), 0, special)
             if size < 0:
                 raise RuntimeError(f"llama-cpp: token {token} has no text piece")
             piece = self._pieces[token] = buffer.raw[:size]
@@ -156,15 +171,11 @@ class LlamaCppInstance:
     # -- chat and completions ---------------------------------------------------------------
 
     def chat(self, request: Mapping[str, Any], should_stop: ShouldStop) -> Iterator[Piece]:
-        messages = plain_messages(request["messages"])
-        try:
-            prompt = self._formatter(messages=messages).prompt
-        except (ValueError, jinja2.TemplateError) as exc:
-            raise InvalidRequestError(f"the chat template cannot render these messages: {exc}",
-                                      param="messages") from exc
+        tools = tool_request(request)
+        prompt = self.template.render(plain_messages(modern_messages(request["messages"])), tools)
         max_tokens = request_value(request, "max_completion_tokens", request_value(request, "max_tokens"))
         top = request_value(request, "top_logprobs", 0) if request_value(request, "logprobs", False) else None
-        return self._choices([self.tokenize(prompt)], request, max_tokens, top, "messages", should_stop)
+        return self._choices([self.tokenize(prompt)], request, max_tokens, top, "messages", should_stop, tools)
 
     def complete(self, request: Mapping[str, Any], should_stop: ShouldStop) -> Iterator[Piece]:
         prompt = request["prompt"]
@@ -180,7 +191,8 @@ class LlamaCppInstance:
         return self._choices(prompts, request, request_value(request, "max_tokens", 16), top, "prompt", should_stop)
 
     def _choices(self, prompts: list[list[int]], request: Mapping[str, Any], max_tokens: int | None,
-                 top_logprobs: int | None, param: str, should_stop: ShouldStop) -> Iterator[Piece]:
+                 top_logprobs: int | None, param: str, should_stop: ShouldStop,
+                 tools: ToolRequest | None = None) -> Iterator[Piece]:
         """Checks the request now (errors raise before any output), then generates lazily."""
         for tokens in prompts:
             if len(tokens) >= self._n_ctx:
@@ -190,6 +202,10 @@ class LlamaCppInstance:
                     param=param,
                 )
         options = SamplingOptions(self, request, max_tokens, top_logprobs)
+        if tools is not None:
+            options.calls = plan_calls(self, self.template.form, tools, options.answer_gbnf)
+            if options.calls is None and any(request.get(key) for key in ("tools", "functions")):
+                options.stop.append(self.template.form.trigger)  # tool_choice none: no call markup either
         return self._run(prompts, options, request_value(request, "n", 1), should_stop)
 
     def _run(
@@ -205,39 +221,23 @@ class LlamaCppInstance:
                 should_stop: ShouldStop) -> Generator[Piece, None, bool]:
         """One choice; returns True when ``should_stop`` ended it (no final piece then)."""
         llama = self._generator
-        if not self._prefill(prompt, should_stop):
-            return True
-        limit = self._n_ctx - len(prompt)
-        max_tokens = limit if options.max_tokens is None else min(options.max_tokens, limit)
         llama.set_seed(seed)
         llama.last_n_tokens_size = options.repeat_last_n if options.repeat_last_n >= 0 else self._n_ctx
-        text = TextStream(options.stop)
-        logprobs: list[dict[str, Any]] = []
-        count, finish = 0, "length"
-        tokens = llama.generate(prompt, **options.sampling)
-        try:
-            for token in tokens if max_tokens > 0 else ():
-                if llama_cpp.llama_vocab_is_eog(self.vocab, token):
-                    finish = "stop"
-                    break
-                count += 1
-                if options.top_logprobs is not None:
-                    logprobs.append(self._logprob(token, options.top_logprobs))
-                if out := text.feed(self._piece(token)):
-                    yield Piece(out, index, logprobs=logprobs or None)
-                    logprobs = []
-                if text.stopped:
-                    finish = "stop"
-                    break
-                if count >= max_tokens:
-                    break
-                if should_stop():
-                    return True
-        finally:
-            tokens.close()
-        yield Piece(text.finish(), index, finish_reason=finish, logprobs=logprobs or None,
-                    prompt_tokens=len(prompt), completion_tokens=count)
+        if options.calls is not None:
+            return (yield from call_choice(self, prompt, index, options, should_stop))
+        decoded = yield from as_pieces(self._decode(prompt, options, options.sampling, should_stop), index)
+        if decoded.finish is None:
+            return True
+        yield Piece(decoded.tail, index, finish_reason=decoded.finish, prompt_tokens=len(prompt),
+                    completion_tokens=decoded.tokens)
         return False
+
+    def _decode(self, prompt: list[int], options: SamplingOptions, sampling: Mapping[str, Any],
+                should_stop: ShouldStop, *, stop: Sequence[str] | None = None,
+                max_tokens: int | None = None) -> Generator[tuple[str, Any], None, Decoded]:
+        return (yield from decode(
+            self, prompt, sampling, max_tokens=options.max_tokens if max_tokens is None else max_tokens,
+            stop=options.stop if stop is None else stop, top_logprobs=options.top_logprobs, should_stop=should_stop))
 
     def _prefill(self, prompt: list[int], should_stop: ShouldStop) -> bool:
         """Evaluate all but the prompt's last token a batch at a time, polling ``should_stop``

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import llama_cpp
 import numpy as np
@@ -14,6 +14,9 @@ from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
 from localai_runtime.backends._text import request_value
 from localai_runtime.errors import InvalidRequestError
+
+if TYPE_CHECKING:
+    from localai_runtime.backends.llama_cpp.tool_calls import CallPlan
 
 _BANNED = -1e30  # a finite "never": a grammar may still force the token when nothing else is allowed
 
@@ -61,30 +64,35 @@ class SamplingOptions:
             "mirostat_mode": ext.get("mirostat", 0),
             "mirostat_tau": ext.get("mirostat_tau", 5.0),
             "mirostat_eta": ext.get("mirostat_eta", 0.1),
-            "grammar": self._grammar(instance, request, ext),
+            "grammar": None,
             "logits_processor": self._bias(instance, request, ext),
         }
+        self.answer_gbnf, param = self._answer_gbnf(request, ext)
+        if self.answer_gbnf is not None:
+            self.sampling["grammar"] = compile_grammar(instance.vocab, self.answer_gbnf, param)
+        self.calls: CallPlan | None = None
+        """Set by the instance when the request may call tools."""
 
     @staticmethod
-    def _grammar(instance: Vocabulary, request: Mapping[str, Any], ext: Mapping[str, Any]) -> LlamaGrammar | None:
+    def _answer_gbnf(request: Mapping[str, Any], ext: Mapping[str, Any]) -> tuple[str | None, str]:
+        """The GBNF the answer must follow (a grammar, or a JSON response_format), and its field."""
         response_format = request_value(request, "response_format", {"type": "text"})
         kind = response_format.get("type")
         if "grammar" in ext and kind != "text":
             raise InvalidRequestError("give either a grammar or a JSON response_format, not both",
                                       param="response_format")
         if "grammar" in ext:
-            return compile_grammar(instance.vocab, ext["grammar"], "x-localai-extensions.grammar")
+            return ext["grammar"], "x-localai-extensions.grammar"
         if kind == "json_object":
-            return compile_grammar(instance.vocab, JSON_GBNF, "response_format")
+            return JSON_GBNF, "response_format"
         if kind == "json_schema":
             schema = (response_format.get("json_schema") or {}).get("schema", {})
             try:
-                gbnf = json_schema_to_gbnf(json.dumps(schema))
+                return json_schema_to_gbnf(json.dumps(schema)), "response_format"
             except Exception as exc:  # the converter raises assorted errors for unsupported schemas
                 raise InvalidRequestError(f"this JSON schema cannot be enforced: {exc}",
-                                          param="response_format") from exc
-            return compile_grammar(instance.vocab, gbnf, "response_format")
-        return None
+                                          param="response_format.json_schema.schema") from exc
+        return None, "response_format"
 
     @staticmethod
     def _bias(

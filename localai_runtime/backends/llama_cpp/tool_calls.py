@@ -1,0 +1,125 @@
+"""Tool calls on llama-cpp: the call grammar, and the two-phase generation of ``auto``.
+
+``required`` and a named function generate the whole turn under the call grammar (the model's
+native frame around ``{"name": <allowed name>, "<key>": <that tool's parameters>}``).
+``auto`` generates freely with the format's trigger as a stop string; when the model starts a
+call, generation goes on from the trigger under the call grammar (the prompt prefix is still in
+the cache, so only the new text is evaluated), and the arguments always parse and match the
+schema. Text before the trigger is the message's content; nothing of the markup reaches it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from llama_cpp import LlamaGrammar
+from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+from localai_runtime.backends.abstract import Piece, ShouldStop
+from localai_runtime.backends.llama_cpp.decoding import as_pieces
+from localai_runtime.backends.llama_cpp.sampling import compile_grammar
+from localai_runtime.tools.formats import CallFormat
+from localai_runtime.tools.grammar import call_grammar, either
+from localai_runtime.tools.parsing import CallScanner
+from localai_runtime.tools.request import REQUIRED, ToolRequest
+
+if TYPE_CHECKING:
+    from localai_runtime.backends.llama_cpp.instance import LlamaCppInstance
+    from localai_runtime.backends.llama_cpp.sampling import SamplingOptions
+
+
+@dataclass(frozen=True)
+class CallPlan:
+    form: CallFormat
+    tools: ToolRequest
+    whole: LlamaGrammar | None
+    """The grammar of the whole answer: calls only (required), or calls or a structured answer."""
+    after_trigger: LlamaGrammar
+    """The grammar that takes over once the model wrote the trigger (auto)."""
+    finish: str
+
+
+def plan_calls(instance: LlamaCppInstance, form: CallFormat, tools: ToolRequest,
+               answer_gbnf: str | None) -> CallPlan | None:
+    """The plan for a request's calls (None when it allows none); every error is a 400 now."""
+    if not tools.calls:
+        return None
+    calls = call_grammar(form, tools, json_schema_to_gbnf)
+    whole = None
+    if tools.mode == REQUIRED:
+        whole = compile_grammar(instance.vocab, calls, "tools")
+    elif answer_gbnf is not None:  # auto with a structured answer: a call, or the answer
+        whole = compile_grammar(instance.vocab, either(calls, answer_gbnf), "response_format")
+    after = compile_grammar(instance.vocab, call_grammar(form, tools, json_schema_to_gbnf, skip=form.trigger), "tools")
+    return CallPlan(form, tools, whole, after, "function_call" if tools.legacy else "tool_calls")
+
+
+def call_choice(instance: LlamaCppInstance, prompt: list[int], index: int, options: SamplingOptions,
+                should_stop: ShouldStop) -> Generator[Piece, None, bool]:
+    """One choice of a request that may call tools; returns True when told to stop."""
+    plan = options.calls
+    assert plan is not None
+    form = plan.form
+    if plan.whole is not None:
+        sampling = {**options.sampling, "grammar": plan.whole}
+        scanner = CallScanner(form)
+        decoded = yield from _calls(instance._decode(prompt, options, sampling, should_stop, stop=()),
+                                    scanner, index, form.opening)
+        if decoded.finish is None:
+            return True
+        used = decoded.tokens
+    else:
+        free = yield from as_pieces(instance._decode(prompt, options, options.sampling, should_stop,
+                                                     stop=[*options.stop, form.trigger]), index)
+        if free.finish is None:
+            return True
+        if free.stopped_by != form.trigger:
+            yield Piece(free.tail, index, finish_reason=free.finish, prompt_tokens=len(prompt),
+                        completion_tokens=free.tokens)
+            return False
+        # The model began a call: go on from the trigger under the call grammar.
+        content = free.content
+        continued = prompt + instance.tokenize_more(content + form.trigger)
+        budget = None if options.max_tokens is None else max(0, options.max_tokens - free.tokens)
+        scanner = CallScanner(form, skip=form.trigger)
+        sampling = {**options.sampling, "grammar": plan.after_trigger}
+        decoded = yield from _calls(instance._decode(continued, options, sampling, should_stop, stop=(),
+                                                     max_tokens=budget), scanner, index, "")
+        if decoded.finish is None:
+            return True
+        used = free.tokens + decoded.tokens
+    finish = plan.finish if scanner.complete else decoded.finish
+    yield Piece("", index, finish_reason=finish, prompt_tokens=len(prompt), completion_tokens=used)
+    return False
+
+
+def _calls(decoding, scanner: CallScanner, index: int, frame: str) -> Generator[Piece, None, Any]:
+    """Pieces of a decoding under the call grammar: a structured answer's text when it is not a
+    call (auto with a response_format), else the calls as they are written."""
+    text = ""
+    calling: bool | None = None if frame else True
+    while True:
+        try:
+            chunk, _logprobs = next(decoding)
+        except StopIteration as done:
+            if calling is None and text:  # shorter than the frame: an answer
+                yield Piece(text, index)
+            return done.value
+        if calling is None:
+            text += chunk
+            if frame.startswith(text):
+                continue
+            calling = text.startswith(frame)
+            chunk, text = text, ""
+        if calling:
+            deltas = scanner.feed(chunk)
+            if deltas:
+                yield Piece("", index, tool_calls=deltas)
+        else:
+            yield Piece(chunk, index)
+
+
+def tool_fields(request: Mapping[str, Any]) -> bool:
+    return any(request.get(key) is not None for key in ("tools", "functions"))

@@ -1,0 +1,14 @@
+"""Tool calling, the same for every backend that can do it.
+
+- ``request``: a chat request's tools, tool choice and tool messages, normalised (the legacy
+  ``functions``/``function_call`` pair included) and checked: every mistake is a 400 naming the
+  field, before the request waits for a model;
+- ``formats``: the call formats models are trained on, as one table of data (markers, how a
+  call is written, how calls are found in text), and how a template's format is recognised;
+- ``grammar``: GBNF for a model's native call wrapper around ``{"name", "arguments"}``, so
+  arguments always parse and match the tool's schema;
+- ``parsing``: splitting generated text into content and calls, whole or as it streams.
+
+Imports nothing of the server but :mod:`localai_runtime.errors`; ``serving`` and the backends
+import it.
+"""
