@@ -32,6 +32,7 @@ from localai_runtime.backends import (
 )
 from localai_runtime.backends.abstract import COMMON_SETTINGS_SCHEMA
 from localai_runtime.errors import InvalidRequestError, ModelNotFoundError, SpecError
+from localai_runtime.model_packages import PREFIX, packaged_model
 from localai_runtime.serving.fields import SERVER_FIELDS, is_metadata, set_fields
 from localai_runtime.serving.output_filters import PatternError, compile_filters
 from localai_runtime.spec import files
@@ -310,6 +311,11 @@ def _model_path(registration_file: Path, model_file: Any) -> Path | None:
         if name != "demo":
             raise SpecError(f"{registration_file}: unknown built-in model {model_file!r} (available: builtin:demo)")
         return demo_model.ensure_demo_model()
+    if model_file.startswith(PREFIX):
+        try:
+            return packaged_model(model_file[len(PREFIX):])
+        except SpecError as exc:
+            raise SpecError(f"{registration_file}: model_file {model_file!r}: {exc}") from exc
     return (registration_file.parent / model_file).resolve()
 
 
