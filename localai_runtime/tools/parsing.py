@@ -99,10 +99,13 @@ class CallScanner:
                     self._state = "next"
         elif self._state == "next":
             rest = self._text[self._at:]
-            if form.between and rest.startswith(form.between[:len(rest)]) and len(rest) >= len(form.between):
-                self._state = "head"
-            elif form.after_all and self._expect(form.after_all):
+            if form.between and rest.startswith(form.between):
+                self._state = "head"  # which consumes the separator with the next call's opening
+            elif form.after_all and rest.startswith(form.after_all):
+                self._at += len(form.after_all)
                 self._state = "done"
+            elif not (form.between.startswith(rest) or form.after_all.startswith(rest)):
+                raise ValueError(f"unexpected text after a call: {rest!r}")
 
     def _arguments(self, deltas: list[CallDelta]) -> None:
         start = position = self._at
