@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import llama_cpp
+from llama_cpp import LogitsProcessorList
 
 from localai_runtime.backends._text import TextStream
 from localai_runtime.backends.abstract import Piece
@@ -53,12 +54,19 @@ def decode(
     text = TextStream(stop)
     logprobs: list[dict[str, Any]] = []
     count, finish, content = 0, "length", ""
+    sampling = dict(sampling)
+    grammar = sampling.pop("grammar", None)
+    grammar = grammar.start() if grammar is not None else None
+    if grammar is not None:  # after the logit bias, so banned tokens are never candidates
+        sampling["logits_processor"] = LogitsProcessorList([*(sampling.get("logits_processor") or ()), grammar])
     tokens = llama.generate(prompt, **sampling)
     try:
         for token in tokens if budget > 0 else ():
             if llama_cpp.llama_vocab_is_eog(instance.vocab, token):
                 finish = "stop"
                 break
+            if grammar is not None:
+                grammar.accept(token)
             count += 1
             if top_logprobs is not None:
                 logprobs.append(instance._logprob(token, top_logprobs))
@@ -75,6 +83,8 @@ def decode(
                 return Decoded(None, count, content=content)
     finally:
         tokens.close()
+        if grammar is not None:
+            grammar.close()
     tail = text.finish()
     if logprobs:
         yield tail, logprobs

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import llama_cpp
 import numpy as np
-from llama_cpp import LlamaGrammar, LogitsProcessorList
+from llama_cpp import LogitsProcessorList
 from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
 from localai_runtime.backends._text import request_value
@@ -31,13 +32,65 @@ class Vocabulary(Protocol):
     def end_of_generation(self) -> list[int]: ...
 
 
-def compile_grammar(vocab: Any, text: str, param: str) -> LlamaGrammar:
+def compile_grammar(vocab: Any, text: str, param: str) -> LazyGrammar:
     """``text`` as a grammar; a 400 naming ``param`` when llama.cpp cannot parse it."""
-    sampler = llama_cpp.llama_sampler_init_grammar(vocab, text.encode("utf-8"), b"root")
-    if not sampler:  # llama.cpp would crash on a NULL sampler later
-        raise InvalidRequestError("the grammar is not valid GBNF with a 'root' rule", param=param)
-    llama_cpp.llama_sampler_free(sampler)
-    return LlamaGrammar.from_string(text, verbose=False)
+    return LazyGrammar(vocab, text, param)
+
+
+_TOKEN_DATA = np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True)
+CANDIDATES = 64
+"""Tokens tried against the grammar first, the most likely ones; the whole vocabulary is
+checked only when none of them fits."""
+
+
+class LazyGrammar:
+    """A GBNF grammar applied as llama.cpp's own server applies it: to the most likely tokens
+    first, and to the whole vocabulary only when none of them fits. Checking every token of a
+    large vocabulary (262,144 for Gemma 3) against the grammar costs more than a forward pass of
+    a small model; a few dozen cost nothing. Sampling then chooses among the allowed tokens of
+    the :data:`CANDIDATES` most likely ones (as top_k would), or among all allowed tokens."""
+
+    def __init__(self, vocab: Any, text: str, param: str) -> None:
+        self._vocab, self._text = vocab, text.encode("utf-8")
+        sampler = llama_cpp.llama_sampler_init_grammar(vocab, self._text, b"root")
+        if not sampler:  # llama.cpp would crash on a NULL sampler later
+            raise InvalidRequestError("the grammar is not valid GBNF with a 'root' rule", param=param)
+        llama_cpp.llama_sampler_free(sampler)
+        self._sampler: Any = None
+
+    def start(self) -> LazyGrammar:
+        """A fresh copy in the grammar's start state, for one generation (:meth:`close` it)."""
+        started = object.__new__(LazyGrammar)
+        started._vocab, started._text = self._vocab, self._text
+        started._sampler = llama_cpp.llama_sampler_init_grammar(self._vocab, self._text, b"root")
+        return started
+
+    def close(self) -> None:
+        if self._sampler:
+            llama_cpp.llama_sampler_free(self._sampler)
+            self._sampler = None
+
+    def accept(self, token: int) -> None:
+        llama_cpp.llama_sampler_accept(self._sampler, token)
+
+    def _allowed(self, ids: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        data = np.zeros(len(ids), dtype=_TOKEN_DATA)
+        data["id"], data["logit"] = ids, logits
+        candidates = llama_cpp.llama_token_data_array(
+            data=data.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token_data)), size=len(ids), selected=-1,
+            sorted=False)
+        llama_cpp.llama_sampler_apply(self._sampler, ctypes.byref(candidates))
+        return data["id"][np.isfinite(data["logit"])]
+
+    def __call__(self, _input_ids: Any, scores: np.ndarray) -> np.ndarray:
+        count = min(CANDIDATES, scores.size)
+        top = np.argpartition(scores, scores.size - count)[scores.size - count:]
+        allowed = self._allowed(top, scores[top])
+        if allowed.size == 0:
+            allowed = self._allowed(np.arange(scores.size, dtype=np.intc), scores)
+        masked = np.full(scores.shape, -np.inf, dtype=scores.dtype)
+        masked[allowed] = scores[allowed]
+        return masked
 
 
 class SamplingOptions:

@@ -14,12 +14,11 @@ from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from llama_cpp import LlamaGrammar
 from llama_cpp.llama_grammar import json_schema_to_gbnf
 
 from localai_runtime.backends.abstract import Piece, ShouldStop
 from localai_runtime.backends.llama_cpp.decoding import as_pieces
-from localai_runtime.backends.llama_cpp.sampling import compile_grammar
+from localai_runtime.backends.llama_cpp.sampling import LazyGrammar, compile_grammar
 from localai_runtime.tools.formats import CallFormat
 from localai_runtime.tools.grammar import call_grammar, either
 from localai_runtime.tools.parsing import CallScanner
@@ -34,9 +33,9 @@ if TYPE_CHECKING:
 class CallPlan:
     form: CallFormat
     tools: ToolRequest
-    whole: LlamaGrammar | None
+    whole: LazyGrammar | None
     """The grammar of the whole answer: calls only (required), or calls or a structured answer."""
-    after_trigger: LlamaGrammar
+    after_trigger: LazyGrammar
     """The grammar that takes over once the model wrote the trigger (auto)."""
     finish: str
 
