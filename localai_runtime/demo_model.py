@@ -92,6 +92,8 @@ class DemoModelSpec:
     seed: int = 0
     name: str = "localai-demo"
     extra_pieces: tuple[str, ...] = ()
+    extra_control: tuple[str, ...] = ()
+    """Control tokens appended to the vocabulary (markers such as ``<tool_call>``)."""
 
     def __post_init__(self) -> None:
         for field in ("dim", "n_layers", "n_heads", "n_kv_heads", "ff_dim", "context_length"):
@@ -126,7 +128,9 @@ BENCH_SPEC = DemoModelSpec(
 )
 
 
-def _build_vocab(extra_pieces: tuple[str, ...] = ()) -> tuple[list[str], list[float], list[int]]:
+def _build_vocab(
+    extra_pieces: tuple[str, ...] = (), extra_control: tuple[str, ...] = ()
+) -> tuple[list[str], list[float], list[int]]:
     """Return (pieces, scores, token types) of the byte-fallback SPM vocabulary."""
     tokens: list[str] = [UNK_TOKEN, BOS_TOKEN, EOS_TOKEN]
     scores: list[float] = [0.0, 0.0, 0.0]
@@ -135,7 +139,7 @@ def _build_vocab(extra_pieces: tuple[str, ...] = ()) -> tuple[list[str], list[fl
         tokens.append(f"<0x{b:02X}>")
         scores.append(0.0)
         types.append(gguf.TokenType.BYTE)
-    for special in (IM_START_TOKEN, IM_END_TOKEN):
+    for special in (IM_START_TOKEN, IM_END_TOKEN, *extra_control):
         tokens.append(special)
         scores.append(0.0)
         types.append(gguf.TokenType.CONTROL)
@@ -219,7 +223,7 @@ def write_demo_model(path: str | os.PathLike[str], spec: DemoModelSpec = DemoMod
     """
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tokens, scores, types = _build_vocab(spec.extra_pieces)
+    tokens, scores, types = _build_vocab(spec.extra_pieces, spec.extra_control)
     suppressed = [
         i for i, (piece, kind) in enumerate(zip(tokens, types, strict=True)) if _suppress_in_output(piece, kind)
     ]
