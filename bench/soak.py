@@ -142,13 +142,10 @@ def main() -> None:
 
 def write_section(path: Path, lines: list[str]) -> None:
     """Replace (or add) the '## Soak' section of a Markdown file, keeping everything else."""
-    import datetime
+    from report import write_section as write
 
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    head = text.split(SOAK_HEADING, 1)[0].rstrip() + "\n\n"
-    when = f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC"
-    body = f"{SOAK_HEADING}\n\n`python bench/soak.py` on {when}:\n\n```\n" + "\n".join(lines) + "\n```\n"
-    path.write_text(head + body)
+    write(path, SOAK_HEADING, "python bench/soak.py", lines)
+
 
 if __name__ == "__main__":
     main()
