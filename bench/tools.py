@@ -59,7 +59,7 @@ def main() -> None:
     loaded = time.perf_counter() - started
     probe_ms = instance.template.abilities.probe_ms
     probed = templates.ChatTemplate._probe
-    templates.ChatTemplate._probe = lambda self, _started: templates.Abilities(False, False, False, False, 0.0)
+    templates.ChatTemplate._probe = lambda self: templates.Abilities(False, False, False, False, 0.0)
     started = time.perf_counter()
     LlamaCppBackend().load(settings).close()
     unprobed = time.perf_counter() - started

@@ -45,8 +45,7 @@ class ChatTemplate:
         self.form = form
         self._plain = Jinja2ChatFormatter(source, eos_token=eos, bos_token=bos)
         self._tools = Jinja2ChatFormatter(tool_source, eos_token=eos, bos_token=bos) if tool_source else self._plain
-        started = time.perf_counter()
-        self.abilities = self._probe(started)
+        self.abilities = self._probe()
 
     def _try(self, messages: list[dict[str, Any]], **kwargs: Any) -> str | None:
         try:
@@ -54,7 +53,8 @@ class ChatTemplate:
         except Exception:  # noqa: BLE001 - a template that cannot render this lacks the ability
             return None
 
-    def _probe(self, started: float) -> Abilities:
+    def _probe(self) -> Abilities:
+        started = time.perf_counter()
         tools = "localai_probe_tool" in (self._try([_USER], tools=[_NEEDLE_TOOL]) or "")
         answered = {"role": "tool", "tool_call_id": "call_localaiprobe", "name": "localai_probe_call",
                     "content": "probe_result"}

@@ -10,7 +10,7 @@ schema. Text before the trigger is the message's content; nothing of the markup 
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -119,6 +119,3 @@ def _calls(decoding, scanner: CallScanner, index: int, frame: str) -> Generator[
         else:
             yield Piece(chunk, index)
 
-
-def tool_fields(request: Mapping[str, Any]) -> bool:
-    return any(request.get(key) is not None for key in ("tools", "functions"))
