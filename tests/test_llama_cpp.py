@@ -155,3 +155,29 @@ def test_prompt_evaluation_stops_within_a_batch_when_told(demo_model):
         assert len(text_of(instance.complete({"prompt": prompt, "max_tokens": 4, "temperature": 0}, never))) > 0
     finally:
         instance.close()
+
+
+def test_strings_generated_under_a_schema_are_valid_json(demo_model):
+    """A raw control character inside a JSON string is not JSON: llama-cpp-python's converter let
+    the model write one (a tab, a newline) in call arguments and structured answers."""
+    import json
+
+    from localai_runtime.backends.llama_cpp.json_grammar import schema_to_gbnf
+
+    schema = {"type": "object", "properties": {"note": {"type": "string", "maxLength": 40}}, "required": ["note"]}
+    assert r'[^"\\\x7F\x00-\x1F]' in schema_to_gbnf(json.dumps(schema))
+    instance = LlamaCppBackend().load(settings(demo_model))
+    try:
+        tool = {"type": "function", "function": {"name": "save", "parameters": schema}}
+        for seed in range(40):
+            calls = {"model": "demo", "messages": [{"role": "user", "content": "Save a note"}], "tools": [tool],
+                     "tool_choice": "required", "temperature": 1.5, "seed": seed, "max_tokens": 200}
+            pieces = list(instance.chat(calls, never))
+            arguments = "".join(d.arguments for p in pieces for d in p.tool_calls or () if d.arguments)
+            assert isinstance(json.loads(arguments)["note"], str), arguments  # json.loads is strict
+            answer = {"model": "demo", "messages": [{"role": "user", "content": "A note"}], "temperature": 1.5,
+                      "seed": seed, "max_tokens": 200,
+                      "response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": schema}}}
+            assert isinstance(json.loads(text_of(instance.chat(answer, never)))["note"], str)
+    finally:
+        instance.close()

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import llama_cpp
 import numpy as np
 from llama_cpp import LogitsProcessorList
-from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+from llama_cpp.llama_grammar import JSON_GBNF
 
 from localai_runtime.backends._text import request_value
+from localai_runtime.backends.llama_cpp.json_grammar import schema_to_gbnf
 from localai_runtime.errors import InvalidRequestError
 
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ class SamplingOptions:
         if kind == "json_schema":
             schema = (response_format.get("json_schema") or {}).get("schema", {})
             try:
-                return json_schema_to_gbnf(json.dumps(schema)), "response_format"
+                return schema_to_gbnf(json.dumps(schema)), "response_format"
             except Exception as exc:  # the converter raises assorted errors for unsupported schemas
                 raise InvalidRequestError(f"this JSON schema cannot be enforced: {exc}",
                                           param="response_format.json_schema.schema") from exc

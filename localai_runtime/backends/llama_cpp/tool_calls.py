@@ -14,10 +14,9 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from llama_cpp.llama_grammar import json_schema_to_gbnf
-
 from localai_runtime.backends.abstract import Piece, ShouldStop
 from localai_runtime.backends.llama_cpp.decoding import as_pieces
+from localai_runtime.backends.llama_cpp.json_grammar import schema_to_gbnf
 from localai_runtime.backends.llama_cpp.sampling import LazyGrammar, compile_grammar
 from localai_runtime.tools.formats import CallFormat
 from localai_runtime.tools.grammar import call_grammar, either
@@ -45,13 +44,13 @@ def plan_calls(instance: LlamaCppInstance, form: CallFormat, tools: ToolRequest,
     """The plan for a request's calls (None when it allows none); every error is a 400 now."""
     if not tools.calls:
         return None
-    calls = call_grammar(form, tools, json_schema_to_gbnf)
+    calls = call_grammar(form, tools, schema_to_gbnf)
     whole = None
     if tools.mode == REQUIRED:
         whole = compile_grammar(instance.vocab, calls, "tools")
     elif answer_gbnf is not None:  # auto with a structured answer: a call, or the answer
         whole = compile_grammar(instance.vocab, either(calls, answer_gbnf), "response_format")
-    after = compile_grammar(instance.vocab, call_grammar(form, tools, json_schema_to_gbnf, skip=form.trigger), "tools")
+    after = compile_grammar(instance.vocab, call_grammar(form, tools, schema_to_gbnf, skip=form.trigger), "tools")
     return CallPlan(form, tools, whole, after, "function_call" if tools.legacy else "tool_calls")
 
 
