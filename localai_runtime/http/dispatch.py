@@ -8,11 +8,13 @@ arguments planned once per operation at start-up:
 
 - ``body``: the JSON body that the request validator parsed and validated (see
   :data:`VALIDATED_BODY`), not parsed a second time;
-- path parameters by name, as starlette's router converted them (string, integer or number).
+- path parameters by name, as starlette's router converted them (string, integer or number);
+- query parameters of simple types (string, integer, number, boolean, arrays of strings) by
+  name, converted here after connexion validated them; an absent one takes the handler's default.
 
 Return values follow connexion's conventions: a starlette ``Response``, or a JSON body,
 optionally in a ``(body, status)`` or ``(body, status, headers)`` tuple. An operation whose
-handler asks for anything else (query or header parameters, which connexion converts per
+handler asks for anything else (header parameters, query objects, which connexion converts per
 schema) is left to connexion's own decorator, which still works for every handler.
 """
 
@@ -22,6 +24,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+from urllib.parse import parse_qs
 
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -68,23 +71,50 @@ class _Call:
 
     async def __call__(self, scope: Scope) -> Response:
         kwargs = {}
+        query = None
         for name, source in self.arguments:
-            kwargs[name] = validated_body(scope) if source == "body" else scope["path_params"][name]
+            if source == "body":
+                kwargs[name] = validated_body(scope)
+            elif source == "path":
+                kwargs[name] = scope["path_params"][name]
+            else:  # "query:<type>": validated by connexion already, converted here
+                query = query if query is not None else parse_qs(scope.get("query_string", b"").decode("latin-1"))
+                if name in query:
+                    kwargs[name] = _QUERY_TYPES[source[len("query:"):]](query[name])
         return to_response(await self.function(**kwargs))
 
 
-def _path_parameters(document: Mapping[str, Any], operation: Operation) -> dict[str, Any] | None:
-    """name -> schema type of the operation's path parameters; None if it has other kinds."""
+_QUERY_TYPES: dict[str, Callable[[list[str]], Any]] = {
+    "string": lambda values: values[-1],
+    "integer": lambda values: int(values[-1]),
+    "number": lambda values: float(values[-1]),
+    "boolean": lambda values: values[-1].lower() == "true",
+    "array": lambda values: [part for value in values for part in value.split(",")],
+}
+"""Query parameter types planned here (arrays of strings, exploded or comma-separated)."""
+
+
+def _parameters(document: Mapping[str, Any], operation: Operation) -> dict[str, tuple[str, Any]] | None:
+    """name -> (where, schema type) of the operation's path and simple query parameters; None if
+    it has other kinds (headers, cookies, objects), which connexion's decorator converts."""
     declared = [
         *(document["paths"][operation.path].get("parameters") or []),
         *(operation.spec.get("parameters") or []),
     ]
-    found: dict[str, Any] = {}
+    found: dict[str, tuple[str, Any]] = {}
     for parameter in declared:
         parameter = follow_refs(document, parameter)
-        if parameter.get("in") != "path":
+        schema = follow_refs(document, parameter.get("schema") or {})
+        kind = schema.get("type")
+        if parameter.get("in") == "query" and kind in _QUERY_TYPES and parameter.get("style", "form") == "form":
+            items = follow_refs(document, schema.get("items") or {})
+            if kind == "array" and items.get("type", "string") != "string" and "enum" not in items:
+                return None
+            found[parameter["name"]] = ("query", kind)
+        elif parameter.get("in") == "path":
+            found[parameter["name"]] = ("path", kind)
+        else:
             return None
-        found[parameter["name"]] = follow_refs(document, parameter.get("schema") or {}).get("type")
     return found
 
 
@@ -95,17 +125,20 @@ def _json_body_only(document: Mapping[str, Any], operation: Operation) -> bool:
 
 def plan(document: Mapping[str, Any], operation: Operation, function: Handler) -> _Call | None:
     """The call plan for ``function``, or None where connexion's decorator must call it."""
-    path = _path_parameters(document, operation)
-    if path is None or not _json_body_only(document, operation) or not inspect.iscoroutinefunction(function):
+    declared = _parameters(document, operation)
+    if declared is None or not _json_body_only(document, operation) or not inspect.iscoroutinefunction(function):
         return None
     arguments = []
     for name, parameter in inspect.signature(function).parameters.items():
         if parameter.kind not in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
             return None
+        where, kind = declared.get(name, (None, None))
         if name == "body" and "requestBody" in operation.spec:
             arguments.append((name, "body"))
-        elif name in path and path[name] in _PATH_TYPES:
+        elif where == "path" and kind in _PATH_TYPES:
             arguments.append((name, "path"))
+        elif where == "query" and parameter.default is not parameter.empty:
+            arguments.append((name, f"query:{kind}"))
         elif parameter.default is parameter.empty:
             return None
     return _Call(function, tuple(arguments))
