@@ -101,3 +101,31 @@ def test_shipped_examples_pass_check(built_spec):
     regs = load_registrations(resource_dir("configs"), RequestSchemas(built_spec), BackendRegistry.from_entry_points())
     assert {r.settings.backend for r in regs.all} == {"llama-cpp", "gpt4all"}
     assert [r for r in regs.all if r.problem] == []
+
+
+RESPONSES = """
+registration: {model: r1, operations: [createResponse]}
+local_settings: {backend: echo}
+"""
+
+
+def test_a_responses_registration_needs_no_defaults_and_derives_what_it_honours(tmp_path, schemas):
+    from localai_runtime.serving.fields import honoured
+
+    registration = load(tmp_path, schemas, **{"a.yaml": RESPONSES}).lookup("createResponse", "r1")
+    served = honoured(registration.backend, "createResponse")
+    assert {"input", "instructions", "max_output_tokens", "temperature", "previous_response_id",
+            "x-localai-extensions.top_k"} <= served
+    assert not {"tools", "text", "reasoning"} & served  # the echo backend honours no tools or formats in chat
+
+
+@pytest.mark.parametrize(("defaults", "expected"), [
+    ("{temperature: 5}", r"request_defaults for createResponse: Invalid value for 'request_defaults\.temperature'"),
+    ("{max_output_tokens: 2}", r"'request_defaults\.max_output_tokens'"),
+    ("{max_tokens: 16}", r"request_defaults\.max_tokens: unknown field for createResponse"),
+    ("{tools: []}", r"request_defaults\.tools: backend echo does not honour it for createResponse"),
+])
+def test_responses_defaults_are_checked_naming_only_what_the_operator_wrote(tmp_path, schemas, defaults, expected):
+    with pytest.raises(SpecError, match=expected) as caught:
+        load(tmp_path, schemas, **{"a.yaml": RESPONSES + f"request_defaults: {defaults}\n"})
+    assert "prompt" not in str(caught.value) and "'x'" not in str(caught.value)

@@ -24,6 +24,47 @@ SERVER_FIELDS = frozenset({
 """Fields the server itself honours, whatever the backend."""
 
 
+CHAT = "createChatCompletion"
+RESPONSES = "createResponse"
+
+RESPONSES_AS_CHAT = {
+    "input": "messages", "instructions": "messages", "max_output_tokens": "max_tokens",
+    "temperature": "temperature", "top_p": "top_p", "tools": "tools", "tool_choice": "tool_choice",
+    "parallel_tool_calls": "parallel_tool_calls", "text": "response_format",
+}
+"""createResponse is served as a chat completion: each of its fields, and the chat field the
+backend must honour for it (see ``localai_runtime.responses``)."""
+
+RESPONSES_SERVER_FIELDS = frozenset({
+    "previous_response_id", "conversation", "background", "truncation",
+    "max_tool_calls",  # limits calls of built-in tools, and every built-in tool is refused
+})
+"""createResponse fields the server honours itself (the store, the chain, truncation)."""
+
+
+def honoured(backend: Any, operation_id: str) -> frozenset[str]:
+    """The fields ``backend`` honours for ``operation_id``: its own table, or for an operation
+    the server translates (createResponse) the fields whose translation it honours."""
+    table: Mapping[str, frozenset[str]] = backend.honoured
+    if operation_id in table:
+        return table[operation_id]
+    if operation_id == RESPONSES and CHAT in table:
+        chat = table[CHAT]
+        fields = {name for name, target in RESPONSES_AS_CHAT.items() if target in chat}
+        fields |= {name for name in chat if name.startswith(f"{EXTENSIONS}.")}
+        return frozenset(fields | RESPONSES_SERVER_FIELDS)
+    return frozenset()
+
+
+def serves(backend: Any, operation_id: str) -> bool:
+    return operation_id in backend.honoured or (operation_id == RESPONSES and CHAT in backend.honoured)
+
+
+def backend_operations(operations: frozenset[str]) -> frozenset[str]:
+    """The operations a backend serves for ``operations`` (createResponse runs as chat)."""
+    return frozenset(CHAT if op == RESPONSES else op for op in operations)
+
+
 def is_metadata(name: str) -> bool:
     return name in METADATA_FIELDS
 

@@ -24,7 +24,7 @@ from localai_runtime.errors import (
     UnknownParameterError,
     UnsupportedParameterError,
 )
-from localai_runtime.serving.fields import EXTENSIONS, SERVER_FIELDS, is_metadata, set_fields
+from localai_runtime.serving.fields import EXTENSIONS, SERVER_FIELDS, honoured, is_metadata, set_fields
 from localai_runtime.serving.merging import effective_request
 from localai_runtime.serving.output_filters import NONE, OutputFilters, request_filters
 from localai_runtime.serving.registrations import Registration
@@ -84,9 +84,9 @@ def prepare(
             raise UnknownParameterError(f"Unrecognized request argument supplied: {key}", param=key)
 
     backend = registration.backend
-    honoured = backend.honoured.get(operation_id, frozenset()) if backend is not None else frozenset()
+    served = honoured(backend, operation_id) if backend is not None else frozenset()
     for name in set_fields(incoming, request):
-        if name in honoured or name in SERVER_FIELDS or is_metadata(name):
+        if name in served or name in SERVER_FIELDS or is_metadata(name):
             continue
         if registration.unsupported_policy == "drop":
             _remove(incoming, name)

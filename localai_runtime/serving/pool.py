@@ -18,6 +18,7 @@ from typing import Any
 
 from localai_runtime.backends import ModelInstance
 from localai_runtime.errors import RateLimitError, ServiceUnavailableError
+from localai_runtime.serving.fields import backend_operations
 from localai_runtime.serving.registrations import Registration
 
 logger = logging.getLogger(__name__)
@@ -122,7 +123,8 @@ class ModelPool:
 
     async def _load_one(self) -> ModelInstance:
         registration = self.registration
-        loading = self._executor.submit(registration.backend.load, registration.settings, registration.operations)
+        loading = self._executor.submit(registration.backend.load, registration.settings,
+                                        backend_operations(registration.operations))
         try:
             return await asyncio.wrap_future(loading)
         except asyncio.CancelledError:

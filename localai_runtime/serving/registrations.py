@@ -33,7 +33,7 @@ from localai_runtime.backends import (
 from localai_runtime.backends.abstract import COMMON_SETTINGS_SCHEMA
 from localai_runtime.errors import InvalidRequestError, ModelNotFoundError, SpecError
 from localai_runtime.model_packages import PREFIX, packaged_model
-from localai_runtime.serving.fields import SERVER_FIELDS, is_metadata, set_fields
+from localai_runtime.serving.fields import SERVER_FIELDS, backend_operations, honoured, is_metadata, serves, set_fields
 from localai_runtime.serving.output_filters import PatternError, compile_filters
 from localai_runtime.spec import files
 from localai_runtime.spec.request_schemas import RequestSchemas
@@ -259,8 +259,8 @@ class _Loader:
             self.error(where, describe(error, "local_settings")[0])
             return None, None, None
         settings = LocalSettings(name, _model_path(path, values.get("model_file")), dict(values))
-        problems = backend.check(settings, operations)
-        for operation in sorted(operations - set(backend.honoured)):
+        problems = backend.check(settings, backend_operations(operations))
+        for operation in sorted(op for op in operations if not serves(backend, op)):
             problems.append(f"backend {name} cannot serve {operation}")
         problem = "; ".join(problems) or None
         if problem:
@@ -285,20 +285,15 @@ class _Loader:
                     known[key] = value
                 else:
                     self.error(where, f"{section}.{key}: unknown field for {operation} (not in {request.name})")
-            candidate = {"model": "x", **{k: v for k, v in _PLACEHOLDERS.items() if k in request.fields}, **known}
-            error = self.schemas.first_error(request, candidate)
+            error = self.schemas.first_error_in_part(request, known)
             if error is not None:
                 self.error(where, f"{section} for {operation}: {describe(error, section)[0]}")
             if backend is not None:
-                honoured = backend.honoured.get(operation, frozenset())
+                served = honoured(backend, operation)
                 for name in set_fields(known):
-                    if name not in honoured and name not in SERVER_FIELDS and not is_metadata(name):
+                    if name not in served and name not in SERVER_FIELDS and not is_metadata(name):
                         message = f"backend {backend.name} does not honour it for {operation}"
                         self.error(where, f"{section}.{name}: {message}")
-
-
-# Required fields a defaults section need not give (the client sends them), with placeholder values.
-_PLACEHOLDERS = {"messages": [{"role": "user", "content": "x"}], "prompt": "x", "input": "x"}
 
 
 def _model_path(registration_file: Path, model_file: Any) -> Path | None:

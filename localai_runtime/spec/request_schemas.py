@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from jsonschema.exceptions import best_match
+
 from localai_runtime.errors import SpecError
 from localai_runtime.spec.build import BuiltSpec
 from localai_runtime.spec.schemas import SchemaCache, document_ref, follow_refs
@@ -86,3 +88,11 @@ class RequestSchemas:
 
     def first_error(self, request: RequestSchema, body: Any):  # noqa: ANN201 - jsonschema error or None
         return self.validators.first_error(request.schema, body)
+
+    def first_error_in_part(self, request: RequestSchema, part: Any):  # noqa: ANN201 - jsonschema error or None
+        """The first error of a partial request (a registration's defaults): what it sets must
+        be valid; the top-level fields it leaves out for the client to send are not errors."""
+        if self.validators.first_error(request.schema, part) is None:
+            return None
+        errors = self.validators.validator(request.schema).iter_errors(part)
+        return best_match(e for e in errors if not (e.validator == "required" and not e.absolute_path))
