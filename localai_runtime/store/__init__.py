@@ -1,0 +1,21 @@
+"""The durable store: stored responses (``previous_response_id``, ``GET /responses/{id}``) and
+conversations with their items, kept in one SQL database through SQLAlchemy Core.
+
+- ``records``: what the store hands out and raises (:class:`ResponseRecord`,
+  :class:`StoreError`, :class:`MissingResponse`);
+- ``engine``: opening a database URL (SQLite PRAGMAs, transactions that write);
+- ``schema``: the tables and the versioned migrations;
+- ``responses``, ``conversations``, ``paging``, ``retention``: the queries, run in a worker thread;
+- ``database``: :class:`Store`, the async API, which runs every query off the event loop.
+
+Serving code and the app factory may import this package. It imports nothing from
+:mod:`localai_runtime` except :mod:`localai_runtime.errors`, and never a web framework.
+"""
+
+from __future__ import annotations
+
+from localai_runtime.store.database import Store
+from localai_runtime.store.records import MissingResponse, ResponseRecord, StoreError
+from localai_runtime.store.schema import SCHEMA_VERSION, migrate
+
+__all__ = ["SCHEMA_VERSION", "MissingResponse", "ResponseRecord", "Store", "StoreError", "migrate"]
