@@ -7,6 +7,7 @@ non-zero with the same messages, so an operator can test an edit before restarti
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import sys
@@ -17,10 +18,12 @@ import yaml
 
 from localai_runtime.errors import SpecError
 from localai_runtime.settings import (
+    DATA_DIR_ENV,
     DEFAULT_HOST,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_PORT,
     Settings,
+    default_data_dir,
     keys_from_env,
     resource_dir,
 )
@@ -41,6 +44,18 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
+def _store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
+                        help=f"where stored responses and conversations live (default: ${DATA_DIR_ENV}, "
+                             f"else {default_data_dir()})")
+    parser.add_argument("--database-url", default=None, metavar="URL",
+                        help="an SQLAlchemy database URL for the store instead of the SQLite file in --data-dir")
+    parser.add_argument("--no-store", action="store_true",
+                        help="keep nothing: createResponse with store, previous_response_id or conversation is a 400")
+    parser.add_argument("--retention-days", type=float, default=None, metavar="DAYS",
+                        help="delete stored responses and conversations older than this (default: keep)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="localai-runtime", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -52,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--api-key", action="append", default=[], metavar="KEY",
                        help="require this bearer key (repeatable; also LOCALAI_API_KEYS, comma-separated)")
     serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    _store_options(serve)
 
     spec = commands.add_parser("spec", help="print the patched OpenAPI document")
     _common(spec)
@@ -59,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="load and validate everything, then exit")
     _common(check)
+    _store_options(check)
 
     demo = commands.add_parser("demo-model", help="write the built-in tiny random-weight GGUF model")
     demo.add_argument("path", type=Path, help="file to write (.gguf)")
@@ -79,7 +96,29 @@ def _settings(args: argparse.Namespace) -> Settings:
         api_keys=tuple(getattr(args, "api_key", [])) + tuple(keys_from_env()),
         max_body_bytes=getattr(args, "max_body_bytes", DEFAULT_MAX_BODY_BYTES),
         freeze_startup_objects=args.command == "serve",
+        store=not getattr(args, "no_store", False),
+        data_dir=getattr(args, "data_dir", None) or default_data_dir(),
+        database_url=getattr(args, "database_url", None),
+        retention_days=getattr(args, "retention_days", None),
     )
+
+
+def _check_store(settings: Settings) -> str | None:
+    """Where the store is, after opening it once (a database that cannot be opened stops here)."""
+    if not settings.store:
+        return None
+    from localai_runtime.store import Store, StoreError
+
+    async def open_and_close() -> str:
+        store = await Store.open(settings.database_url or Store.sqlite_url(settings.data_dir))
+        await store.close()
+        return store.where
+
+    try:
+        return asyncio.run(open_and_close())
+    except StoreError as exc:
+        raise SpecError(f"cannot open the response store: {exc} (use --data-dir, --database-url or --no-store)") \
+            from exc
 
 
 def _build(settings: Settings) -> BuiltSpec:
@@ -94,6 +133,7 @@ def _serve(settings: Settings) -> None:
     from localai_runtime.http.app import create_app
 
     app = create_app(settings, _build(settings))
+    _check_store(settings)
     logger.info("serving on http://%s:%d (Swagger UI at /ui, document at /openapi.json)", settings.host, settings.port)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=5)
 
@@ -113,11 +153,13 @@ def _check(settings: Settings) -> int:
     built = _build(settings)
     app = create_app(settings, built)
     registrations = app.runtime.registrations.all
+    where = _check_store(settings)
     problems = [f"{r.source}#{r.index} (model {r.model}): {r.problem}" for r in registrations if r.problem]
     for problem in problems:
         print(f"localai-runtime: error: {problem}", file=sys.stderr)
     print(f"{'ok' if not problems else 'problems'}: {len(built.operations)} operations, fragments {built.fragments}, "
-          f"patches {built.patches}, {len(registrations)} registrations, {len(problems)} unavailable")
+          f"patches {built.patches}, {len(registrations)} registrations, {len(problems)} unavailable, "
+          f"store {where or 'off'}")
     return 1 if problems else 0
 
 

@@ -15,6 +15,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 API_KEYS_ENV = "LOCALAI_API_KEYS"
+DATA_DIR_ENV = "LOCALAI_DATA_DIR"
 
 
 def resource_dir(name: str) -> Path:
@@ -28,6 +29,14 @@ def resource_dir(name: str) -> Path:
 
 def keys_from_env() -> list[str]:
     return [key.strip() for key in os.environ.get(API_KEYS_ENV, "").split(",") if key.strip()]
+
+
+def default_data_dir() -> Path:
+    """``$LOCALAI_DATA_DIR``, else the user's data directory (``$XDG_DATA_HOME``, ``~/.local/share``)."""
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV])
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "localai-runtime"
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,13 @@ class Settings:
     """Requests that may wait for a busy model before the next one answers 429."""
     handler_packages: tuple[str, ...] = ("handlers",)
     """Packages searched, in order, for ``<tag>.<operationId>`` handler functions."""
+    store: bool = True
+    """Keep responses and conversations (off: ``store``, chains and conversations are refused)."""
+    data_dir: Path = field(default_factory=default_data_dir)
+    """Where the store's SQLite database lives (unless ``database_url`` names another)."""
+    database_url: str | None = None
+    retention_days: float | None = None
+    """Stored responses and conversations older than this are deleted (None: kept)."""
     freeze_startup_objects: bool = False
     """Once ready, move every object alive to the garbage collector's permanent generation
     (``gc.freeze``): the parsed document and the routes are never traversed again, and a full

@@ -34,6 +34,15 @@ from localai_runtime.spec.build import BuiltSpec, build_spec
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_data_dir(tmp_path_factory) -> Iterator[Path]:
+    """Servers in tests keep their response store in a temporary directory, never the user's."""
+    directory = tmp_path_factory.mktemp("data")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LOCALAI_DATA_DIR", str(directory))
+        yield directory
+
+
 @pytest.fixture(scope="module")
 def testing_spec(tmp_path_factory) -> BuiltSpec:
     """The shipped spec plus the test-only operations of ``tests/fake_spec/``."""
@@ -107,6 +116,19 @@ def live_server(built: BuiltSpec | None = None, backends=None, **overrides) -> I
         yield server
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def gemma_server(built: BuiltSpec, directory: Path, *shipped: str) -> Iterator[LiveServer]:
+    """A live server with the Gemma 3 270M example registrations (chat, completions, Responses)
+    and the ``shipped`` configs (file names in ``configs/``)."""
+    import shutil
+
+    shutil.copy(REPO / "configs" / "examples" / "gemma3-270m.yaml", directory)
+    for name in shipped:
+        shutil.copy(resource_dir("configs") / name, directory)
+    with live_server(built, configs_dir=directory) as live:
+        yield live
 
 
 @contextlib.contextmanager

@@ -8,8 +8,6 @@ object of the asked type, which only a server that honours tool_choice and struc
 
 from __future__ import annotations
 
-import shutil
-
 import instructor
 import openai
 import pytest
@@ -19,7 +17,7 @@ from pydantic_ai import Agent
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
 
-from tests.conftest import REPO, live_server
+from tests.conftest import gemma_server
 
 GEMMA = "gemma3-270m"
 QUESTION = "What is the weather in Paris?"
@@ -40,9 +38,7 @@ class City(BaseModel):
 
 @pytest.fixture(scope="module")
 def real(built_spec, tmp_path_factory):
-    configs = tmp_path_factory.mktemp("configs")
-    shutil.copy(REPO / "configs" / "examples" / "gemma3-270m.yaml", configs)
-    with live_server(built_spec, configs_dir=configs) as live:
+    with gemma_server(built_spec, tmp_path_factory.mktemp("configs")) as live:
         yield live
 
 

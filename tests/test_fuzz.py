@@ -7,21 +7,27 @@ run) and without shrinking. Its registrations: ``echo`` and ``lenient`` on the e
 the generated demo GGUF through real llama-cpp-python), one registration per operation there
 with a cost cap (``DEMO_CAPS``: two tokens, one choice) as ``request_overrides``, served as
 ``demo`` with the shipped policy and as ``demo-lenient`` with the drop policy. Models and
-streaming come by turns. Every implemented operation is fuzzed, plus a fixed sample of
-unimplemented ones. Checks:
+streaming come by turns. Every implemented operation is fuzzed (createResponse like the other
+generating operations; the stored-state operations of Responses and Conversations with the ids
+schemathesis makes up), plus a fixed sample of unimplemented ones. Checks:
 
 - no 5xx, except 501 ``not_implemented`` for an operation without a handler;
 - every error body is exactly OpenAI's envelope ``{"error": {message, type, param, code}}``;
 - every 2xx JSON body validates against its response schema in the served document; every
   event of a 2xx ``text/event-stream`` is a chunk that validates against the stream schema, or
-  an error envelope, and the stream ends with ``[DONE]``;
+  an error envelope, and the stream ends with ``[DONE]`` (a Responses stream, with its final
+  ``response.completed``, ``response.incomplete`` or ``response.failed`` event);
 - a positive (schema-valid) case sent to the ``lenient`` registration, which drops what the
   backend does not honour, is served (2xx); one sent to ``demo`` (the shipped policy: refuse
   what is unknown or not honoured) or ``demo-lenient`` is served or refused with a 400 naming
   the field (unknown, only for ``demo``; not honoured by llama.cpp, a content part it cannot
   take, a token id outside the vocabulary, a prompt longer than the context); one naming an
   unregistered model is 404 ``model_not_found`` (an empty name is 400 "You must provide a
-  model parameter").
+  model parameter"). For createResponse, on any registration, a positive case is served or
+  refused with a 400 naming what it cannot take (input items other than messages, calls and
+  their outputs; both a previous response and a conversation), or 404 for the made-up
+  ``previous_response_id`` or ``conversation`` it names; its ``input``, optional in the schema,
+  is given when schemathesis leaves it out.
 
 Stateful: the served document declares no OpenAPI ``links``. schemathesis's dependency
 analysis infers one from the response schemas, ``listModels`` (``data[].id``) to
@@ -73,9 +79,13 @@ from localai_runtime.settings import resource_dir
 from tests.conftest import ResponseSchemas, live_server
 from tests.fake_backend import EchoBackend
 
-STREAMING = ("createChatCompletion", "createCompletion")
+STREAMING = ("createChatCompletion", "createCompletion", "createResponse")
 GENERATING = (*STREAMING, "createEmbedding")
-IMPLEMENTED = (*GENERATING, "listModels", "retrieveModel", "listRegistrations", "getHealth", "getReadiness")
+STORED_STATE = ("getResponse", "deleteResponse", "cancelResponse", "listInputItems", "createConversation",
+                "getConversation", "updateConversation", "deleteConversation", "createConversationItems",
+                "listConversationItems", "getConversationItem", "deleteConversationItem")
+STATEFUL = (*GENERATING, "listModels", "retrieveModel", "listRegistrations", "getHealth", "getReadiness")
+IMPLEMENTED = (*STATEFUL, *STORED_STATE)
 UNIMPLEMENTED_SAMPLE = 30
 EXAMPLES = {**dict.fromkeys(GENERATING, 300), "retrieveModel": 50}
 OTHER_EXAMPLES = 30
@@ -83,19 +93,21 @@ UNIMPLEMENTED_EXAMPLES = 6
 STATEFUL_EXAMPLES = 20
 MODELS = ("echo", "lenient", "demo", "demo-lenient")
 LENIENT = {"unsupported_parameters": "drop", "unknown_parameters": "drop"}
+RESPONSE_ENDS = ("response.completed", "response.incomplete", "response.failed")
 NULL_REFUSED = {"createCompletion": "prompt", "createChatCompletion": "prediction"}
 DEMO_CAPS = {
     "createChatCompletion": {"max_tokens": 2, "max_completion_tokens": 2, "n": 1},
     "createCompletion": {"max_tokens": 2, "n": 1},
     "createEmbedding": {},
+    "createResponse": {"max_output_tokens": 16},
 }
 """request_overrides for the demo registrations: a case costs at most a prompt and two tokens."""
 
 CONFIGS = """
-registration: {model: echo, operations: [createChatCompletion, createCompletion, createEmbedding]}
+registration: {model: echo, operations: [createChatCompletion, createCompletion, createEmbedding, createResponse]}
 local_settings: {backend: echo}
 ---
-registration: {model: lenient, operations: [createChatCompletion, createCompletion, createEmbedding]}
+registration: {model: lenient, operations: [createChatCompletion, createCompletion, createEmbedding, createResponse]}
 local_settings: {backend: echo}
 policy: {unsupported_parameters: drop, unknown_parameters: drop}
 """
@@ -153,6 +165,9 @@ class Checks:
             self.schemas.check_at(pointer, json.loads(text))
             return "json"
         events = [line[len("data: "):] for line in text.splitlines() if line.startswith("data: ")]
+        if operation_id == "createResponse":  # typed events, no [DONE]: the last one says how it ended
+            assert json.loads(events[-1])["type"] in RESPONSE_ENDS, text[-500:]
+            events.append("[DONE]")
         assert len(events) >= 2 and events[-1] == "[DONE]", text[-500:]
         for event in map(json.loads, events[:-1]):
             if "error" in event:
@@ -188,8 +203,11 @@ def checks(fuzz_server):
 def _pointed(case, model: str | None, stream: bool):
     """Point the case at a registered model (``None``: keep what schemathesis generated), and
     ask for a stream when it is a generating request that may (streams are rare otherwise)."""
-    if model is not None and isinstance(case.body, dict) and "model" in case.body:
+    optional = case.operation.definition.raw["operationId"] == "createResponse"  # model is not required there
+    if model is not None and isinstance(case.body, dict) and ("model" in case.body or optional):
         case.body["model"] = model
+        if optional and "input" not in case.body:  # input is optional in the schema, yet needed to generate
+            case.body["input"] = "Hello"
         if stream and case.operation.definition.raw["operationId"] in STREAMING:
             case.body["stream"] = True
     if model is not None and "model" in (case.path_parameters or {}):
@@ -207,6 +225,10 @@ def _refused_tool_message(response) -> bool:
     if response.status_code != 400:
         return False
     return bool(_TOOL_MESSAGE_FIELD.match(response.json()["error"]["param"] or ""))
+
+
+def _names_stored_state(body) -> bool:
+    return isinstance(body, dict) and bool(body.get("previous_response_id") or body.get("conversation"))
 
 
 def _sets_refused_null(operation_id: str, body) -> bool:
@@ -249,13 +271,17 @@ def fuzz(operation_id: str, operations, checks: Checks, url: str, *, implemented
             outcome = checks.response(operation_id, response.status_code, response.headers.get("content-type", ""),
                                       response.text, implemented=implemented)
             if positive and not _sets_refused_null(operation_id, case.body):
-                if model == "lenient":  # valid, and nothing the backend cannot honour is refused
+                if operation_id == "createResponse" and model is not None:  # items the server cannot take,
+                    named = response.status_code == 400 and response.json()["error"]["param"] is not None
+                    unknown = outcome == "not_found" and _names_stored_state(case.body)  # an id never stored
+                    assert outcome in ("json", "stream") or named or unknown, response.text[:500]
+                elif model == "lenient":  # valid, and nothing the backend cannot honour is refused
                     assert outcome in ("json", "stream") or _refused_tool_message(response), response.text[:500]
                 elif model in ("demo", "demo-lenient"):  # valid: served, or refused with a 400 naming the field
                     refused = response.status_code == 400 and response.json()["error"]["param"] is not None
                     assert outcome in ("json", "stream") or refused, response.text[:500]
                     assert model == "demo" or outcome != "unknown_parameter", response.text[:500]  # dropped
-                elif model is None and operation_id in GENERATING and case.body["model"] not in ("", *MODELS):
+                elif model is None and operation_id in GENERATING and case.body.get("model") not in ("", None, *MODELS):
                     assert outcome == "model_not_found", response.text[:500]
         except AssertionError as exc:
             exc.add_note(f"{'positive' if positive else 'negative'} case: {case.as_curl_command()}"[:3000])
@@ -282,7 +308,8 @@ def test_generating_operations_answer_conforming_bodies_and_streams_or_openai_er
             assert seen(outcomes, "stream", model=model) >= 1, outcomes
     assert seen(outcomes, "model_not_found", model=None) >= 1
     assert {got for (_, _, got) in outcomes} <= {"json", "stream", "model_not_found", "unsupported_parameter",
-                                                  "unknown_parameter", "context_length_exceeded", "400"}, outcomes
+                                                  "unknown_parameter", "context_length_exceeded", "400",
+                                                  "not_found"}, outcomes
 
 
 def test_retrieve_model_finds_registered_names_only(operations, checks, fuzz_server):
@@ -297,6 +324,15 @@ def test_listings_and_probes_always_answer_their_schema(operation_id, operations
     assert outcomes and {got for (_, _, got) in outcomes} == {"json"}, outcomes
 
 
+@pytest.mark.parametrize("operation_id", STORED_STATE)
+def test_stored_state_operations_answer_their_schema_or_openai_errors(operation_id, operations, checks, fuzz_server):
+    outcomes = fuzz(operation_id, operations, checks, fuzz_server.url)
+    answered = {got for (_, _, got) in outcomes}
+    assert answered <= {"json", "not_found", "400", "unsupported_parameter", "unknown_parameter"}, outcomes
+    if operation_id != "createConversationItems":  # its made-up items are mostly refused before any lookup
+        assert answered & {"json", "not_found"}, outcomes  # cases got past validation to the store
+
+
 def test_unimplemented_operations_answer_501_in_the_envelope(operations, checks, fuzz_server, built_spec):
     others = sorted(set(built_spec.operations) - set(IMPLEMENTED))
     for operation_id in sorted(random.Random(20240501).sample(others, UNIMPLEMENTED_SAMPLE)):
@@ -308,7 +344,7 @@ def test_unimplemented_operations_answer_501_in_the_envelope(operations, checks,
 def test_stateful_listed_models_are_retrievable(checks, fuzz_server):
     """schemathesis's state machine over the link it infers (the document declares none):
     every model ``listModels`` names is retrieved through ``retrieveModel``."""
-    schema = schemathesis.openapi.from_url(fuzz_server.url + "/openapi.json").include(operation_id=list(IMPLEMENTED))
+    schema = schemathesis.openapi.from_url(fuzz_server.url + "/openapi.json").include(operation_id=list(STATEFUL))
     outcomes: Counter = Counter()
 
     class Workflow(schema.as_state_machine()):

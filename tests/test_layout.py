@@ -1,6 +1,8 @@
 """The package layout's import rules (README, "Where the code lives"), checked on the source:
 the document's package imports no web framework and no serving code, serving never imports the
-HTTP layer, backends import neither, and handlers reach the engine only through serving."""
+HTTP layer, backends import neither, the store imports none of them, the Responses API reaches
+the backends only through serving, and handlers reach the engine only through serving and the
+Responses API."""
 
 from __future__ import annotations
 
@@ -15,9 +17,14 @@ PACKAGE = REPO / "localai_runtime"
 FORBIDDEN = {
     "localai_runtime/spec": ("connexion", "starlette", "localai_runtime.http", "localai_runtime.serving",
                              "localai_runtime.backends"),
-    "localai_runtime/serving": ("connexion", "localai_runtime.http"),
+    "localai_runtime/serving": ("connexion", "localai_runtime.http", "localai_runtime.responses"),
     "localai_runtime/backends": ("connexion", "starlette", "localai_runtime.http", "localai_runtime.serving"),
-    "handlers": ("localai_runtime.backends", "localai_runtime.http", "localai_runtime.spec", "llama_cpp", "gpt4all"),
+    "localai_runtime/store": ("connexion", "starlette", "localai_runtime.http", "localai_runtime.serving",
+                              "localai_runtime.backends", "localai_runtime.spec", "localai_runtime.responses"),
+    "localai_runtime/responses": ("connexion", "localai_runtime.http", "localai_runtime.backends.llama_cpp",
+                                  "localai_runtime.backends.gpt4all"),
+    "handlers": ("localai_runtime.backends", "localai_runtime.http", "localai_runtime.spec", "localai_runtime.store",
+                 "llama_cpp", "gpt4all"),
 }
 ALLOWED = {
     ("localai_runtime/serving/runtime.py", "connexion"),  # a request's runtime comes from connexion's

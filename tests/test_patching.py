@@ -72,7 +72,8 @@ def test_failures_name_file_index_path_and_reason(tmp_path, content, expected):
         apply_directory(copy.deepcopy(SPEC), tmp_path)
 
 
-SHIPPED_PATCHES = ["00-info.yaml", "10-localai-extensions.yaml", "20-completion-stream.yaml", "30-embedding-base64.yaml"]
+SHIPPED_PATCHES = ["00-info.yaml", "10-localai-extensions.yaml", "20-completion-stream.yaml", "30-embedding-base64.yaml",
+                   "40-input-item-any-of.yaml"]
 EXTENSIONS_REF = {"$ref": "#/components/schemas/LocalAIExtensions"}
 
 
@@ -97,6 +98,8 @@ def test_shipped_patches_apply_to_the_upstream_document(built_spec):
     assert chat["properties"]["x-localai-extensions"] == EXTENSIONS_REF
     assert schemas["CreateCompletionRequest"]["properties"]["x-localai-extensions"] == EXTENSIONS_REF
     assert schemas["CreateEmbeddingRequest"]["properties"]["x-localai-extensions"] == EXTENSIONS_REF
+    responses = next(part for part in schemas["CreateResponse"]["allOf"] if "input" in part.get("properties", {}))
+    assert responses["properties"]["x-localai-extensions"] == EXTENSIONS_REF
 
     # 20-completion-stream: a declared event stream for completions, with its chunk schema
     assert "CreateCompletionStreamResponse" not in upstream["components"]["schemas"]
@@ -113,3 +116,7 @@ def test_shipped_patches_apply_to_the_upstream_document(built_spec):
     assert embedding["oneOf"] == [{"type": "array", "items": {"type": "number", "format": "float"}},
                                   {"type": "string", "contentEncoding": "base64"}]
     assert "oneOf" not in upstream["components"]["schemas"]["Embedding"]["properties"]["embedding"]
+
+    # 40-input-item-any-of: an input item may match several forms (a message is easy and full)
+    assert "oneOf" not in schemas["InputItem"] and schemas["InputItem"]["anyOf"] == \
+        upstream["components"]["schemas"]["InputItem"]["oneOf"]

@@ -11,14 +11,12 @@ in tools and tool messages are checked on the fast demo model beside it.
 from __future__ import annotations
 
 import json
-import shutil
 
 import jsonschema
 import openai
 import pytest
 
-from localai_runtime.settings import resource_dir
-from tests.conftest import REPO, live_server
+from tests.conftest import gemma_server, live_server
 
 GEMMA = "gemma3-270m"
 WEATHER = {"type": "function", "function": {
@@ -35,11 +33,7 @@ MARKUP = ("<tool_call>", "</tool_call>")  # the frame of a call: never part of c
 
 @pytest.fixture(scope="module")
 def real(built_spec, tmp_path_factory):
-    configs = tmp_path_factory.mktemp("configs")
-    shutil.copy(REPO / "configs" / "examples" / "gemma3-270m.yaml", configs)
-    for name in ("demo-llama-cpp.yaml", "demo-gpt4all.yaml"):
-        shutil.copy(resource_dir("configs") / name, configs)
-    with live_server(built_spec, configs_dir=configs) as live:
+    with gemma_server(built_spec, tmp_path_factory.mktemp("configs"), "demo-llama-cpp.yaml", "demo-gpt4all.yaml") as live:
         yield live
 
 

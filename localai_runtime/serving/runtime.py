@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 
 from connexion import context
 
-from localai_runtime.errors import APIError
+from localai_runtime.errors import APIError, SpecError
 from localai_runtime.serving.generation import GenerationCounter
 from localai_runtime.serving.pool import ModelPool
 from localai_runtime.serving.registrations import Registration, Registrations
 from localai_runtime.settings import Settings
 from localai_runtime.spec.build import BuiltSpec
 from localai_runtime.spec.request_schemas import RequestSchemas
+from localai_runtime.store import Store, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,10 @@ class Runtime:
     ready: bool = False
     generations: GenerationCounter = field(default_factory=GenerationCounter)
     _pools: dict[int, ModelPool] = field(default_factory=dict)
+    store: Store | None = None
+    """The response store, open while the server runs (None with ``--no-store``)."""
+    background: dict[str, tuple[asyncio.Task[None], threading.Event]] = field(default_factory=dict)
+    """Background responses running now, by response id."""
     executor: ThreadPoolExecutor = field(init=False)
 
     def __post_init__(self) -> None:
@@ -61,6 +66,9 @@ class Runtime:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Runtime]:
         warming = asyncio.create_task(asyncio.to_thread(self.schemas.validators.warm))
+        if self.settings.store:
+            self.store = await _open_store(self.settings)
+        purging = asyncio.create_task(self._purge()) if self.store and self.settings.retention_days else None
         for registration in self.registrations.all:
             if registration.settings.get("preload") and not registration.problem:
                 try:
@@ -77,10 +85,42 @@ class Runtime:
         finally:
             self.ready = False
             await warming
+            for task, stop in list(self.background.values()):  # stored as cancelled
+                stop.set()
+                task.cancel()
+            await asyncio.gather(*(task for task, _ in self.background.values()), return_exceptions=True)
+            if purging is not None:
+                purging.cancel()
+            if self.store is not None:
+                await self.store.close()
             # Instances are closed only once no generation thread uses them.
             await asyncio.to_thread(self.executor.shutdown, wait=True, cancel_futures=True)
             for pool in self._pools.values():
                 pool.close()
+
+    async def _purge(self) -> None:
+        """Delete what is older than the retention period: now, then every hour."""
+        assert self.store is not None and self.settings.retention_days is not None
+        while True:
+            try:
+                deleted = await self.store.purge(self.settings.retention_days * 86400)
+                if deleted:
+                    logger.info("retention: deleted %d stored rows older than %g days", deleted,
+                                self.settings.retention_days)
+            except StoreError as exc:
+                logger.error("retention: %s", exc)
+            await asyncio.sleep(3600)
+
+
+async def _open_store(settings: Settings) -> Store:
+    url = settings.database_url or Store.sqlite_url(settings.data_dir)
+    try:
+        store = await Store.open(url)
+    except StoreError as exc:
+        logger.error("cannot open the response store: %s (use --data-dir, --database-url or --no-store)", exc)
+        raise SpecError(f"cannot open the response store: {exc}") from exc
+    logger.info("response store: %s", store.where)
+    return store
 
 
 INFERENCE_NICENESS = 5

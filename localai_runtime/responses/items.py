@@ -1,0 +1,145 @@
+"""Input items: checked, given ids, stored as the API lists them, and turned into chat messages.
+
+Items are stored in one canonical shape (``message`` with content parts, ``function_call``,
+``function_call_output``, ``reasoning``), so a chain re-renders the same prompt on every turn.
+Every mistake is a 400 naming the item, e.g. ``input[2].content[0].type``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from localai_runtime.errors import InvalidRequestError, UnsupportedParameterError
+
+_TEXT_PARTS = frozenset({"input_text", "output_text", "text", "summary_text", "reasoning_text"})
+_ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def _text_parts(content: Any, role: str, where: str, field: str = "content") -> list[dict[str, Any]]:
+    kind = "output_text" if role == "assistant" else "input_text"
+    if isinstance(content, str):
+        parts = [{"type": kind, "text": content}]
+    elif isinstance(content, Sequence):
+        parts = []
+        for j, part in enumerate(content):
+            if not isinstance(part, Mapping) or part.get("type") not in _TEXT_PARTS | {"refusal"}:
+                kind_given = part.get("type") if isinstance(part, Mapping) else type(part).__name__
+                raise UnsupportedParameterError(f"content parts of type {kind_given!r} are not supported; text "
+                                                "parts are", param=f"{where}.{field}[{j}]")
+            text = part.get("refusal") if part.get("type") == "refusal" else part.get("text")
+            if not isinstance(text, str):
+                raise InvalidRequestError("a text content part needs its 'text'", param=f"{where}.{field}[{j}].text")
+            parts.append({"type": kind, "text": text})
+    else:
+        raise InvalidRequestError(f"'{field}' must be a string or a list of content parts", param=f"{where}.{field}")
+    if kind == "output_text":
+        parts = [{**part, "annotations": [], "logprobs": []} for part in parts]
+    return parts
+
+
+def _message(item: Mapping[str, Any], where: str) -> dict[str, Any]:
+    role = item.get("role")
+    if role not in _ROLES:
+        raise InvalidRequestError(f"unknown role {role!r}", param=f"{where}.role")
+    return {"type": "message", "id": item.get("id") or new_id("msg"), "status": "completed", "role": role,
+            "content": _text_parts(item.get("content"), role, where)}
+
+
+def _function_call(item: Mapping[str, Any], where: str) -> dict[str, Any]:
+    arguments = item.get("arguments")
+    try:
+        parsed = json.loads(arguments) if isinstance(arguments, str) else None
+    except ValueError as exc:
+        raise InvalidRequestError(f"the arguments are not JSON: {exc}", param=f"{where}.arguments") from exc
+    if not isinstance(parsed, dict):
+        raise InvalidRequestError("the arguments must be a JSON object, written as a string",
+                                  param=f"{where}.arguments")
+    return {"type": "function_call", "id": item.get("id") or new_id("fc"), "call_id": item["call_id"],
+            "name": item["name"], "arguments": arguments, "status": "completed"}
+
+
+def _function_output(item: Mapping[str, Any], where: str) -> dict[str, Any]:
+    output = item.get("output")
+    if not isinstance(output, str):
+        output = "".join(part["text"] for part in _text_parts(output, "tool", where, "output"))
+    return {"type": "function_call_output", "id": item.get("id") or new_id("fco"), "call_id": item["call_id"],
+            "output": output, "status": "completed"}
+
+
+def _reasoning(item: Mapping[str, Any], where: str) -> dict[str, Any]:
+    return {**item, "id": item.get("id") or new_id("rs")}
+
+
+_KINDS = {"message": _message, "function_call": _function_call, "function_call_output": _function_output,
+          "reasoning": _reasoning}
+
+
+def input_items(value: Any, param: str = "input") -> list[dict[str, Any]]:
+    """The request's ``input`` as canonical items, each with an id."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [_message({"role": "user", "content": value}, param)]
+    items = []
+    for i, item in enumerate(value):
+        where = f"{param}[{i}]"
+        if not isinstance(item, Mapping):
+            raise InvalidRequestError("an input item must be an object", param=where)
+        kind = item.get("type", "message")
+        build = _KINDS.get(kind)
+        if build is None:
+            raise UnsupportedParameterError(f"input items of type {kind!r} are not supported; messages, function "
+                                            "calls, their outputs and reasoning items are", param=f"{where}.type")
+        items.append(build(item, where))
+    return items
+
+
+def check_calls(history: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]], param: str = "input") -> None:
+    """Each ``function_call_output`` answers a call made earlier (in the history or the input)."""
+    called = {item["call_id"] for item in history if item.get("type") == "function_call"}
+    for i, item in enumerate(new):
+        if item["type"] == "function_call":
+            called.add(item["call_id"])
+        elif item["type"] == "function_call_output" and item["call_id"] not in called:
+            raise InvalidRequestError(f"call_id {item['call_id']!r} answers no earlier function_call item",
+                                      param=f"{param}[{i}].call_id")
+
+
+def check_new_ids(existing: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]], param: str) -> None:
+    """Items added to a conversation have ids not already in it (nor twice among themselves)."""
+    seen = {item.get("id") for item in existing}
+    for i, item in enumerate(new):
+        if item["id"] in seen:
+            raise InvalidRequestError(f"Duplicate item found with id {item['id']!r}", param=f"{param}[{i}].id")
+        seen.add(item["id"])
+
+
+def _text(item: Mapping[str, Any]) -> str:
+    return "".join(part.get("text", "") for part in item.get("content") or ())
+
+
+def to_messages(instructions: str | None, items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Chat messages for ``items``: consecutive calls join the assistant message before them, as
+    chat templates expect; reasoning items are not rendered (the model did not write them here)."""
+    messages: list[dict[str, Any]] = [{"role": "system", "content": instructions}] if instructions else []
+    for item in items:
+        kind = item["type"]
+        if kind == "message":
+            messages.append({"role": _ROLES[item["role"]], "content": _text(item)})
+        elif kind == "function_call":
+            last = messages[-1] if messages else None
+            if last is None or last["role"] != "assistant":
+                last = {"role": "assistant", "content": None}
+                messages.append(last)
+            last.setdefault("tool_calls", []).append({"id": item["call_id"], "type": "function", "function": {
+                "name": item["name"], "arguments": item["arguments"]}})
+        elif kind == "function_call_output":
+            messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]})
+    return messages

@@ -1,0 +1,200 @@
+"""createResponse, answered whole, streamed or in the background; and the stored responses.
+
+A response is stored (when its ``store`` is true) before its final object or its
+``response.completed`` event leaves, so a GET or a follow-up sent right after sees it. The
+ids in the stream, the final object and storage are the same objects (:mod:`.output`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from localai_runtime.errors import APIError, InvalidRequestError, NotFoundError, internal_error
+from localai_runtime.responses.events import EventStream
+from localai_runtime.responses.objects import TERMINAL, finished, page, response_object
+from localai_runtime.responses.output import Event, OutputBuilder
+from localai_runtime.responses.turn import Turn, generate, open_turn, store_unavailable
+from localai_runtime.serving.generation import until_disconnected
+from localai_runtime.serving.runtime import Runtime
+from localai_runtime.store import ResponseRecord, Store, StoreError
+
+logger = logging.getLogger(__name__)
+
+
+async def create(runtime: Runtime, body: dict[str, Any], receive: Callable[[], Any]) -> Response:
+    turn = await open_turn(runtime, body)
+    response = response_object(turn.response_id, turn.created_at, turn.prepared.registration.model, turn.request,
+                               stored=turn.stored, conversation_id=turn.conversation_id)
+    if turn.request.get("background"):
+        return JSONResponse(await _start_background(runtime, turn, response), headers=turn.headers())
+    if turn.request.get("stream"):
+        stream = _stream(runtime, turn, response)
+        first = await until_disconnected(anext(stream), receive, turn.stop)
+        return StreamingResponse(_prepend(first, stream), media_type="text/event-stream",
+                                 headers={**turn.headers(), "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    final = await until_disconnected(_whole(runtime, turn, response), receive, turn.stop)
+    return JSONResponse(final, headers=turn.headers())
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for item in rest:
+        yield item
+
+
+async def _whole(runtime: Runtime, turn: Turn, response: dict[str, Any]) -> dict[str, Any]:
+    builder = OutputBuilder(buffer_text=turn.prepared.filters.active)
+    async for piece in generate(runtime, turn):
+        builder.add(piece)
+    return (await _finish(runtime, turn, response, builder))[1]
+
+
+async def _finish(runtime: Runtime, turn: Turn, response: dict[str, Any],
+                  builder: OutputBuilder) -> tuple[list[Event], dict[str, Any]]:
+    """The closing events and the final object, stored."""
+    filtered = None
+    if builder.buffer_text:
+        filtered = await asyncio.to_thread(turn.prepared.filters.apply, builder.held_text)
+    events = builder.finish(filtered)
+    reason = "max_output_tokens" if builder.finish_reason == "length" else None
+    final = finished(response, "incomplete" if reason else "completed", output=builder.items,
+                     prompt_tokens=builder.prompt_tokens, completion_tokens=builder.completion_tokens,
+                     incomplete_reason=reason)
+    await _save(runtime, turn, final)
+    return events, final
+
+
+async def _save(runtime: Runtime, turn: Turn, body: dict[str, Any]) -> None:
+    if not turn.stored or runtime.store is None:
+        return
+    record = ResponseRecord(turn.response_id, turn.created_at, body["model"], body["status"], body, turn.input,
+                            turn.request.get("previous_response_id"), turn.conversation_id)
+    try:  # the conversation first: a response is never stored naming a conversation without its items
+        appended = turn.conversation_id and body["status"] in ("completed", "incomplete")
+        if appended and not await runtime.store.add_items(turn.conversation_id, turn.input + body["output"]):
+            raise NotFoundError(f"Conversation with id '{turn.conversation_id}' not found.", param="conversation")
+        await runtime.store.put_response(record)
+    except StoreError as exc:
+        raise store_unavailable(exc) from exc
+
+
+async def _stream(runtime: Runtime, turn: Turn, response: dict[str, Any]) -> AsyncIterator[bytes]:
+    events = EventStream(obfuscate=(turn.request.get("stream_options") or {}).get("include_obfuscation") is not False)
+    builder = OutputBuilder(buffer_text=turn.prepared.filters.active)
+    started = False
+    try:
+        async for piece in generate(runtime, turn):
+            frames = []
+            if not started:
+                started = True
+                frames = [events.response("created", response), events.response("in_progress", response)]
+            yield b"".join(frames + [events.frame(event) for event in builder.add(piece)])
+        closing, final = await _finish(runtime, turn, response, builder)
+        yield b"".join(events.frame(event) for event in closing) + events.response(final["status"], final)
+    except Exception as exc:  # noqa: BLE001 - after the stream started, errors become events
+        if not started:
+            raise
+        error = exc if isinstance(exc, APIError) else internal_error(exc)
+        failed = finished(response, "failed", output=builder.items, prompt_tokens=builder.prompt_tokens,
+                          completion_tokens=builder.completion_tokens,
+                          error={"code": error.code or "server_error", "message": error.message})
+        yield events.error(error.code, error.message, error.param) + events.response("failed", failed)
+
+
+# -- background ---------------------------------------------------------------------------
+
+async def _start_background(runtime: Runtime, turn: Turn, response: dict[str, Any]) -> dict[str, Any]:
+    queued = {**response, "status": "queued"}
+    await _save(runtime, turn, queued)
+    task = asyncio.create_task(_background(runtime, turn, response), name=f"background {turn.response_id}")
+    runtime.background[turn.response_id] = (task, turn.stop)
+    task.add_done_callback(lambda _task: runtime.background.pop(turn.response_id, None))
+    return queued
+
+
+async def _background(runtime: Runtime, turn: Turn, response: dict[str, Any]) -> None:
+    try:
+        await _save(runtime, turn, response)  # in_progress
+        await _whole(runtime, turn, response)
+    except asyncio.CancelledError:
+        turn.stop.set()
+        with contextlib.suppress(APIError):
+            await _save(runtime, turn, finished(response, "cancelled"))
+        raise
+    except Exception as exc:  # noqa: BLE001 - the failure is the response's outcome
+        error = exc if isinstance(exc, APIError) else internal_error(exc)
+        logger.warning("background response %s failed: %s", turn.response_id, error.message)
+        with contextlib.suppress(APIError):
+            await _save(runtime, turn, finished(response, "failed", error={
+                "code": error.code or "server_error", "message": error.message}))
+
+
+# -- stored responses ---------------------------------------------------------------------
+
+def _store(runtime: Runtime) -> Store:
+    if runtime.store is None:
+        raise InvalidRequestError("responses are not stored on this server (started with --no-store)")
+    return runtime.store
+
+
+async def _record(runtime: Runtime, response_id: str) -> ResponseRecord:
+    try:
+        record = await _store(runtime).get_response(response_id)
+    except StoreError as exc:
+        raise store_unavailable(exc) from exc
+    if record is None:
+        raise NotFoundError(f"Response with id '{response_id}' not found.", param="response_id")
+    return record
+
+
+async def retrieve(runtime: Runtime, response_id: str) -> dict[str, Any]:
+    return (await _record(runtime, response_id)).response
+
+
+async def delete(runtime: Runtime, response_id: str) -> dict[str, Any]:
+    try:
+        deleted = await _store(runtime).delete_response(response_id)
+    except StoreError as exc:
+        raise store_unavailable(exc) from exc
+    if not deleted:
+        raise NotFoundError(f"Response with id '{response_id}' not found.", param="response_id")
+    return {"id": response_id, "object": "response.deleted", "deleted": True}
+
+
+async def cancel(runtime: Runtime, response_id: str) -> dict[str, Any]:
+    record = await _record(runtime, response_id)
+    if not record.response.get("background"):
+        raise InvalidRequestError("Only background responses can be cancelled.", param="response_id")
+    running = runtime.background.get(response_id)
+    if running is not None:
+        task, stop = running
+        stop.set()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        record = await _record(runtime, response_id)
+    elif record.response["status"] not in TERMINAL:  # queued before a restart: nothing runs it
+        record.response = finished(record.response, "cancelled")
+        record.status = "cancelled"
+        try:
+            await _store(runtime).put_response(record)
+        except StoreError as exc:
+            raise store_unavailable(exc) from exc
+    return record.response
+
+
+async def input_items(runtime: Runtime, response_id: str, after: str | None, limit: int,
+                      order: str) -> dict[str, Any]:
+    try:
+        found = await _store(runtime).input_items(response_id, after=after, limit=limit, order=order)
+    except StoreError as exc:
+        raise store_unavailable(exc) from exc
+    if found is None:
+        raise NotFoundError(f"Response with id '{response_id}' not found.", param="response_id")
+    return page(*found)
