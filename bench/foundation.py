@@ -53,7 +53,7 @@ def startup_seconds(cache_dir: str, *extra: str) -> float:
     env = {**os.environ, "LOCALAI_CACHE_DIR": cache_dir}
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "localai_runtime.cli", "serve", "--port", str(port),
-                                "--log-level", "warning", *extra], cwd=REPO, env=env,
+                                "--log-level", "warning", "--data-dir", cache_dir, *extra], cwd=REPO, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         while True:

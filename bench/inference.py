@@ -12,10 +12,7 @@ Usage: python bench/inference.py [--rounds 5] [--tokens 256]
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,13 +24,9 @@ import openai
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.server import running_server  # noqa: E402
+
 PROMPT = "Once upon a time"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def direct_rate(llm, tokens: int) -> float:
@@ -84,21 +77,7 @@ def main() -> None:
             f"local_settings: {{backend: llama-cpp, model_file: '{model}', threads: {args.threads}, "
             "context_size: 2048, preload: true}\n"
         )
-        port = free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "localai_runtime.cli", "serve", "--port", str(port), "--configs", configs,
-             "--log-level", "warning"], cwd=REPO, env=os.environ.copy())
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("server did not become ready")
-                time.sleep(0.1)
+        with running_server(configs, "--data-dir", str(Path(configs, "data"))) as port:
             client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
             llm = llama_cpp.Llama(model_path=str(model), n_ctx=2048, n_threads=args.threads, verbose=False)
             server_rate(client, 16)  # warm both
@@ -112,9 +91,6 @@ def main() -> None:
                 print(f"round {round_ + 1}: direct {direct[-1]:7.1f} tok/s   server+openai SDK {served[-1]:7.1f} tok/s "
                       f"({served[-1] / direct[-1]:.3f})   "
                       f"server+raw SSE {raw[-1]:7.1f} tok/s ({raw[-1] / direct[-1]:.3f})")
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
     print(f"model {model.name} ({demo_model.BENCH_SPEC.dim}-dim, {demo_model.BENCH_SPEC.n_layers} layers), "
           f"{args.tokens} streamed tokens, {args.threads} threads")
     print(f"median: direct {statistics.median(direct):.1f} tok/s; "

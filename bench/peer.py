@@ -108,7 +108,7 @@ def ours(models: dict[str, tuple[Path, int, int]]) -> Iterator[Server]:
         start = time.perf_counter()
         process = subprocess.Popen(
             [sys.executable, "-m", "localai_runtime.cli", "serve", "--port", str(port), "--configs", configs,
-             "--log-level", "warning"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             "--log-level", "warning", "--no-store"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             url = f"http://127.0.0.1:{port}"
             wait_ready(process, url + "/readyz")

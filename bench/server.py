@@ -1,0 +1,47 @@
+"""Starting this server in a subprocess for a benchmark, and waiting until it is ready."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(configs: Path | str, *arguments: str, ready_within_s: float = 180) -> Iterator[int]:
+    """``localai-runtime serve`` on the registrations in ``configs`` (and ``arguments``), on a free
+    loopback port; yields the port once ``/readyz`` answers 200, and stops the server after."""
+    port = free_port()
+    command: Sequence[str] = [sys.executable, "-m", "localai_runtime.cli", "serve", "--port", str(port),
+                              "--configs", str(configs), "--log-level", "warning", *arguments]
+    server = subprocess.Popen(command, cwd=REPO, env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + ready_within_s
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError("server did not become ready")
+            time.sleep(0.1)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
