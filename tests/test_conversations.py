@@ -172,7 +172,7 @@ def test_an_unknown_conversation_is_404_naming_it(client):
     ({"type": "web_search_call", "id": "ws_1", "status": "completed",
       "action": {"type": "search", "query": "sky"}}, "items[1].type"),
     ({"type": "message", "role": "user", "content": [{"type": "input_audio", "input_audio": {
-        "data": "AAAA", "format": "wav"}}]}, "items[1].content[0]"),
+        "data": "AAAA", "format": "wav"}}]}, "items[1].content"),  # the document refuses it: no part fits
 ], ids=["image-in-a-call-output", "web-search-call", "audio-content"])
 def test_a_malformed_item_is_400_naming_it_and_nothing_is_added(client, item, param):
     conversation = client.conversations.create(items=[user("kept")])
@@ -235,3 +235,32 @@ def test_an_input_item_id_already_in_the_conversation_is_400_before_generating(c
     with sqlite3.connect(isolated_data_dir / "localai.db") as db:  # the session server's store
         query = "SELECT count(*) FROM localai_responses WHERE conversation_id = ?"
         assert db.execute(query, (conversation.id,)).fetchone()[0] == 0
+
+
+def test_the_agents_sdk_conversation_session_keeps_every_turn(server):
+    """The Agents SDK's session adds each turn's items to a conversation (the assistant's message
+    comes back as output parts without an id) and sends the whole history as input."""
+    import asyncio
+
+    from agents import Agent, ModelSettings, OpenAIConversationsSession, Runner, set_tracing_disabled
+    from agents.models.openai_responses import OpenAIResponsesModel
+    from openai import AsyncOpenAI
+    from pydantic import BaseModel
+
+    class Verdict(BaseModel):
+        answer: bool
+
+    set_tracing_disabled(True)
+    client = AsyncOpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    agent = Agent(name="judge", model=OpenAIResponsesModel("demo", client), output_type=Verdict,
+                  model_settings=ModelSettings(max_tokens=64))
+
+    async def two_turns() -> tuple[list, list]:
+        session = OpenAIConversationsSession(openai_client=client)
+        first = await Runner.run(agent, "Is the sky blue?", session=session)
+        second = await Runner.run(agent, "Is the sea blue?", session=session)
+        return [first.final_output, second.final_output], await session.get_items()
+
+    verdicts, items = asyncio.run(two_turns())
+    assert all(isinstance(v, Verdict) for v in verdicts)
+    assert [item.get("role") for item in items] == ["user", "assistant", "user", "assistant"]

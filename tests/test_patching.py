@@ -73,7 +73,7 @@ def test_failures_name_file_index_path_and_reason(tmp_path, content, expected):
 
 
 SHIPPED_PATCHES = ["00-info.yaml", "10-localai-extensions.yaml", "20-completion-stream.yaml", "30-embedding-base64.yaml",
-                   "40-input-item-any-of.yaml"]
+                   "40-input-item-any-of.yaml", "41-easy-assistant-output-parts.yaml"]
 EXTENSIONS_REF = {"$ref": "#/components/schemas/LocalAIExtensions"}
 
 
@@ -120,3 +120,8 @@ def test_shipped_patches_apply_to_the_upstream_document(built_spec):
     # 40-input-item-any-of: an input item may match several forms (a message is easy and full)
     assert "oneOf" not in schemas["InputItem"] and schemas["InputItem"]["anyOf"] == \
         upstream["components"]["schemas"]["InputItem"]["oneOf"]
+
+    # 41-easy-assistant-output-parts: an easy message's content may be earlier output parts
+    content = schemas["EasyInputMessage"]["properties"]["content"]
+    assert content["anyOf"][:2] == upstream["components"]["schemas"]["EasyInputMessage"]["properties"]["content"]["oneOf"]
+    assert content["anyOf"][2]["items"]["anyOf"][0] == {"$ref": "#/components/schemas/OutputTextContent"}
