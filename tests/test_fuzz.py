@@ -85,7 +85,8 @@ STORED_STATE = ("getResponse", "deleteResponse", "cancelResponse", "listInputIte
                 "getConversation", "updateConversation", "deleteConversation", "createConversationItems",
                 "listConversationItems", "getConversationItem", "deleteConversationItem")
 STATEFUL = (*GENERATING, "listModels", "retrieveModel", "listRegistrations", "getHealth", "getReadiness")
-IMPLEMENTED = (*STATEFUL, *STORED_STATE)
+TOKENS = ("tokenize", "detokenize")
+IMPLEMENTED = (*STATEFUL, *STORED_STATE, *TOKENS, "getMetrics")
 UNIMPLEMENTED_SAMPLE = 30
 EXAMPLES = {**dict.fromkeys(GENERATING, 300), "retrieveModel": 50}
 OTHER_EXAMPLES = 30
@@ -100,6 +101,8 @@ DEMO_CAPS = {
     "createCompletion": {"max_tokens": 2, "n": 1},
     "createEmbedding": {},
     "createResponse": {"max_output_tokens": 16},
+    "tokenize": {},
+    "detokenize": {},
 }
 """request_overrides for the demo registrations: a case costs at most a prompt and two tokens."""
 
@@ -164,7 +167,8 @@ class Checks:
         if media_type != "text/event-stream":
             self.schemas.check_at(pointer, json.loads(text))
             return "json"
-        events = [line[len("data: "):] for line in text.splitlines() if line.startswith("data: ")]
+        # SSE lines end at \n (or \r): not at the Unicode line breaks str.splitlines() also splits on
+        events = [line[len("data: "):] for line in text.split("\n") if line.startswith("data: ")]
         if operation_id == "createResponse":  # typed events, no [DONE]: the last one says how it ended
             assert json.loads(events[-1])["type"] in RESPONSE_ENDS, text[-500:]
             events.append("[DONE]")
@@ -243,7 +247,7 @@ def fuzz(operation_id: str, operations, checks: Checks, url: str, *, implemented
         operation.as_strategy(GenerationMode.POSITIVE).map(lambda case: (case, True)),
         operation.as_strategy(GenerationMode.NEGATIVE).map(lambda case: (case, False)),
     )
-    wants_model = operation_id in GENERATING or operation_id == "retrieveModel"
+    wants_model = operation_id in (*GENERATING, *TOKENS, "retrieveModel")
     # Models and streaming by turns, not drawn: hypothesis favours the first choice of a draw.
     # A case hypothesis replays (to confirm a failure) keeps its turn, so the failure reproduces.
     turns = itertools.cycle([
@@ -270,7 +274,7 @@ def fuzz(operation_id: str, operations, checks: Checks, url: str, *, implemented
         try:
             outcome = checks.response(operation_id, response.status_code, response.headers.get("content-type", ""),
                                       response.text, implemented=implemented)
-            if positive and not _sets_refused_null(operation_id, case.body):
+            if positive and operation_id not in TOKENS and not _sets_refused_null(operation_id, case.body):
                 if operation_id == "createResponse" and model is not None:  # items the server cannot take,
                     named = response.status_code == 400 and response.json()["error"]["param"] is not None
                     unknown = outcome == "not_found" and _names_stored_state(case.body)  # an id never stored
@@ -322,6 +326,12 @@ def test_retrieve_model_finds_registered_names_only(operations, checks, fuzz_ser
 def test_listings_and_probes_always_answer_their_schema(operation_id, operations, checks, fuzz_server):
     outcomes = fuzz(operation_id, operations, checks, fuzz_server.url)
     assert outcomes and {got for (_, _, got) in outcomes} == {"json"}, outcomes
+
+
+@pytest.mark.parametrize("operation_id", TOKENS)
+def test_tokenize_and_detokenize_answer_their_schema_or_openai_errors(operation_id, operations, checks, fuzz_server):
+    outcomes = fuzz(operation_id, operations, checks, fuzz_server.url)
+    assert seen(outcomes, "json", model="demo") + seen(outcomes, "json", model="demo-lenient") >= 1, outcomes
 
 
 @pytest.mark.parametrize("operation_id", STORED_STATE)

@@ -73,6 +73,24 @@ class ModelInstance(Protocol):
 
     def tokenize(self, text: str) -> list[int]: ...
 
+    def tokenize_request(self, request: Mapping[str, Any]) -> tuple[list[int], list[str] | None]:
+        """The tokens of a ``tokenize`` request (the fields the backend declares it honours), and
+        with ``return_token_strs`` each token's string in the vocabulary (else None). Its
+        ``prompt`` is tokenized as a completion prompt is; its ``messages`` (and ``tools``) are
+        rendered exactly as ``chat`` renders them, so the count equals that chat's prompt tokens.
+        A prompt longer than the context is counted, not refused, where the backend can."""
+        ...
+
+    def detokenize(self, tokens: list[int]) -> str:
+        """The text of ``tokens``, special tokens written as their text; an id outside the
+        vocabulary is a 400 naming ``tokens``."""
+        ...
+
+    @property
+    def context_size(self) -> int:
+        """The context in tokens (``max_model_len``)."""
+        ...
+
     def close(self) -> None: ...
 
 

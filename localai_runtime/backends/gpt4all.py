@@ -58,6 +58,8 @@ HONOURED: Mapping[str, frozenset[str]] = {
     "createChatCompletion": _SAMPLING | {"messages", "max_completion_tokens"},
     "createCompletion": _SAMPLING | {"prompt"},
     "createEmbedding": frozenset({"model", "input", "encoding_format"}),  # bert/nomic-bert models only
+    # No add_special_tokens (it always adds BOS), token strings or detokenize: its API has neither.
+    "tokenize": frozenset({"model", "prompt", "messages", "add_generation_prompt"}),
 }
 
 SETTINGS_SCHEMA: Mapping[str, Any] = {
@@ -90,11 +92,11 @@ def compile_template(template: str) -> jinja2.Template:
 
 
 def render_chat(template: jinja2.Template, messages: Sequence[Mapping[str, Any]], *,
-                bos_token: str = "", eos_token: str = "") -> str:
+                bos_token: str = "", eos_token: str = "", add_generation_prompt: bool = True) -> str:
     """The prompt for ``messages``; gpt4all adds BOS itself, so ``bos_token`` stays empty."""
     try:
         return template.render(messages=plain_messages(messages), bos_token=bos_token, eos_token=eos_token,
-                               add_generation_prompt=True)
+                               add_generation_prompt=add_generation_prompt)
     except (ValueError, jinja2.TemplateError) as exc:
         raise InvalidRequestError(f"the chat template cannot render these messages: {exc}",
                                   param="messages") from exc
@@ -163,12 +165,27 @@ class GPT4AllInstance:
     def close(self) -> None:
         self._model.close()
 
-    def tokenize(self, text: str) -> list[int]:
-        """Tokens of ``text`` as a completion prompt, with BOS; gpt4all only tokenizes by evaluating."""
+    @property
+    def context_size(self) -> int:
+        return self._n_ctx
+
+    def tokenize(self, text: str, param: str = "input") -> list[int]:
+        """Tokens of ``text`` as a completion prompt, with BOS; gpt4all only tokenizes by evaluating
+        (so a prompt must fit in the context)."""
         ids, error = self._prompt(text, {"n_predict": 0}, lambda _data: True, threading.Event())
         if error is not None:
-            raise self._error(error, "input")
+            raise self._error(error, param)
         return ids
+
+    def tokenize_request(self, request: Mapping[str, Any]) -> tuple[list[int], list[str] | None]:
+        if request.get("messages") is None:
+            return self.tokenize(request["prompt"], "prompt"), None
+        prompt = render_chat(self._template, request["messages"], eos_token=self._eos_token,
+                             add_generation_prompt=request_value(request, "add_generation_prompt", True))
+        return self.tokenize(prompt, "messages"), None  # as chat() evaluates it
+
+    def detokenize(self, tokens: list[int]) -> str:
+        raise NotImplementedAPIError("gpt4all cannot detokenize (its bindings have no detokenizer)")
 
     def embed(self, inputs: list[str] | list[list[int]]) -> tuple[list[list[float]], int]:
         if not self._embeds:

@@ -2,7 +2,8 @@
 
 :func:`serve` finds the registration, applies the policy (nothing silently ignored) and hands
 the prepared request to the operation's family: ``chat`` and ``completions`` through the shared
-text path (``text``), ``embeddings`` on its own. Adding an API format is a row in ``_TEXT``.
+text path (``text``), ``embeddings`` and ``tokenize`` (tokenize, detokenize) on their own. Adding an
+API format is a row in ``_TEXT``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from localai_runtime.serving import chat, completions, embeddings, text
+from localai_runtime.serving import chat, completions, embeddings, text, tokenize
 from localai_runtime.serving.policy import prepare
 from localai_runtime.serving.runtime import Runtime
 from localai_runtime.tools.request import tool_request
@@ -20,6 +21,8 @@ from localai_runtime.tools.request import tool_request
 CHAT = "createChatCompletion"
 COMPLETION = "createCompletion"
 EMBEDDING = "createEmbedding"
+TOKENIZE = tokenize.TOKENIZE
+DETOKENIZE = tokenize.DETOKENIZE
 
 _TEXT: Mapping[str, text.TextFormat] = {CHAT: chat.FORMAT, COMPLETION: completions.FORMAT}
 
@@ -29,6 +32,8 @@ async def serve(runtime: Runtime, operation_id: str, body: Mapping[str, Any], re
     prepared = prepare(operation_id, body, registration, runtime.schemas)
     if operation_id == EMBEDDING:
         return await embeddings.answer(runtime, prepared, receive)
+    if operation_id in (TOKENIZE, DETOKENIZE):
+        return await tokenize.answer(runtime, operation_id, prepared, receive)
     if operation_id == CHAT:
         tool_request(prepared.request)  # a mistake in tools or tool messages is a 400 before any wait
     return await text.answer(runtime, _TEXT[operation_id], prepared, receive)

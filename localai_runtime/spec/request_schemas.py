@@ -95,4 +95,19 @@ class RequestSchemas:
         if self.validators.first_error(request.schema, part) is None:
             return None
         errors = self.validators.validator(request.schema).iter_errors(part)
-        return best_match(e for e in errors if not (e.validator == "required" and not e.absolute_path))
+        return best_match(e for e in errors if not _left_out(e))
+
+
+def _left_out(error: Any) -> bool:
+    """Whether a partial request fails only for leaving out top-level fields: ``required``, or a
+    ``oneOf``/``anyOf`` with a branch that fails for that alone (tokenize's prompt or messages)."""
+    if error.absolute_path:
+        return False
+    if error.validator == "required":
+        return True
+    if error.validator not in ("oneOf", "anyOf"):
+        return False
+    branches: dict[Any, list[Any]] = {}
+    for inner in error.context or ():
+        branches.setdefault(inner.relative_schema_path[0], []).append(inner)
+    return any(all(_left_out(inner) for inner in errors) for errors in branches.values())

@@ -15,9 +15,10 @@ prompt stops it; the prefix already in the context's cache is reused. Embeddings
 ``Llama`` created with ``embedding=True`` on first use (weights are shared through mmap); an
 instance loaded only for embeddings opens that context alone. Token ids are embedded as given.
 Modules: ``backend`` (what it honours, its settings, checks), ``instance`` (a loaded model:
-prompts, the generation loop, logprobs), ``sampling`` (a request's sampler settings, grammars,
-logit bias) and ``embedding`` (one token sequence through the embedding context). Only
-``localai_runtime.backends`` and :mod:`localai_runtime.errors` are imported here.
+prompts, the generation loop, logprobs), ``tokens`` (text to token ids and back, tokenize and
+detokenize), ``sampling`` (a request's sampler settings, grammars, logit bias) and ``embedding``
+(one token sequence through the embedding context). Only ``localai_runtime.backends`` and
+:mod:`localai_runtime.errors` are imported here.
 """
 
 from __future__ import annotations

@@ -31,6 +31,9 @@ HONOURED: Mapping[str, frozenset[str]] = {
                                          "tools", "tool_choice", "parallel_tool_calls", "functions", "function_call"},
     "createCompletion": _SAMPLING | {"prompt"},
     "createEmbedding": frozenset({"model", "input", "encoding_format"}),  # the server encodes base64
+    "tokenize": frozenset({"model", "prompt", "messages", "tools", "add_generation_prompt", "add_special_tokens",
+                           "return_token_strs"}),
+    "detokenize": frozenset({"model", "tokens"}),
 }
 
 SETTINGS_SCHEMA: Mapping[str, Any] = {

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import ctypes
 import logging
 from collections.abc import Generator, Iterator, Mapping, Sequence
-from functools import cached_property
 from typing import Any
 
 import jinja2
@@ -14,23 +12,20 @@ import numpy as np
 from llama_cpp import Llama
 
 from localai_runtime.backends._gguf import missing as missing_model
-from localai_runtime.backends._text import (
-    DEFAULT_CONTEXT_SIZE,
-    plain_messages,
-    request_value,
-)
+from localai_runtime.backends._text import DEFAULT_CONTEXT_SIZE, request_value
 from localai_runtime.backends.abstract import LocalSettings, Piece, ShouldStop
 from localai_runtime.backends.llama_cpp.decoding import Decoded, as_pieces, decode
 from localai_runtime.backends.llama_cpp.embedding import embed_tokens
 from localai_runtime.backends.llama_cpp.sampling import SamplingOptions
 from localai_runtime.backends.llama_cpp.templates import ChatTemplate
+from localai_runtime.backends.llama_cpp.tokens import Tokens
 from localai_runtime.backends.llama_cpp.tool_calls import call_choice, plan_calls
 from localai_runtime.errors import (
     ContextLengthExceededError,
     InvalidRequestError,
 )
 from localai_runtime.tools.formats import FORMATS, recognise
-from localai_runtime.tools.request import ToolRequest, modern_messages, tool_request
+from localai_runtime.tools.request import ToolRequest, tool_request
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +40,7 @@ CHATML_TEMPLATE = (
 _GENERATING = frozenset({"createChatCompletion", "createCompletion"})
 
 
-class LlamaCppInstance:
+class LlamaCppInstance(Tokens):
     def __init__(self, settings: LocalSettings, operations: frozenset[str] | None = None) -> None:
         path = settings.model_file
         if (problem := missing_model(path)) is not None:
@@ -57,11 +52,12 @@ class LlamaCppInstance:
             "verbose": False,
             **{key: settings.get(key) for key in _LLAMA_KWARGS if settings.get(key) is not None},
         }
-        # A generation context only where the registration generates; an embedding context is
-        # opened when first needed (at once for an embedding-only registration).
+        # A generation context where the registration generates (or only tokenizes: it is the
+        # lighter of the two); an embedding context is opened when first needed (at once for a
+        # registration that embeds without generating).
         self._llama: Llama | None = None
         self._embedder: Llama | None = None
-        if operations is None or operations & _GENERATING:
+        if operations is None or operations & _GENERATING or "createEmbedding" not in operations:
             self._llama = self._open(embedding=False)
         else:
             self._embedder = self._open(embedding=True)
@@ -127,55 +123,14 @@ class LlamaCppInstance:
                 model.close()
         self._llama = self._embedder = None
 
-    # -- tokens -----------------------------------------------------------------------------
-
-    def tokenize(self, text: str) -> list[int]:
-        """Tokens of ``text`` as a completion prompt (with BOS where the model adds one)."""
-        tokens = self._model.tokenize(text.encode("utf-8"), add_bos=False, special=True)
-        bos = self._model.token_bos()  # a chat template may have written it already
-        if bos >= 0 and llama_cpp.llama_vocab_get_add_bos(self.vocab) and tokens[:1] != [bos]:
-            tokens.insert(0, bos)
-        return tokens
-
-    def tokenize_more(self, text: str) -> list[int]:
-        """Tokens of ``text`` that continue a prompt (no BOS; special tokens parsed)."""
-        return self._model.tokenize(text.encode("utf-8"), add_bos=False, special=True)
-
-    def _special_text(self, token: int) -> str:
-        return "" if token < 0 else self._model.detokenize([token], special=True).decode("utf-8", "replace")
-
-    def _piece(self, token: int) -> bytes:
-        piece = self._pieces.get(token)
-        if piece is None:
-            buffer = ctypes.create_string_buffer(256)
-            special = token in self._preserved
-            size = llama_cpp.llama_token_to_piece(self.vocab, token, buffer, len(buffer), 0, special)
-            if size < 0:  # the piece is longer than the buffer: llama.cpp says how long
-                buffer = ctypes.create_string_buffer(-size)
-                size = llama_cpp.llama_token_to_piece(self.vocab, token, buffer, len(buffer), 0, special)
-            if size < 0:
-                raise RuntimeError(f"llama-cpp: token {token} has no text piece")
-            piece = self._pieces[token] = buffer.raw[:size]
-        return piece
-
-    @cached_property
-    def end_of_generation(self) -> list[int]:
-        return [t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self.vocab, t)]
-
-    def _checked_ids(self, ids: Sequence[Any], param: str) -> list[int]:
-        if not ids or not all(isinstance(t, int) and 0 <= t < self.n_vocab for t in ids):
-            raise InvalidRequestError(f"token ids must be a non-empty list of integers below {self.n_vocab}",
-                                      param=param)
-        return list(ids)
-
     # -- chat and completions ---------------------------------------------------------------
 
     def chat(self, request: Mapping[str, Any], should_stop: ShouldStop) -> Iterator[Piece]:
         tools = tool_request(request)
-        prompt = self.template.render(plain_messages(modern_messages(request["messages"])), tools)
         max_tokens = request_value(request, "max_completion_tokens", request_value(request, "max_tokens"))
         top = request_value(request, "top_logprobs", 0) if request_value(request, "logprobs", False) else None
-        return self._choices([self.tokenize(prompt)], request, max_tokens, top, "messages", should_stop, tools)
+        return self._choices([self.chat_tokens(request, tools)], request, max_tokens, top, "messages", should_stop,
+                             tools)
 
     def complete(self, request: Mapping[str, Any], should_stop: ShouldStop) -> Iterator[Piece]:
         prompt = request["prompt"]

@@ -10,6 +10,7 @@ written as assistant text in that format, tool results as user text.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -70,10 +71,15 @@ class ChatTemplate:
         return Abilities(tools, string_ok or object_ok, object_ok and not string_ok, results,
                          (time.perf_counter() - started) * 1000)
 
-    def render(self, messages: Sequence[Mapping[str, Any]], tools: ToolRequest | None) -> str:
+    def render(self, messages: Sequence[Mapping[str, Any]], tools: ToolRequest | None,
+               generation_prompt: bool = True) -> str:
+        """The prompt; ``generation_prompt`` False leaves out the assistant turn's opening."""
         active = tools is not None and tools.calls
         messages = self._polyfilled(messages, tools if active else None)
         formatter = self._tools if active else self._plain
+        if not generation_prompt:  # a shallow copy shares the compiled template
+            formatter = copy.copy(formatter)
+            formatter.add_generation_prompt = False
         kwargs: dict[str, Any] = {}
         if active and self.abilities.tools:
             kwargs["tools"] = [{"type": "function", "function": {"name": t.name, "description": t.description,
