@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="require this bearer key (repeatable; also LOCALAI_API_KEYS, comma-separated)")
     serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     _store_options(serve)
+    serve.add_argument("--no-metrics", action="store_true", help="keep no Prometheus metrics (GET /metrics is 404)")
+    serve.add_argument("--metrics-need-key", action="store_true",
+                       help="GET /metrics needs an API key like the OpenAI operations (default: open)")
 
     spec = commands.add_parser("spec", help="print the patched OpenAPI document")
     _common(spec)
@@ -100,6 +103,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         data_dir=getattr(args, "data_dir", None) or default_data_dir(),
         database_url=getattr(args, "database_url", None),
         retention_days=getattr(args, "retention_days", None),
+        metrics=not getattr(args, "no_metrics", False),
+        metrics_need_key=getattr(args, "metrics_need_key", False),
     )
 
 

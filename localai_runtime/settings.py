@@ -60,6 +60,10 @@ class Settings:
     database_url: str | None = None
     retention_days: float | None = None
     """Stored responses and conversations older than this are deleted (None: kept)."""
+    metrics: bool = True
+    """Keep Prometheus metrics (``GET /metrics``); off, the endpoint answers 404."""
+    metrics_need_key: bool = False
+    """``GET /metrics`` needs an API key like the OpenAI operations (open by default)."""
     freeze_startup_objects: bool = False
     """Once ready, move every object alive to the garbage collector's permanent generation
     (``gc.freeze``): the parsed document and the routes are never traversed again, and a full

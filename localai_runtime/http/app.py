@@ -28,6 +28,7 @@ from localai_runtime.http import openapi31, routing
 from localai_runtime.http.dispatch import HandlerMiddleware, plan_calls
 from localai_runtime.http.document_views import PATHS as DOCUMENT_PATHS
 from localai_runtime.http.document_views import DocumentViews
+from localai_runtime.http.metrics import HTTPMetricsMiddleware
 from localai_runtime.http.middleware import (
     AuthMiddleware,
     BodyLimitMiddleware,
@@ -39,6 +40,7 @@ from localai_runtime.serving.runtime import Runtime
 from localai_runtime.settings import Settings
 from localai_runtime.spec.build import BuiltSpec, build_spec
 from localai_runtime.spec.request_schemas import RequestSchemas
+from localai_runtime.spec.status import mark_status
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +89,9 @@ def _to_api_error(request: ConnexionRequest, exc: Exception) -> errors.APIError:
     return errors.internal_error(exc)
 
 
-def _error_handler(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+def _error_handler(runtime: Runtime, request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
     error = _to_api_error(request, exc)
+    runtime.count_error(error)
     if error.status >= 500 and not isinstance(error, errors.NotImplementedAPIError):
         logger.warning("%s %s -> %d %s", request.method, request.url.path, error.status, error.message)
     response = errors.error_response(error)
@@ -100,16 +103,19 @@ def _error_handler(request: ConnexionRequest, exc: Exception) -> ConnexionRespon
     )
 
 
-def _middlewares(settings: Settings, built: BuiltSpec, handlers: dict[str, Any]) -> list[Any]:
+def _middlewares(settings: Settings, built: BuiltSpec, handlers: dict[str, Any], runtime: Runtime) -> list[Any]:
     implemented = set(handlers)
-    stack: list[Any] = []
+    stack: list[Any] = [functools.partial(HTTPMetricsMiddleware, metrics=runtime.metrics)]
+    secured = secured_operations(built.document, built.operations)
+    if settings.metrics_need_key:
+        secured = secured | {"getMetrics"}
     for middleware in ConnexionMiddleware.default_middlewares:
         if middleware is SecurityMiddleware:
             stack.append(
                 functools.partial(
                     AuthMiddleware,
                     keys=settings.api_keys,
-                    secured=secured_operations(built.document, built.operations),
+                    secured=secured,
                 )
             )
             stack.append(
@@ -144,7 +150,7 @@ def create_app(
     app = RuntimeApp(
         __name__,
         lifespan=lifespan,
-        middlewares=_middlewares(settings, built, handlers),
+        middlewares=_middlewares(settings, built, handlers, runtime),
         resolver=routing.resolver(built.operations, handlers),
         validator_map=openapi31.validator_map(schemas),
         uri_parser_class=openapi31.OpenAPI31URIParser,
@@ -155,11 +161,13 @@ def create_app(
     )
     app.runtime = runtime
     for exception in (errors.APIError, ProblemException, HTTPException, Exception):
-        app.add_error_handler(exception, _error_handler)
+        app.add_error_handler(exception, functools.partial(_error_handler, runtime))
     # connexion replaces top-level keys of the document it is given (servers, components):
     # a shallow copy keeps ours intact; it resolves references on a deep copy of its own.
     app.add_specification(openapi31.OpenAPI31Specification(dict(built.document)))
-    views = DocumentViews(built.document)
+    # What /openapi.json, /openapi.yaml and /ui show: which operations have handlers, marked on a
+    # copy (built.document stays as built; connexion routes and validates from it).
+    views = DocumentViews(mark_status(built.document, handlers))
     for path, kind in DOCUMENT_PATHS.items():
         app.add_url_rule(path, f"document {path}", views.endpoint(kind))
     if settings.api_keys:

@@ -62,6 +62,7 @@ async def _finish(runtime: Runtime, turn: Turn, response: dict[str, Any],
     if builder.buffer_text:
         filtered = await asyncio.to_thread(turn.prepared.filters.apply, builder.held_text)
     events = builder.finish(filtered)
+    turn.observer.finished(builder.finish_reason or "stop", builder.prompt_tokens, builder.completion_tokens)
     reason = "max_output_tokens" if builder.finish_reason == "length" else None
     final = finished(response, "incomplete" if reason else "completed", output=builder.items,
                      prompt_tokens=builder.prompt_tokens, completion_tokens=builder.completion_tokens,
@@ -101,6 +102,7 @@ async def _stream(runtime: Runtime, turn: Turn, response: dict[str, Any]) -> Asy
         if not started:
             raise
         error = exc if isinstance(exc, APIError) else internal_error(exc)
+        runtime.count_error(error)
         failed = finished(response, "failed", output=builder.items, prompt_tokens=builder.prompt_tokens,
                           completion_tokens=builder.completion_tokens,
                           error={"code": error.code or "server_error", "message": error.message})

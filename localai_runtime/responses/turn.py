@@ -49,6 +49,8 @@ class Turn:
     truncated: int = 0
     """Items of the context dropped to fit (``truncation: auto``)."""
     stop: threading.Event = field(default_factory=threading.Event)
+    observer: Any = None
+    """The request's metrics observer (``Runtime.observe``)."""
 
     @property
     def request(self) -> dict[str, Any]:
@@ -94,7 +96,8 @@ async def open_turn(runtime: Runtime, body: Mapping[str, Any]) -> Turn:
     if conversation:
         check_new_ids(history, new, "input")
     chat = chat_request(request, to_messages(request.get("instructions"), history + new))
-    return Turn(prepared, new_id("resp"), time.time(), new, history, stored, conversation, chat)
+    return Turn(prepared, new_id("resp"), time.time(), new, history, stored, conversation, chat,
+                observer=runtime.observe(registration.model))
 
 
 def _stored(runtime: Runtime, body: Mapping[str, Any], request: Mapping[str, Any], previous: str | None,
@@ -140,9 +143,10 @@ async def generate(runtime: Runtime, turn: Turn) -> AsyncIterator[Piece]:
     registration = turn.prepared.registration
     items = turn.history + turn.input
     async with runtime.pool(registration).acquire() as lease:
+        turn.observer.admitted()
         while True:
             pieces = run_pieces(lease.instance.chat, turn.chat, stop=turn.stop, counter=runtime.generations,
-                                executor=runtime.executor, lease=lease)
+                                executor=runtime.executor, lease=lease, observer=turn.observer)
             try:
                 first = await anext(pieces)
             except StopAsyncIteration:

@@ -32,13 +32,17 @@ async def answer(runtime: Runtime, prepared: Prepared, receive: Callable[[], Any
     if not inputs:
         raise InvalidRequestError("'input' must not be empty", param="input")
 
+    observer = runtime.observe(prepared.registration.model)
+
     async def embed() -> tuple[list[list[float]], int]:
         async with runtime.pool(prepared.registration).acquire() as lease:
+            observer.admitted()
             return await start_work(asyncio.get_running_loop(), runtime.executor,
                                     functools.partial(lease.instance.embed, list(inputs)), None, lease)
 
     # A client that leaves while queued gives its place up (the embedding itself is not interruptible).
     vectors, tokens = await until_disconnected(embed(), receive, threading.Event())
+    observer.finished("stop", tokens, 0)
     encoding = request.get("encoding_format") or "float"
     data = [
         {"object": "embedding", "index": index, "embedding": _encode(list(vector), encoding)}

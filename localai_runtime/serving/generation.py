@@ -20,11 +20,13 @@ from typing import Any, TypeVar
 
 from localai_runtime.backends import Piece
 from localai_runtime.errors import ClientClosedRequest
+from localai_runtime.observability.metrics import UNOBSERVED, RequestMetrics, Unobserved
 from localai_runtime.serving.pool import Lease
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Observer = RequestMetrics | Unobserved
 _DONE = object()
 FIRST_PIECE_WAIT_S = 0.05
 """The longest a generation waits for its first piece to be sent before going on."""
@@ -93,6 +95,7 @@ async def run_pieces(
     counter: GenerationCounter | None = None,
     executor: Executor,
     lease: Lease | None = None,
+    observer: Observer = UNOBSERVED,
 ) -> AsyncIterator[Piece]:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -105,6 +108,8 @@ async def run_pieces(
             # here, in this thread, before the instance can be handed to another request.
             with contextlib.closing(method(request, stop.is_set)) as generated:
                 for piece in generated:
+                    if piece.text or piece.tool_calls:
+                        observer.piece()
                     loop.call_soon_threadsafe(queue.put_nowait, piece)
                     if not first_sent.is_set():
                         # The backend's compute threads take every core while it generates:
@@ -142,13 +147,19 @@ async def collect_pieces(
     counter: GenerationCounter,
     executor: Executor,
     lease: Lease,
+    observer: Observer = UNOBSERVED,
 ) -> list[Piece]:
     """The whole output at once, for responses that are not streamed: one hand-over from the
     worker thread instead of one per piece (it matters for short generations)."""
 
     def work() -> list[Piece]:
+        pieces = []
         with contextlib.closing(method(request, stop.is_set)) as generated:
-            return list(generated)
+            for piece in generated:
+                if piece.text or piece.tool_calls:
+                    observer.piece()
+                pieces.append(piece)
+        return pieces
 
     thread = start_work(asyncio.get_running_loop(), executor, work, counter, lease)
     try:

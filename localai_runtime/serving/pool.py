@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor, Future
 from typing import Any
 
 from localai_runtime.backends import ModelInstance
 from localai_runtime.errors import RateLimitError, ServiceUnavailableError
+from localai_runtime.observability.metrics import Metrics
 from localai_runtime.serving.fields import backend_operations
 from localai_runtime.serving.registrations import Registration
 
@@ -58,8 +60,10 @@ class Lease:
 
 
 class ModelPool:
-    def __init__(self, registration: Registration, *, queue_size: int = DEFAULT_QUEUE_SIZE, executor: Executor) -> None:
+    def __init__(self, registration: Registration, *, queue_size: int = DEFAULT_QUEUE_SIZE, executor: Executor,
+                 metrics: Metrics | None = None) -> None:
         self.registration = registration
+        self._metrics = metrics
         self._executor = executor
         self.size = int(registration.settings.get("parallel", 1))
         self.queue_size = queue_size
@@ -102,11 +106,13 @@ class ModelPool:
         if registration.problem or registration.backend is None:
             raise self._unavailable(registration.problem or "its backend is not available")
         instances: list[ModelInstance] = []
+        started = time.perf_counter()
         try:
             for _ in range(self.size):
                 instances.append(await self._load_one())
         except Exception as exc:  # noqa: BLE001 - any load failure makes the model unavailable
             _close_all(instances)
+            self._count_load("failed")
             logger.error("loading %s failed: %s", registration.label, exc)
             raise self._unavailable(f"loading it failed: {exc}") from exc
         except BaseException:  # cancelled (shutdown): nobody will use what was made
@@ -116,6 +122,7 @@ class ModelPool:
             _close_all(instances)
             raise self._unavailable("the server is shutting down")
         self._instances = instances
+        self._count_load("loaded", time.perf_counter() - started)
         self._free = asyncio.Queue()
         for instance in instances:
             self._free.put_nowait(instance)
@@ -131,6 +138,13 @@ class ModelPool:
             # The thread may still finish the instance: close it then instead of leaking it.
             loading.add_done_callback(_close_result)
             raise
+
+    def _count_load(self, outcome: str, seconds: float | None = None) -> None:
+        if self._metrics is not None:
+            model = self.registration.model
+            self._metrics.loads.labels(model, outcome).inc()
+            if seconds is not None:
+                self._metrics.load_seconds.labels(model).observe(seconds)
 
     def _full(self) -> bool:
         free = self.size if self._free is None else self._free.qsize()
@@ -171,6 +185,8 @@ class ModelPool:
         self._closed = True
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
+        if self._instances and self._metrics is not None:
+            self._metrics.unloads.labels(self.registration.model, "shutdown").inc()
         _close_all(self._instances)
         self._instances = []
         self._free = None

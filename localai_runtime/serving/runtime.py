@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from connexion import context
 
 from localai_runtime.errors import APIError, SpecError
+from localai_runtime.observability.metrics import UNOBSERVED, Metrics, RequestMetrics, Unobserved
 from localai_runtime.serving.generation import GenerationCounter
 from localai_runtime.serving.pool import ModelPool
 from localai_runtime.serving.registrations import Registration, Registrations
@@ -47,6 +48,7 @@ class Runtime:
     background: dict[str, tuple[asyncio.Task[None], threading.Event]] = field(default_factory=dict)
     """Background responses running now, by response id."""
     executor: ThreadPoolExecutor = field(init=False)
+    metrics: Metrics | None = field(init=False)
 
     def __post_init__(self) -> None:
         # One thread per model instance that can generate at once, so generations never wait
@@ -55,11 +57,24 @@ class Runtime:
         self.executor = ThreadPoolExecutor(
             max_workers=instances + 1, thread_name_prefix="inference", initializer=_below_the_event_loop
         )
+        self.metrics = Metrics(
+            pools=lambda: [(pool.registration.model, pool) for pool in list(self._pools.values())],
+            models=self.registrations.models,
+        ) if self.settings.metrics else None
+
+    def observe(self, model: str) -> RequestMetrics | Unobserved:
+        """The metrics observer of one request for ``model``."""
+        return self.metrics.request(model) if self.metrics is not None else UNOBSERVED
+
+    def count_error(self, error: APIError) -> None:
+        if self.metrics is not None:
+            self.metrics.errors.labels(error.code or error.type).inc()
 
     def pool(self, registration: Registration) -> ModelPool:
         pool = self._pools.get(id(registration))
         if pool is None:
-            pool = ModelPool(registration, queue_size=self.settings.queue_size, executor=self.executor)
+            pool = ModelPool(registration, queue_size=self.settings.queue_size, executor=self.executor,
+                             metrics=self.metrics)
             self._pools[id(registration)] = pool
         return pool
 

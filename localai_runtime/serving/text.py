@@ -143,14 +143,17 @@ async def _whole(
 ) -> Response:
     request = prepared.request
     choices = Choices(int(request.get("n") or 1))
+    observer = runtime.observe(prepared.registration.model)
 
     async def generate() -> list[Piece]:
         async with runtime.pool(prepared.registration).acquire() as lease:
-            return await collect_pieces(form.method(lease.instance), request, stop=stop,
-                                        counter=runtime.generations, executor=runtime.executor, lease=lease)
+            observer.admitted()
+            return await collect_pieces(form.method(lease.instance), request, stop=stop, counter=runtime.generations,
+                                        executor=runtime.executor, lease=lease, observer=observer)
 
     for piece in await until_disconnected(generate(), receive, stop):
         choices.add(piece)
+    observer.finished(choices.finish.get(0, "stop"), choices.prompt_tokens, choices.completion_tokens)
     texts = {i: choices.text[i] for i in choices.indices()}
     if prepared.filters.active:
         texts = await asyncio.to_thread(lambda: {i: prepared.filters.apply(text) for i, text in texts.items()})
@@ -183,10 +186,12 @@ async def _stream(
         return sse({**envelope, "choices": [choice]})
 
     started = False
+    observer = runtime.observe(prepared.registration.model)
     try:
         async with runtime.pool(prepared.registration).acquire() as lease:
-            pieces = run_pieces(form.method(lease.instance), request, stop=stop,
-                                counter=runtime.generations, executor=runtime.executor, lease=lease)
+            observer.admitted()
+            pieces = run_pieces(form.method(lease.instance), request, stop=stop, counter=runtime.generations,
+                                executor=runtime.executor, lease=lease, observer=observer)
             async for piece in pieces:
                 if not started:
                     started = True
@@ -203,10 +208,13 @@ async def _stream(
                         yield chunk(piece.index, text, None, choices.logprobs.get(piece.index))
                     yield chunk(piece.index, None, piece.finish_reason)
         started = True
+        observer.finished(choices.finish.get(0, "stop"), choices.prompt_tokens, choices.completion_tokens)
         if include_usage:
             yield sse({**envelope, "choices": [], "usage": usage(choices.prompt_tokens, choices.completion_tokens)})
     except Exception as exc:  # noqa: BLE001 - after the stream started, errors become an event
         if not started:
             raise
-        yield stream_error_event(exc if isinstance(exc, APIError) else internal_error(exc))
+        error = exc if isinstance(exc, APIError) else internal_error(exc)
+        runtime.count_error(error)
+        yield stream_error_event(error)
     yield b"data: [DONE]\n\n"

@@ -1,0 +1,152 @@
+"""The server's Prometheus metrics: vLLM's names and ``model_name`` label, and ``localai_`` ones.
+
+Counters and histograms are fed as requests run (:class:`RequestMetrics`, one per generation
+request); the gauges of running and waiting requests and loaded models are read from the model
+pools when scraped (:class:`_PoolCollector`), so they are exact at every scrape, return to 0 when
+requests end however they end, and a scrape never loads a model. Label values are bounded: a
+model label is always a registered model name, operation labels come from the document and
+status codes and error codes from this server's own code.
+
+``vllm:kv_cache_usage_perc`` is 0: each instance serves one sequence in a context of its own,
+so there is no shared KV cache whose use would mean anything yet.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MODEL = ["model_name"]
+
+_LATENCY = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
+            40.0, 80.0, 160.0, 640.0, 2560.0)
+_TOKENS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
+_LOAD = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+class PoolState(Protocol):
+    busy: int
+    waiting: int
+    loaded: bool
+
+
+class _PoolCollector(Collector):
+    def __init__(self, pools: Callable[[], Iterable[tuple[str, PoolState]]], models: Callable[[], Iterable[str]]):
+        self._pools = pools
+        self._models = models
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        running = GaugeMetricFamily("vllm:num_requests_running", "Requests generating right now.", labels=MODEL)
+        waiting = GaugeMetricFamily("vllm:num_requests_waiting", "Requests waiting for a model instance.",
+                                    labels=MODEL)
+        usage = GaugeMetricFamily("vllm:kv_cache_usage_perc", "KV-cache use, 0 to 1 (0: no shared KV cache).",
+                                  labels=MODEL)
+        loaded = GaugeMetricFamily("localai_model_loaded", "1 if an instance of the model is loaded.", labels=MODEL)
+        totals: dict[str, list[int]] = {model: [0, 0, 0] for model in self._models()}
+        for model, pool in self._pools():
+            entry = totals.setdefault(model, [0, 0, 0])
+            entry[0] += pool.busy
+            entry[1] += pool.waiting
+            entry[2] = max(entry[2], int(pool.loaded))
+        for model, (busy, queued, is_loaded) in sorted(totals.items()):
+            running.add_metric([model], busy)
+            waiting.add_metric([model], queued)
+            usage.add_metric([model], 0.0)
+            loaded.add_metric([model], is_loaded)
+        count = GaugeMetricFamily("localai_models_loaded", "Registrations with a loaded model.")
+        count.add_metric([], sum(int(pool.loaded) for _, pool in self._pools()))
+        yield from (running, waiting, usage, loaded, count)
+
+
+class Metrics:
+    """One server's metrics, in a registry of its own."""
+
+    def __init__(self, pools: Callable[[], Iterable[tuple[str, PoolState]]],
+                 models: Callable[[], Iterable[str]]) -> None:
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        registry.register(_PoolCollector(pools, models))
+        self.prompt_tokens = Counter("vllm:prompt_tokens", "Prompt tokens processed.", MODEL, registry=registry)
+        self.generation_tokens = Counter("vllm:generation_tokens", "Tokens generated.", MODEL, registry=registry)
+        self.success = Counter("vllm:request_success", "Requests finished, by why they finished.",
+                               [*MODEL, "finished_reason"], registry=registry)
+        self.ttft = Histogram("vllm:time_to_first_token_seconds", "Time from arrival to the first token.",
+                              MODEL, buckets=_LATENCY, registry=registry)
+        self.itl = Histogram("vllm:inter_token_latency_seconds", "Time between two output pieces.", MODEL,
+                             buckets=_LATENCY, registry=registry)
+        self.e2e = Histogram("vllm:e2e_request_latency_seconds", "Time from arrival to the last token.", MODEL,
+                             buckets=_LATENCY, registry=registry)
+        self.queue = Histogram("vllm:request_queue_time_seconds", "Time waiting for a model instance (and its load).",
+                               MODEL, buckets=_LATENCY, registry=registry)
+        self.request_prompt = Histogram("vllm:request_prompt_tokens", "Prompt tokens per request.", MODEL,
+                                        buckets=_TOKENS, registry=registry)
+        self.request_generation = Histogram("vllm:request_generation_tokens", "Generated tokens per request.",
+                                            MODEL, buckets=_TOKENS, registry=registry)
+        self.http = Counter("localai_http_requests", "HTTP requests by operation and status.",
+                            ["operation_id", "status"], registry=registry)
+        self.errors = Counter("localai_errors", "Error answers and stream error events, by error code.", ["code"],
+                              registry=registry)
+        self.loads = Counter("localai_model_loads", "Model loads, by outcome.", [*MODEL, "outcome"],
+                             registry=registry)
+        self.unloads = Counter("localai_model_unloads", "Model unloads, by reason.", [*MODEL, "reason"],
+                               registry=registry)
+        self.load_seconds = Histogram("localai_model_load_seconds", "Time to load a model's instances.", MODEL,
+                                      buckets=_LOAD, registry=registry)
+
+    def request(self, model: str) -> RequestMetrics:
+        return RequestMetrics(self, model)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class RequestMetrics:
+    """What one generation request feeds: created on arrival, ``admitted`` once it has an
+    instance, ``piece`` for each output piece (from any thread), ``finished`` at the end."""
+
+    def __init__(self, metrics: Metrics, model: str) -> None:
+        self._metrics = metrics
+        self.model = model
+        self.arrived = time.perf_counter()
+        self._last: float | None = None
+
+    def admitted(self) -> None:
+        self._metrics.queue.labels(self.model).observe(time.perf_counter() - self.arrived)
+
+    def piece(self) -> None:
+        now = time.perf_counter()
+        if self._last is None:
+            self._metrics.ttft.labels(self.model).observe(now - self.arrived)
+        else:
+            self._metrics.itl.labels(self.model).observe(now - self._last)
+        self._last = now
+
+    def finished(self, reason: str, prompt_tokens: int, completion_tokens: int) -> None:
+        m, model = self._metrics, self.model
+        m.success.labels(model, reason).inc()
+        m.prompt_tokens.labels(model).inc(prompt_tokens)
+        m.generation_tokens.labels(model).inc(completion_tokens)
+        m.request_prompt.labels(model).observe(prompt_tokens)
+        m.request_generation.labels(model).observe(completion_tokens)
+        m.e2e.labels(model).observe(time.perf_counter() - self.arrived)
+
+
+class Unobserved:
+    """The observer of a server that keeps no metrics (``--no-metrics``)."""
+
+    def admitted(self) -> None:
+        pass
+
+    def piece(self) -> None:
+        pass
+
+    def finished(self, reason: str, prompt_tokens: int, completion_tokens: int) -> None:
+        pass
+
+
+UNOBSERVED = Unobserved()
