@@ -15,5 +15,8 @@ async def listRegistrations() -> dict[str, Any]:  # noqa: N802 - operationId
         pool = current.pool(registration)
         entry["loaded"] = pool.loaded
         entry["busy_instances"] = pool.busy
+        entry["state"] = pool.state
+        entry["in_flight"] = pool.busy + pool.waiting
+        entry["idle_since"] = pool.idle_since() if pool.idle else None
         data.append(entry)
     return {"object": "list", "data": sorted(data, key=lambda e: (e["model"], e["source"]))}

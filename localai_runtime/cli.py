@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="require this bearer key (repeatable; also LOCALAI_API_KEYS, comma-separated)")
     serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     _store_options(serve)
+    serve.add_argument("--max-loaded-models", type=int, default=None, metavar="N",
+                       help="keep at most N models loaded, unloading the least recently used idle one")
     serve.add_argument("--no-metrics", action="store_true", help="keep no Prometheus metrics (GET /metrics is 404)")
     serve.add_argument("--metrics-need-key", action="store_true",
                        help="GET /metrics needs an API key like the OpenAI operations (default: open)")
@@ -104,6 +106,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         database_url=getattr(args, "database_url", None),
         retention_days=getattr(args, "retention_days", None),
         metrics=not getattr(args, "no_metrics", False),
+        max_loaded_models=getattr(args, "max_loaded_models", None),
         metrics_need_key=getattr(args, "metrics_need_key", False),
     )
 

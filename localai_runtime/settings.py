@@ -49,6 +49,8 @@ class Settings:
     configs_dir: Path | None = field(default_factory=lambda: resource_dir("configs"))
     api_keys: tuple[str, ...] = ()
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_loaded_models: int | None = None
+    """Registrations with a loaded model at most (None: no cap); see ``serving.lifecycle``."""
     queue_size: int = 16
     """Requests that may wait for a busy model before the next one answers 429."""
     handler_packages: tuple[str, ...] = ("handlers",)

@@ -28,7 +28,9 @@ COMMON_SETTINGS_SCHEMA: dict[str, Any] = {
         "context_size": {"type": "integer", "minimum": 16, "maximum": 1048576},
         "parallel": {"type": "integer", "minimum": 1, "maximum": 64,
                      "description": "Model instances loaded, i.e. generations served at once."},
-        "preload": {"type": "boolean", "description": "Load at start-up instead of on first use."},
+        "preload": {"type": "boolean", "description": "Load at start-up instead of on first use, and keep loaded."},
+        "idle_unload_seconds": {"type": "number", "minimum": 0, "description": (
+            "Unload the model this long after its last request ended (default: keep it loaded).")},
     },
 }
 

@@ -21,6 +21,7 @@ from localai_runtime.backends import ModelInstance
 from localai_runtime.errors import RateLimitError, ServiceUnavailableError
 from localai_runtime.observability.metrics import Metrics
 from localai_runtime.serving.fields import backend_operations
+from localai_runtime.serving.lifecycle import Lifecycle
 from localai_runtime.serving.registrations import Registration
 
 logger = logging.getLogger(__name__)
@@ -73,10 +74,39 @@ class ModelPool:
         self._closed = False
         self._waiting = 0
         self.busy = 0
+        self.lifecycle: Lifecycle | None = None
+        self.last_used = time.monotonic()
+        """When the last request ended (or the model loaded)."""
+        self._room = False  # counted against --max-loaded-models
+        self.pinned = bool(registration.settings.get("preload"))
+        idle = registration.settings.get("idle_unload_seconds")
+        self.idle_unload_s: float | None = float(idle) if idle is not None else None
 
     @property
     def loaded(self) -> bool:
         return bool(self._instances)
+
+    @property
+    def idle(self) -> bool:
+        """Loaded, and no request running or waiting for it."""
+        return self.loaded and self.busy == 0 and self._waiting == 0 and self._free is not None
+
+    def idle_since(self) -> float:
+        """The wall-clock time (Unix seconds) the model has been idle since."""
+        return time.time() - (time.monotonic() - self.last_used)
+
+    @property
+    def occupies_room(self) -> bool:
+        return self._room
+
+    def reserve_room(self) -> None:
+        self._room = True
+
+    @property
+    def state(self) -> str:
+        if self.loaded:
+            return "loaded"
+        return "loading" if self._loading is not None and not self._loading.done() else "unloaded"
 
     @property
     def waiting(self) -> int:
@@ -97,8 +127,13 @@ class ModelPool:
         if self._closed:
             raise self._unavailable("the server is shutting down")
         if self._loading is None or self._loading.done():
-            self._loading = asyncio.create_task(self._load_all(), name=f"load {self.registration.label}")
-            self._loading.add_done_callback(_retrieve)
+            if self.lifecycle is not None and not self._room:
+                await self.lifecycle.room_for(self)  # may wait for another model to become idle
+            if self._free is not None:  # another request loaded it meanwhile
+                return
+            if self._loading is None or self._loading.done():
+                self._loading = asyncio.create_task(self._load_all(), name=f"load {self.registration.label}")
+                self._loading.add_done_callback(_retrieve)
         await asyncio.shield(self._loading)
 
     async def _load_all(self) -> None:
@@ -113,15 +148,18 @@ class ModelPool:
         except Exception as exc:  # noqa: BLE001 - any load failure makes the model unavailable
             _close_all(instances)
             self._count_load("failed")
+            self._room = False
             logger.error("loading %s failed: %s", registration.label, exc)
             raise self._unavailable(f"loading it failed: {exc}") from exc
         except BaseException:  # cancelled (shutdown): nobody will use what was made
             _close_all(instances)
+            self._room = False
             raise
         if self._closed:
             _close_all(instances)
             raise self._unavailable("the server is shutting down")
         self._instances = instances
+        self.last_used = time.monotonic()
         self._count_load("loaded", time.perf_counter() - started)
         self._free = asyncio.Queue()
         for instance in instances:
@@ -176,13 +214,31 @@ class ModelPool:
 
     def _release(self, instance: ModelInstance) -> None:
         self.busy -= 1
+        self.last_used = time.monotonic()
         if self._free is None:  # closed meanwhile
             instance.close()
             return
         self._free.put_nowait(instance)
+        if self.lifecycle is not None and self.idle:
+            task = asyncio.get_running_loop().create_task(self.lifecycle.notify())
+            _BACKGROUND.add(task)
+            task.add_done_callback(_BACKGROUND.discard)
+
+    def unload(self, reason: str) -> None:
+        """Unload an idle model (its instances close in a worker thread); the next request loads it again."""
+        if not self.idle:
+            return
+        instances, self._instances, self._free, self._room = self._instances, [], None, False
+        if self._metrics is not None:
+            self._metrics.unloads.labels(self.registration.model, reason).inc()
+        logger.info("unloading %s (%s)", self.registration.label, reason)
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(_close_all, instances))
+        _BACKGROUND.add(task)
+        task.add_done_callback(_BACKGROUND.discard)
 
     def close(self) -> None:
         self._closed = True
+        self._room = False
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
         if self._instances and self._metrics is not None:
@@ -190,6 +246,10 @@ class ModelPool:
         _close_all(self._instances)
         self._instances = []
         self._free = None
+
+
+_BACKGROUND: set[asyncio.Task[None]] = set()
+"""Tasks started from callbacks (notifying, closing unloaded instances), kept until they end."""
 
 
 def _close_all(instances: list[ModelInstance]) -> None:

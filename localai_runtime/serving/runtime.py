@@ -23,6 +23,7 @@ from connexion import context
 from localai_runtime.errors import APIError, SpecError
 from localai_runtime.observability.metrics import UNOBSERVED, Metrics, RequestMetrics, Unobserved
 from localai_runtime.serving.generation import GenerationCounter
+from localai_runtime.serving.lifecycle import Lifecycle
 from localai_runtime.serving.pool import ModelPool
 from localai_runtime.serving.registrations import Registration, Registrations
 from localai_runtime.settings import Settings
@@ -49,6 +50,7 @@ class Runtime:
     """Background responses running now, by response id."""
     executor: ThreadPoolExecutor = field(init=False)
     metrics: Metrics | None = field(init=False)
+    lifecycle: Lifecycle = field(init=False)
 
     def __post_init__(self) -> None:
         # One thread per model instance that can generate at once, so generations never wait
@@ -61,6 +63,8 @@ class Runtime:
             pools=lambda: [(pool.registration.model, pool) for pool in list(self._pools.values())],
             models=self.registrations.models,
         ) if self.settings.metrics else None
+
+        self.lifecycle = Lifecycle(lambda: list(self._pools.values()), self.settings.max_loaded_models)
 
     def observe(self, model: str) -> RequestMetrics | Unobserved:
         """The metrics observer of one request for ``model``."""
@@ -75,6 +79,7 @@ class Runtime:
         if pool is None:
             pool = ModelPool(registration, queue_size=self.settings.queue_size, executor=self.executor,
                              metrics=self.metrics)
+            pool.lifecycle = self.lifecycle
             self._pools[id(registration)] = pool
         return pool
 
@@ -84,6 +89,7 @@ class Runtime:
         if self.settings.store:
             self.store = await _open_store(self.settings)
         purging = asyncio.create_task(self._purge()) if self.store and self.settings.retention_days else None
+        unloading = asyncio.create_task(self.lifecycle.unload_idle(), name="idle unload")
         for registration in self.registrations.all:
             if registration.settings.get("preload") and not registration.problem:
                 try:
@@ -104,6 +110,7 @@ class Runtime:
                 stop.set()
                 task.cancel()
             await asyncio.gather(*(task for task, _ in self.background.values()), return_exceptions=True)
+            unloading.cancel()
             if purging is not None:
                 purging.cancel()
             if self.store is not None:
