@@ -77,7 +77,8 @@ def main() -> None:
             f"local_settings: {{backend: llama-cpp, model_file: '{model}', threads: {args.threads}, "
             "context_size: 2048, preload: true}\n"
         )
-        with running_server(configs, "--data-dir", str(Path(configs, "data"))) as port:
+        with running_server(configs, "--data-dir", str(Path(configs, "data"))) as server:
+            port = server.port
             client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
             llm = llama_cpp.Llama(model_path=str(model), n_ctx=2048, n_threads=args.threads, verbose=False)
             server_rate(client, 16)  # warm both

@@ -107,7 +107,8 @@ def main() -> None:
         configs = Path(work, "configs")
         configs.mkdir()
         shutil.copy(REPO / "configs/examples/gemma3-270m.yaml", configs)
-        with running_server(configs, "--data-dir", str(Path(work, "data"))) as port:
+        with running_server(configs, "--data-dir", str(Path(work, "data"))) as server:
+            port = server.port
             client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0,
                                    timeout=300)
             chat_rate(client, 16)  # load both registrations' models

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import socket
 import subprocess
@@ -22,10 +23,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@dataclasses.dataclass(frozen=True)
+class Running:
+    port: int
+    pid: int
+
+
 @contextlib.contextmanager
-def running_server(configs: Path | str, *arguments: str, ready_within_s: float = 180) -> Iterator[int]:
+def running_server(configs: Path | str, *arguments: str, ready_within_s: float = 180) -> Iterator[Running]:
     """``localai-runtime serve`` on the registrations in ``configs`` (and ``arguments``), on a free
-    loopback port; yields the port once ``/readyz`` answers 200, and stops the server after."""
+    loopback port; yields its port and pid once ``/readyz`` answers 200, and stops it after."""
     port = free_port()
     command: Sequence[str] = [sys.executable, "-m", "localai_runtime.cli", "serve", "--port", str(port),
                               "--configs", str(configs), "--log-level", "warning", *arguments]
@@ -41,7 +48,7 @@ def running_server(configs: Path | str, *arguments: str, ready_within_s: float =
             if time.monotonic() > deadline or server.poll() is not None:
                 raise RuntimeError("server did not become ready")
             time.sleep(0.1)
-        yield port
+        yield Running(port, server.pid)
     finally:
         server.terminate()
         server.wait(timeout=30)
