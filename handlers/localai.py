@@ -10,7 +10,10 @@ from localai_runtime.serving import runtime
 async def listRegistrations() -> dict[str, Any]:  # noqa: N802 - operationId
     current = runtime.current()
     data = []
+    visible = set(current.visible_models())
     for registration in current.registrations.all:
+        if registration.model not in visible:
+            continue
         entry = registration.public()
         pool = current.pool(registration)
         entry["loaded"] = pool.loaded

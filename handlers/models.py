@@ -17,11 +17,11 @@ def _model(name: str, created: int) -> dict[str, Any]:
 async def listModels() -> dict[str, Any]:  # noqa: N802 - operationId
     current = runtime.current()
     created = int(current.started_at)
-    return {"object": "list", "data": [_model(name, created) for name in current.registrations.models()]}
+    return {"object": "list", "data": [_model(name, created) for name in current.visible_models()]}
 
 
 async def retrieveModel(model: str) -> dict[str, Any]:  # noqa: N802 - operationId
     current = runtime.current()
-    if model not in current.registrations.models():
+    if model not in current.visible_models():
         raise ModelNotFoundError(model)
     return _model(model, int(current.started_at))

@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--api-key", action="append", default=[], metavar="KEY",
                        help="require this bearer key (repeatable; also LOCALAI_API_KEYS, comma-separated)")
     serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    serve.add_argument("--keys-file", type=Path, default=None, metavar="PATH",
+                       help="scoped API keys (YAML: name, sha256, models, operations, admin, limits)")
     _store_options(serve)
     serve.add_argument("--max-loaded-models", type=int, default=None, metavar="N",
                        help="keep at most N models loaded, unloading the least recently used idle one")
@@ -81,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="load and validate everything, then exit")
     _common(check)
     _store_options(check)
+    check.add_argument("--keys-file", type=Path, default=None, metavar="PATH", help="check this keys file too")
+
+    hashing = commands.add_parser("hash-key", help="print the sha256 of an API key, for a keys file")
+    hashing.add_argument("key", nargs="?", help="the key (default: read one line from standard input)")
+    hashing.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
 
     demo = commands.add_parser("demo-model", help="write the built-in tiny random-weight GGUF model")
     demo.add_argument("path", type=Path, help="file to write (.gguf)")
@@ -99,6 +106,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         patches_dir=args.patches,
         configs_dir=args.configs,
         api_keys=tuple(getattr(args, "api_key", [])) + tuple(keys_from_env()),
+        keys_file=getattr(args, "keys_file", None),
         max_body_bytes=getattr(args, "max_body_bytes", DEFAULT_MAX_BODY_BYTES),
         freeze_startup_objects=args.command == "serve",
         store=not getattr(args, "no_store", False),
@@ -174,6 +182,15 @@ def _check(settings: Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "hash-key":
+        from localai_runtime.access.keys import hash_key
+
+        key = args.key if args.key is not None else sys.stdin.readline().rstrip("\n")
+        if not key:
+            print("localai-runtime: error: an empty key", file=sys.stderr)
+            return 2
+        print(hash_key(key))
+        return 0
     if args.command == "demo-model":
         from localai_runtime import demo_model
 

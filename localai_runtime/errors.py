@@ -97,6 +97,12 @@ class AuthenticationError(APIError):
     code = "invalid_api_key"
 
 
+class PermissionDeniedError(APIError):
+    status = 403
+    type = "invalid_request_error"
+    code = "insufficient_permissions"
+
+
 class NotFoundError(APIError):
     status = 404
     type = "invalid_request_error"

@@ -48,6 +48,8 @@ class Settings:
     patches_dir: Path | None = field(default_factory=lambda: resource_dir("patches"))
     configs_dir: Path | None = field(default_factory=lambda: resource_dir("configs"))
     api_keys: tuple[str, ...] = ()
+    keys_file: Path | None = None
+    """Scoped keys (YAML; see ``localai_runtime.access.keys``), beside the unrestricted ``api_keys``."""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_loaded_models: int | None = None
     """Registrations with a loaded model at most (None: no cap); see ``serving.lifecycle``."""

@@ -21,6 +21,8 @@ FORBIDDEN = {
     "localai_runtime/backends": ("connexion", "starlette", "localai_runtime.http", "localai_runtime.serving"),
     "localai_runtime/store": ("connexion", "starlette", "localai_runtime.http", "localai_runtime.serving",
                               "localai_runtime.backends", "localai_runtime.spec", "localai_runtime.responses"),
+    "localai_runtime/access": ("connexion", "starlette", "localai_runtime.http", "localai_runtime.serving",
+                               "localai_runtime.backends", "localai_runtime.store"),
     "localai_runtime/observability": ("connexion", "starlette", "localai_runtime.http", "localai_runtime.serving",
                                       "localai_runtime.backends", "localai_runtime.spec", "localai_runtime.store"),
     "localai_runtime/responses": ("connexion", "localai_runtime.http", "localai_runtime.backends.llama_cpp",

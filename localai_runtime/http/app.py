@@ -23,6 +23,7 @@ from connexion.options import SwaggerUIOptions
 from starlette.exceptions import HTTPException
 
 from localai_runtime import errors
+from localai_runtime.access.keys import KeyRing, load_key_ring
 from localai_runtime.backends import BackendRegistry
 from localai_runtime.http import openapi31, routing
 from localai_runtime.http.dispatch import HandlerMiddleware, plan_calls
@@ -103,7 +104,8 @@ def _error_handler(runtime: Runtime, request: ConnexionRequest, exc: Exception) 
     )
 
 
-def _middlewares(settings: Settings, built: BuiltSpec, handlers: dict[str, Any], runtime: Runtime) -> list[Any]:
+def _middlewares(settings: Settings, built: BuiltSpec, handlers: dict[str, Any], runtime: Runtime,
+                 keys: KeyRing) -> list[Any]:
     implemented = set(handlers)
     stack: list[Any] = [functools.partial(HTTPMetricsMiddleware, metrics=runtime.metrics)]
     secured = secured_operations(built.document, built.operations)
@@ -111,13 +113,7 @@ def _middlewares(settings: Settings, built: BuiltSpec, handlers: dict[str, Any],
         secured = secured | {"getMetrics"}
     for middleware in ConnexionMiddleware.default_middlewares:
         if middleware is SecurityMiddleware:
-            stack.append(
-                functools.partial(
-                    AuthMiddleware,
-                    keys=settings.api_keys,
-                    secured=secured,
-                )
-            )
+            stack.append(functools.partial(AuthMiddleware, keys=keys, secured=secured))
             stack.append(
                 functools.partial(NotImplementedMiddleware, operations=built.operations, implemented=implemented)
             )
@@ -141,6 +137,7 @@ def create_app(
     schemas = RequestSchemas(built)
     registrations = load_registrations(settings.configs_dir, schemas, backends or BackendRegistry.from_entry_points())
     runtime = Runtime(settings=settings, spec=built, schemas=schemas, registrations=registrations)
+    keys = load_key_ring(settings.keys_file, settings.api_keys, built.operations)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[dict[str, Any]]:
@@ -150,7 +147,7 @@ def create_app(
     app = RuntimeApp(
         __name__,
         lifespan=lifespan,
-        middlewares=_middlewares(settings, built, handlers, runtime),
+        middlewares=_middlewares(settings, built, handlers, runtime, keys),
         resolver=routing.resolver(built.operations, handlers),
         validator_map=openapi31.validator_map(schemas),
         uri_parser_class=openapi31.OpenAPI31URIParser,
@@ -170,9 +167,10 @@ def create_app(
     views = DocumentViews(mark_status(built.document, handlers))
     for path, kind in DOCUMENT_PATHS.items():
         app.add_url_rule(path, f"document {path}", views.endpoint(kind))
-    if settings.api_keys:
+    if keys:
         secured = secured_operations(built.document, built.operations)
-        logger.info("API keys required for %d secured operations", len(secured))
+        logger.info("%d API keys (%s) required for %d secured operations", len(keys.keys),
+                    ", ".join(key.name for key in keys.keys), len(secured))
     else:
         logger.warning(
             "no API keys configured: every operation is open to anyone who can reach %s:%s",

@@ -14,7 +14,6 @@ wraps all three, turns them into OpenAI's envelope.
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Collection, Mapping
 
@@ -22,14 +21,18 @@ from connexion.middleware.abstract import ROUTING_CONTEXT
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from localai_runtime.access.keys import SCOPE_KEY, Key, KeyRing
 from localai_runtime.errors import (
     AuthenticationError,
     NotImplementedAPIError,
     PayloadTooLargeError,
+    PermissionDeniedError,
+    RateLimitError,
 )
 from localai_runtime.spec.build import Operation
 
 logger = logging.getLogger(__name__)
+
 
 
 def operation_id(scope: Scope) -> str | None:
@@ -97,33 +100,53 @@ class BodyLimitMiddleware:
 
 
 class AuthMiddleware:
-    """Requires ``Authorization: Bearer <key>`` for operations whose spec ``security`` asks for it."""
+    """Requires ``Authorization: Bearer <key>`` for operations whose spec ``security`` asks for
+    it, then the key's scope (403 for an operation outside it) and limits (429 over its rate or
+    concurrency, with ``Retry-After`` and ``x-ratelimit-*``). The key is left in
+    ``scope["extensions"]`` (``SCOPE_KEY``) for the model scope, which the handlers apply; a request
+    counts against the key's concurrency until its answer, a stream included, has ended."""
 
-    def __init__(self, app: ASGIApp, *, keys: Collection[str], secured: Collection[str]) -> None:
+    def __init__(self, app: ASGIApp, *, keys: KeyRing, secured: Collection[str]) -> None:
         self.app = app
-        self.keys = [key.encode() for key in keys]
+        self.keys = keys
         self.secured = frozenset(secured)
 
-    def _authorized(self, scope: Scope) -> bool:
+    def _key(self, scope: Scope) -> Key:
         header = Headers(scope=scope).get("authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            return False
-        candidate = token.strip().encode()
-        # Compare against every key so the time taken does not tell which key came close.
-        matches = [hmac.compare_digest(candidate, key) for key in self.keys]
-        return any(matches)
+        key = self.keys.match(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
+        if key is None:
+            raise AuthenticationError(
+                "Missing API key: send 'Authorization: Bearer <key>'" if not header else "Incorrect API key provided",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.keys and operation_id(scope) in self.secured:
-            header = Headers(scope=scope).get("authorization")
-            if not self._authorized(scope):
-                raise AuthenticationError(
-                    "Missing API key: send 'Authorization: Bearer <key>'" if not header
-                    else "Incorrect API key provided",
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-        await self.app(scope, receive, send)
+        op_id = operation_id(scope)
+        if scope["type"] != "http" or not self.keys or op_id not in self.secured:
+            await self.app(scope, receive, send)
+            return
+        key = self._key(scope)
+        if not key.allows_operation(op_id):
+            raise PermissionDeniedError(f"The API key '{key.name}' may not call {op_id}")
+        over = key.limits.admit()
+        if over is not None:
+            limit, retry = over
+            raise RateLimitError(f"The API key '{key.name}' is over its limit of {limit}; retry in {retry} s",
+                                 headers={"Retry-After": str(retry), **key.limits.headers()})
+        scope.setdefault("extensions", {})[SCOPE_KEY] = key
+        headers = [(name.encode(), value.encode()) for name, value in key.limits.headers().items()]
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start" and headers:
+                message = {**message, "headers": [*message.get("headers", []), *headers]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            key.limits.done()
 
 
 class NotImplementedMiddleware:

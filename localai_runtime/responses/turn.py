@@ -75,7 +75,7 @@ def _conversation_id(value: Any) -> str | None:
 
 async def open_turn(runtime: Runtime, body: Mapping[str, Any]) -> Turn:
     body = without_no_ops(body)
-    registration = runtime.registrations.lookup(RESPONSES, body.get("model"))
+    registration = runtime.lookup(RESPONSES, body.get("model"))
     prepared = prepare(RESPONSES, body, registration, runtime.schemas)
     request = prepared.request
     previous = request.get("previous_response_id")

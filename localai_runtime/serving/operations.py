@@ -28,7 +28,7 @@ _TEXT: Mapping[str, text.TextFormat] = {CHAT: chat.FORMAT, COMPLETION: completio
 
 
 async def serve(runtime: Runtime, operation_id: str, body: Mapping[str, Any], receive: Callable[[], Any]) -> Response:
-    registration = runtime.registrations.lookup(operation_id, body.get("model"))
+    registration = runtime.lookup(operation_id, body.get("model"))
     prepared = prepare(operation_id, body, registration, runtime.schemas)
     if operation_id == EMBEDDING:
         return await embeddings.answer(runtime, prepared, receive)

@@ -17,10 +17,12 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from connexion import context
 
-from localai_runtime.errors import APIError, SpecError
+from localai_runtime.access.keys import SCOPE_KEY, Key
+from localai_runtime.errors import APIError, ModelNotFoundError, SpecError
 from localai_runtime.observability.metrics import UNOBSERVED, Metrics, RequestMetrics, Unobserved
 from localai_runtime.serving.generation import GenerationCounter
 from localai_runtime.serving.lifecycle import Lifecycle
@@ -65,6 +67,18 @@ class Runtime:
         ) if self.settings.metrics else None
 
         self.lifecycle = Lifecycle(lambda: list(self._pools.values()), self.settings.max_loaded_models)
+
+    def lookup(self, operation_id: str, model: Any) -> Registration:
+        """The registration for ``model``; a model outside the request's key scope is 404 exactly
+        like an unknown one, so a key never learns what it may not use."""
+        key = current_key()
+        if key is not None and isinstance(model, str) and model and not key.allows_model(model):
+            raise ModelNotFoundError(model)
+        return self.registrations.lookup(operation_id, model)
+
+    def visible_models(self) -> list[str]:
+        key = current_key()
+        return [m for m in self.registrations.models() if key is None or key.allows_model(m)]
 
     def observe(self, model: str) -> RequestMetrics | Unobserved:
         """The metrics observer of one request for ``model``."""
@@ -156,6 +170,11 @@ def _below_the_event_loop() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), INFERENCE_NICENESS)
     except (AttributeError, OSError) as exc:  # not Linux, or not permitted: run as is
         logger.debug("could not lower the inference thread's priority: %s", exc)
+
+
+def current_key() -> Key | None:
+    """The API key the current request was authorized with (None: no keys, or an open operation)."""
+    return context.scope.get("extensions", {}).get(SCOPE_KEY)
 
 
 def current() -> Runtime:
