@@ -100,3 +100,19 @@ def test_idle_unload_seconds_is_checked_at_start_up(built_spec, tmp_path):
         """))
     with pytest.raises(SpecError, match=r"local_settings\.idle_unload_seconds"):
         load_registrations(tmp_path, RequestSchemas(built_spec), registry())
+
+
+def test_an_unavailable_model_never_takes_a_loaded_model_place(built_spec, tmp_path):
+    two_models(tmp_path)
+    (tmp_path / "broken.yaml").write_text(textwrap.dedent("""
+        registration: {model: broken, operations: [createChatCompletion]}
+        local_settings: {backend: llama-cpp, model_file: missing.gguf}
+        """))
+    with live_server(built_spec, configs_dir=tmp_path, max_loaded_models=1) as live:
+        client = live.client(timeout=30)
+        for _ in range(2):
+            with pytest.raises(openai.InternalServerError) as unavailable:
+                ask(client, "broken")
+            assert unavailable.value.status_code == 503
+        assert ask(client, "a").usage.completion_tokens == 2  # not left waiting for the broken one's place
+        assert ask(client, "b").usage.completion_tokens == 2

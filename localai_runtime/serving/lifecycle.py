@@ -12,6 +12,7 @@ never unloaded; when the cap is taken by them, nothing can ever be freed and the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 IDLE_CHECK_MAX_S = 5.0
+RECHECK_S = 1.0
 
 
 class Lifecycle:
@@ -51,14 +53,19 @@ class Lifecycle:
                     return
                 idle = sorted((p for p in others if p.idle and not p.pinned), key=lambda p: p.last_used)
                 if idle:
-                    idle[0].unload("room")
+                    closing = idle[0].unload("room")
+                    if closing is not None:
+                        await closing  # its memory is free before the next model loads
                     continue
                 if all(p.pinned for p in others):
                     raise ServiceUnavailableError(
                         f"The model '{pool.registration.model}' cannot be loaded: --max-loaded-models "
                         f"{self.max_loaded} is taken by models pinned with preload: true",
                         param="model", code="model_unavailable")
-                await self._changed.wait()
+                # Woken when a model goes idle or gives its room back; looks again each second
+                # whatever happens, so a missed notification never leaves a request waiting.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), RECHECK_S)
 
     async def unload_idle(self) -> None:
         """Unload models idle for longer than their ``idle_unload_seconds``, until cancelled."""

@@ -126,6 +126,8 @@ class ModelPool:
             return
         if self._closed:
             raise self._unavailable("the server is shutting down")
+        if self.registration.problem or self.registration.backend is None:  # never takes a loaded-model place
+            raise self._unavailable(self.registration.problem or "its backend is not available")
         if self._loading is None or self._loading.done():
             if self.lifecycle is not None and not self._room:
                 await self.lifecycle.room_for(self)  # may wait for another model to become idle
@@ -149,11 +151,13 @@ class ModelPool:
             _close_all(instances)
             self._count_load("failed")
             self._room = False
+            self._changed()
             logger.error("loading %s failed: %s", registration.label, exc)
             raise self._unavailable(f"loading it failed: {exc}") from exc
         except BaseException:  # cancelled (shutdown): nobody will use what was made
             _close_all(instances)
             self._room = False
+            self._changed()
             raise
         if self._closed:
             _close_all(instances)
@@ -165,6 +169,8 @@ class ModelPool:
         for instance in instances:
             self._free.put_nowait(instance)
         logger.info("loaded %s (%d instance%s)", registration.label, self.size, "" if self.size == 1 else "s")
+        if self.idle:  # every request that waited for it went away meanwhile
+            self._changed()
 
     async def _load_one(self) -> ModelInstance:
         registration = self.registration
@@ -183,6 +189,11 @@ class ModelPool:
             self._metrics.loads.labels(model, outcome).inc()
             if seconds is not None:
                 self._metrics.load_seconds.labels(model).observe(seconds)
+
+    @property
+    def full(self) -> bool:
+        """Another request would be refused (429) now."""
+        return self._full()
 
     def _full(self) -> bool:
         free = self.size if self._free is None else self._free.qsize()
@@ -205,6 +216,8 @@ class ModelPool:
             instance = await self._free.get()
         finally:
             self._waiting -= 1
+            if self.idle:  # a waiter that left (a client went away) may leave the model idle
+                self._changed()
         self.busy += 1
         lease = Lease(instance)
         try:
@@ -219,22 +232,25 @@ class ModelPool:
             instance.close()
             return
         self._free.put_nowait(instance)
-        if self.lifecycle is not None and self.idle:
-            task = asyncio.get_running_loop().create_task(self.lifecycle.notify())
-            _BACKGROUND.add(task)
-            task.add_done_callback(_BACKGROUND.discard)
+        if self.idle:
+            self._changed()
 
-    def unload(self, reason: str) -> None:
-        """Unload an idle model (its instances close in a worker thread); the next request loads it again."""
+    def _changed(self) -> None:
+        """Tell requests waiting for room that this model's use changed (it went idle, or its room
+        was given back)."""
+        if self.lifecycle is not None:
+            _in_background(self.lifecycle.notify())
+
+    def unload(self, reason: str) -> asyncio.Task[None] | None:
+        """Unload an idle model; returns the task closing its instances in a worker thread (a load
+        that needs the memory awaits it). The next request loads the model again."""
         if not self.idle:
-            return
+            return None
         instances, self._instances, self._free, self._room = self._instances, [], None, False
         if self._metrics is not None:
             self._metrics.unloads.labels(self.registration.model, reason).inc()
         logger.info("unloading %s (%s)", self.registration.label, reason)
-        task = asyncio.get_running_loop().create_task(asyncio.to_thread(_close_all, instances))
-        _BACKGROUND.add(task)
-        task.add_done_callback(_BACKGROUND.discard)
+        return _in_background(asyncio.to_thread(_close_all, instances))
 
     def close(self) -> None:
         self._closed = True
@@ -250,6 +266,13 @@ class ModelPool:
 
 _BACKGROUND: set[asyncio.Task[None]] = set()
 """Tasks started from callbacks (notifying, closing unloaded instances), kept until they end."""
+
+
+def _in_background(work: Any) -> asyncio.Task[None]:
+    task = asyncio.get_running_loop().create_task(work)
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+    return task
 
 
 def _close_all(instances: list[ModelInstance]) -> None:
