@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import wait_until
+from tests.conftest import hold_instances, live_server, wait_until
 
 YES_NO = {"format": {"type": "json_schema", "name": "answer", "strict": True, "schema": {
     "type": "object", "properties": {"answer": {"enum": ["yes", "no"]}}, "required": ["answer"],
@@ -300,3 +300,38 @@ def test_deltas_are_padded_unless_the_client_turns_obfuscation_off(server, inclu
         assert not any("obfuscation" in e for e in deltas)
     else:
         assert all((len(e["delta"]) + len(e["obfuscation"])) % 32 == 0 and e["obfuscation"] for e in deltas)
+
+
+def test_a_background_response_is_queued_until_it_has_an_instance_and_cancel_leaves_a_finished_one(server,
+                                                                                                   client):
+    with hold_instances(server, "createResponse", "demo"):
+        waiting = client.responses.create(model="demo", input="Answer", text=YES_NO, background=True)
+        time.sleep(0.3)
+        assert client.responses.retrieve(waiting.id).status == "queued"  # not in progress while it waits
+    wait_until(lambda: client.responses.retrieve(waiting.id).status == "completed", "the queued response")
+    after = client.responses.cancel(waiting.id)  # too late: the answer stands
+    assert after.status == "completed" and json.loads(after.output_text)["answer"] in ("yes", "no")
+
+
+def test_a_background_response_the_queue_cannot_take_is_refused_at_once(built_spec):
+    with live_server(built_spec, queue_size=0) as live, hold_instances(live, "createResponse", "demo"), \
+            pytest.raises(openai.RateLimitError):
+        live.client().responses.create(model="demo", input="x", text=YES_NO, background=True)
+
+
+def test_truncation_keeps_the_instructions_and_drops_calls_with_their_outputs():
+    from localai_runtime.responses.turn import _drop_oldest
+
+    def message(role, item_id):
+        return {"type": "message", "role": role, "id": item_id}
+
+    def call(call_id):
+        return {"type": "function_call", "call_id": call_id, "id": f"fc_{call_id}"}
+
+    def output(call_id):
+        return {"type": "function_call_output", "call_id": call_id, "id": f"out_{call_id}"}
+
+    items = [message("developer", "rules"), call("1"), call("2"), output("1"), output("2"), message("user", "now")]
+    assert [i["id"] for i in _drop_oldest(items)] == ["rules", "fc_2", "out_2", "now"]
+    assert _drop_oldest([message("system", "rules"), message("user", "now")]) == \
+        [message("system", "rules"), message("user", "now")]  # nothing left to drop: the caller refuses

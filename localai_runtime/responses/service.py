@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from localai_runtime.errors import APIError, InvalidRequestError, NotFoundError, internal_error
+from localai_runtime.errors import APIError, InvalidRequestError, NotFoundError, RateLimitError, internal_error
 from localai_runtime.responses.events import EventStream
 from localai_runtime.responses.objects import TERMINAL, finished, page, response_object
 from localai_runtime.responses.output import Event, OutputBuilder
@@ -62,12 +62,13 @@ async def _finish(runtime: Runtime, turn: Turn, response: dict[str, Any],
     if builder.buffer_text:
         filtered = await asyncio.to_thread(turn.prepared.filters.apply, builder.held_text)
     events = builder.finish(filtered)
-    turn.observer.finished(builder.finish_reason or "stop", builder.prompt_tokens, builder.completion_tokens)
     reason = "max_output_tokens" if builder.finish_reason == "length" else None
     final = finished(response, "incomplete" if reason else "completed", output=builder.items,
                      prompt_tokens=builder.prompt_tokens, completion_tokens=builder.completion_tokens,
                      incomplete_reason=reason)
-    await _save(runtime, turn, final)
+    turn.finishing = True  # from here a cancel no longer changes the outcome: the answer is stored
+    await asyncio.shield(_save(runtime, turn, final))
+    turn.observer.finished(builder.finish_reason or "stop", builder.prompt_tokens, builder.completion_tokens)
     return events, final
 
 
@@ -91,11 +92,10 @@ async def _stream(runtime: Runtime, turn: Turn, response: dict[str, Any]) -> Asy
     started = False
     try:
         async for piece in generate(runtime, turn):
-            frames = []
             if not started:
                 started = True
-                frames = [events.response("created", response), events.response("in_progress", response)]
-            yield b"".join(frames + [events.frame(event) for event in builder.add(piece)])
+                yield events.response("created", response) + events.response("in_progress", response)
+            yield b"".join(events.frame(event) for event in builder.add(piece))
         closing, final = await _finish(runtime, turn, response, builder)
         yield b"".join(events.frame(event) for event in closing) + events.response(final["status"], final)
     except Exception as exc:  # noqa: BLE001 - after the stream started, errors become events
@@ -106,12 +106,19 @@ async def _stream(runtime: Runtime, turn: Turn, response: dict[str, Any]) -> Asy
         failed = finished(response, "failed", output=builder.items, prompt_tokens=builder.prompt_tokens,
                           completion_tokens=builder.completion_tokens,
                           error={"code": error.code or "server_error", "message": error.message})
+        if not turn.finishing:  # the client saw the id: GET tells how it ended
+            with contextlib.suppress(APIError):
+                await _save(runtime, turn, failed)
         yield events.error(error.code, error.message, error.param) + events.response("failed", failed)
 
 
 # -- background ---------------------------------------------------------------------------
 
 async def _start_background(runtime: Runtime, turn: Turn, response: dict[str, Any]) -> dict[str, Any]:
+    pool = runtime.pool(turn.prepared.registration)
+    if pool.full:  # accepted means it will run: a background response takes a queue place too
+        raise RateLimitError(f"The model '{turn.prepared.registration.model}' is busy: {pool.busy} running and "
+                             f"{pool.waiting} queued requests. Retry shortly.", headers={"Retry-After": "1"})
     queued = {**response, "status": "queued"}
     await _save(runtime, turn, queued)
     task = asyncio.create_task(_background(runtime, turn, response), name=f"background {turn.response_id}")
@@ -121,13 +128,17 @@ async def _start_background(runtime: Runtime, turn: Turn, response: dict[str, An
 
 
 async def _background(runtime: Runtime, turn: Turn, response: dict[str, Any]) -> None:
+    async def running() -> None:  # once it has an instance
+        await _save(runtime, turn, response)
+
+    turn.on_admitted = running
     try:
-        await _save(runtime, turn, response)  # in_progress
         await _whole(runtime, turn, response)
     except asyncio.CancelledError:
         turn.stop.set()
-        with contextlib.suppress(APIError):
-            await _save(runtime, turn, finished(response, "cancelled"))
+        if not turn.finishing:  # else the final answer is (being) stored: it stands
+            with contextlib.suppress(APIError):
+                await _save(runtime, turn, finished(response, "cancelled"))
         raise
     except Exception as exc:  # noqa: BLE001 - the failure is the response's outcome
         error = exc if isinstance(exc, APIError) else internal_error(exc)
@@ -178,10 +189,9 @@ async def cancel(runtime: Runtime, response_id: str) -> dict[str, Any]:
         task, stop = running
         stop.set()
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        record = await _record(runtime, response_id)
-    elif record.response["status"] not in TERMINAL:  # queued before a restart: nothing runs it
+        await asyncio.wait([task])  # not `await task`: a cancel of this handler itself must propagate
+    record = await _record(runtime, response_id)  # read after the run ended: its own last word
+    if running is None and record.response["status"] not in TERMINAL:  # queued before a restart
         record.response = finished(record.response, "cancelled")
         record.status = "cancelled"
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +51,10 @@ class Turn:
     stop: threading.Event = field(default_factory=threading.Event)
     observer: Any = None
     """The request's metrics observer (``Runtime.observe``)."""
+    on_admitted: Callable[[], Awaitable[None]] | None = None
+    """Called once the generation has a model instance (a background response is then in progress)."""
+    finishing: bool = False
+    """The final answer is being stored: a cancel or a failure no longer changes it."""
 
     @property
     def request(self) -> dict[str, Any]:
@@ -144,6 +148,8 @@ async def generate(runtime: Runtime, turn: Turn) -> AsyncIterator[Piece]:
     items = turn.history + turn.input
     async with runtime.pool(registration).acquire() as lease:
         turn.observer.admitted()
+        if turn.on_admitted is not None:
+            await turn.on_admitted()
         while True:
             pieces = run_pieces(lease.instance.chat, turn.chat, stop=turn.stop, counter=runtime.generations,
                                 executor=runtime.executor, lease=lease, observer=turn.observer)
@@ -152,7 +158,7 @@ async def generate(runtime: Runtime, turn: Turn) -> AsyncIterator[Piece]:
             except StopAsyncIteration:
                 return
             except ContextLengthExceededError as exc:
-                if turn.request.get("truncation") != "auto" or len(items) <= 1:
+                if turn.request.get("truncation") != "auto" or len(_drop_oldest(items)) == len(items):
                     raise ContextLengthExceededError(exc.message.replace("messages", "input"), param="input") from exc
                 items = _drop_oldest(items)
                 turn.truncated = len(turn.history) + len(turn.input) - len(items)
@@ -166,9 +172,20 @@ async def generate(runtime: Runtime, turn: Turn) -> AsyncIterator[Piece]:
 
 
 def _drop_oldest(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``items`` without the oldest, and without outputs of calls no longer in it."""
-    rest = items[1:]
-    called = {item.get("call_id") for item in rest if item["type"] == "function_call"}
-    while len(rest) > 1 and rest[0]["type"] == "function_call_output" and rest[0]["call_id"] not in called:
-        rest = rest[1:]
-    return rest
+    """``items`` without the oldest one that is not a leading system or developer message (the
+    instructions of the conversation stay), a call taking its outputs along, and without any
+    output whose call is gone."""
+    start = 0
+    while start < len(items) and items[start]["type"] == "message" and items[start]["role"] in _KEPT_ROLES:
+        start += 1
+    if start >= len(items) - 1:  # only the instructions and the newest item are left: nothing to drop
+        return items
+    dropped = items[start]
+    rest = items[:start] + items[start + 1:]
+    if dropped["type"] == "function_call":
+        rest = [item for item in rest if item.get("call_id") != dropped["call_id"]]
+    called = {item["call_id"] for item in rest if item["type"] == "function_call"}
+    return [item for item in rest if item["type"] != "function_call_output" or item["call_id"] in called]
+
+
+_KEPT_ROLES = frozenset({"system", "developer"})
