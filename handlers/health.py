@@ -20,5 +20,6 @@ async def getReadiness() -> tuple[dict[str, Any], int]:  # noqa: N802
         "operations": len(current.spec.operations),
         "active_generations": current.generations.active,
         "generations_total": current.generations.total,
+        **(current.reloader.state.public() if current.reloader is not None else {}),
     }
     return body, 200 if current.ready else 503

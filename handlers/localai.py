@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from localai_runtime.errors import InvalidRequestError, SpecError
 from localai_runtime.serving import runtime
 
 
@@ -23,3 +24,12 @@ async def listRegistrations() -> dict[str, Any]:  # noqa: N802 - operationId
         entry["idle_since"] = pool.idle_since() if pool.idle else None
         data.append(entry)
     return {"object": "list", "data": sorted(data, key=lambda e: (e["model"], e["source"]))}
+
+
+async def reloadConfiguration() -> dict[str, Any]:  # noqa: N802 - operationId
+    current = runtime.current()
+    try:
+        return await current.reloader.reload("the reload operation")
+    except SpecError as exc:
+        raise InvalidRequestError(f"The configuration was not reloaded (the last good one keeps serving): {exc}",
+                                  code="invalid_configuration") from exc

@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     _store_options(serve)
     serve.add_argument("--max-loaded-models", type=int, default=None, metavar="N",
                        help="keep at most N models loaded, unloading the least recently used idle one")
+    serve.add_argument("--no-watch", action="store_true",
+                       help="do not reload when the configs, patches or keys file change (SIGHUP still does)")
+    serve.add_argument("--watch-polling", action="store_true", help="watch the files by polling")
     serve.add_argument("--no-metrics", action="store_true", help="keep no Prometheus metrics (GET /metrics is 404)")
     serve.add_argument("--metrics-need-key", action="store_true",
                        help="GET /metrics needs an API key like the OpenAI operations (default: open)")
@@ -114,6 +117,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         database_url=getattr(args, "database_url", None),
         retention_days=getattr(args, "retention_days", None),
         metrics=not getattr(args, "no_metrics", False),
+        watch=args.command == "serve" and not getattr(args, "no_watch", False),
+        watch_polling=getattr(args, "watch_polling", False),
         max_loaded_models=getattr(args, "max_loaded_models", None),
         metrics_need_key=getattr(args, "metrics_need_key", False),
     )

@@ -64,6 +64,10 @@ class Settings:
     database_url: str | None = None
     retention_days: float | None = None
     """Stored responses and conversations older than this are deleted (None: kept)."""
+    watch: bool = False
+    """Reload when the configs, patches or keys file change (``serve`` turns it on)."""
+    watch_polling: bool = False
+    """Watch by polling (for file systems without change events)."""
     metrics: bool = True
     """Keep Prometheus metrics (``GET /metrics``); off, the endpoint answers 404."""
     metrics_need_key: bool = False

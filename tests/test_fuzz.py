@@ -86,7 +86,7 @@ STORED_STATE = ("getResponse", "deleteResponse", "cancelResponse", "listInputIte
                 "listConversationItems", "getConversationItem", "deleteConversationItem")
 STATEFUL = (*GENERATING, "listModels", "retrieveModel", "listRegistrations", "getHealth", "getReadiness")
 TOKENS = ("tokenize", "detokenize")
-IMPLEMENTED = (*STATEFUL, *STORED_STATE, *TOKENS, "getMetrics")
+IMPLEMENTED = (*STATEFUL, *STORED_STATE, *TOKENS, "getMetrics", "reloadConfiguration")
 UNIMPLEMENTED_SAMPLE = 30
 EXAMPLES = {**dict.fromkeys(GENERATING, 300), "retrieveModel": 50}
 OTHER_EXAMPLES = 30

@@ -24,7 +24,8 @@ def write(path: Path, data) -> Path:
 def test_default_document_is_openai_31_with_our_fragment_merged(built_spec):
     doc = built_spec.document
     assert doc["openapi"] == "3.1.0"
-    ours = {"getHealth", "getReadiness", "listRegistrations", "getMetrics", "tokenize", "detokenize"}
+    ours = {"getHealth", "getReadiness", "listRegistrations", "getMetrics", "tokenize", "detokenize",
+            "reloadConfiguration"}
     assert ours <= set(built_spec.operations)
     assert len(built_spec.operations) == 271 + len(ours)
     assert built_spec.operation("createChatCompletion").path == "/v1/chat/completions"

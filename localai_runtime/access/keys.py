@@ -28,7 +28,7 @@ from localai_runtime.spec.build import Operation
 SCOPE_KEY = "localai_key"
 """Key in ``scope["extensions"]`` of the :class:`Key` a request was authorized with."""
 
-ADMIN_OPERATIONS = frozenset({"listRegistrations"})
+ADMIN_OPERATIONS = frozenset({"listRegistrations", "reloadConfiguration"})
 """The local management operations only ``admin`` (and unrestricted) keys may call."""
 
 FILE_SCHEMA: Mapping[str, Any] = {

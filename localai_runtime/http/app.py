@@ -11,6 +11,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from connexion import AsyncApp, ConnexionMiddleware
@@ -36,7 +37,8 @@ from localai_runtime.http.middleware import (
     NotImplementedMiddleware,
     secured_operations,
 )
-from localai_runtime.serving.registrations import load_registrations
+from localai_runtime.http.reloading import ReloadingApp
+from localai_runtime.serving.registrations import Registrations, load_registrations
 from localai_runtime.serving.runtime import Runtime
 from localai_runtime.settings import Settings
 from localai_runtime.spec.build import BuiltSpec, build_spec
@@ -127,29 +129,63 @@ def _middlewares(settings: Settings, built: BuiltSpec, handlers: dict[str, Any],
     return stack
 
 
-def create_app(
-    settings: Settings, built: BuiltSpec | None = None, backends: BackendRegistry | None = None
-) -> RuntimeApp:
+@dataclass
+class Configuration:
+    """What the files on disk configure: the document, handlers, registrations and keys."""
+
+    built: BuiltSpec
+    handlers: dict[str, Any]
+    schemas: RequestSchemas
+    registrations: Registrations
+    keys: KeyRing
+
+
+def load_configuration(settings: Settings, backends: BackendRegistry, built: BuiltSpec | None = None) -> Configuration:
+    """Everything read and checked; raises :class:`~localai_runtime.errors.SpecError` with every message."""
     built = built or build_spec(
         spec_path=settings.spec_path, fragments_dir=settings.fragments_dir, patches_dir=settings.patches_dir
     )
     handlers = routing.find_handlers(built.operations, settings.handler_packages)
     schemas = RequestSchemas(built)
-    registrations = load_registrations(settings.configs_dir, schemas, backends or BackendRegistry.from_entry_points())
-    runtime = Runtime(settings=settings, spec=built, schemas=schemas, registrations=registrations)
+    registrations = load_registrations(settings.configs_dir, schemas, backends)
     keys = load_key_ring(settings.keys_file, settings.api_keys, built.operations)
+    return Configuration(built, handlers, schemas, registrations, keys)
+
+
+def create_app(
+    settings: Settings, built: BuiltSpec | None = None, backends: BackendRegistry | None = None
+) -> ReloadingApp:
+    backends = backends or BackendRegistry.from_entry_points()
+    config = load_configuration(settings, backends, built)
+    runtime = Runtime(settings=settings, spec=config.built, schemas=config.schemas,
+                      registrations=config.registrations)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[dict[str, Any]]:
         async with runtime.running():
             yield {"runtime": runtime}
 
+    first = _assemble(settings, config, runtime, lifespan)
+
+    def next_app() -> RuntimeApp:
+        upcoming = load_configuration(settings, backends)
+        app = _assemble(settings, upcoming, runtime, None)
+        app.configuration = upcoming
+        return app
+
+    _log_keys(settings, config)
+    return ReloadingApp(first, next_app)
+
+
+def _assemble(settings: Settings, config: Configuration, runtime: Runtime, lifespan: Any) -> RuntimeApp:
+    """The connexion app serving ``config`` on ``runtime`` (the first one runs its lifespan)."""
+    built, handlers = config.built, config.handlers
     app = RuntimeApp(
         __name__,
         lifespan=lifespan,
-        middlewares=_middlewares(settings, built, handlers, runtime, keys),
+        middlewares=_middlewares(settings, built, handlers, runtime, config.keys),
         resolver=routing.resolver(built.operations, handlers),
-        validator_map=openapi31.validator_map(schemas),
+        validator_map=openapi31.validator_map(config.schemas),
         uri_parser_class=openapi31.OpenAPI31URIParser,
         strict_validation=True,  # an unknown query parameter is a 400, not silently ignored
         # connexion would serve its resolved copy: references expanded into 19 MB of JSON,
@@ -167,13 +203,16 @@ def create_app(
     views = DocumentViews(mark_status(built.document, handlers))
     for path, kind in DOCUMENT_PATHS.items():
         app.add_url_rule(path, f"document {path}", views.endpoint(kind))
-    if keys:
-        secured = secured_operations(built.document, built.operations)
-        logger.info("%d API keys (%s) required for %d secured operations", len(keys.keys),
-                    ", ".join(key.name for key in keys.keys), len(secured))
+    return app
+
+
+def _log_keys(settings: Settings, config: Configuration) -> None:
+    if config.keys:
+        secured = secured_operations(config.built.document, config.built.operations)
+        logger.info("%d API keys (%s) required for %d secured operations", len(config.keys.keys),
+                    ", ".join(key.name for key in config.keys.keys), len(secured))
     else:
         logger.warning(
             "no API keys configured: every operation is open to anyone who can reach %s:%s",
             settings.host, settings.port,
         )
-    return app

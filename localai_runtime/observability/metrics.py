@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -95,8 +95,17 @@ class Metrics:
                              registry=registry)
         self.unloads = Counter("localai_model_unloads", "Model unloads, by reason.", [*MODEL, "reason"],
                                registry=registry)
+        self.reloads = Counter("localai_config_reloads", "Configuration reloads, by outcome (applied, failed).",
+                               ["outcome"], registry=registry)
+        self.config = Gauge("localai_config_info", "The active configuration (its files' sha256).", ["config_hash"],
+                            registry=registry)
         self.load_seconds = Histogram("localai_model_load_seconds", "Time to load a model's instances.", MODEL,
                                       buckets=_LOAD, registry=registry)
+
+    def configuration(self, digest: str) -> None:
+        """The active configuration's hash, as the one series of ``localai_config_info``."""
+        self.config.clear()
+        self.config.labels(digest).set(1)
 
     def request(self, model: str) -> RequestMetrics:
         return RequestMetrics(self, model)

@@ -27,6 +27,7 @@ from localai_runtime.observability.metrics import UNOBSERVED, Metrics, RequestMe
 from localai_runtime.serving.generation import GenerationCounter
 from localai_runtime.serving.lifecycle import Lifecycle
 from localai_runtime.serving.pool import ModelPool
+from localai_runtime.serving.reconfiguring import reconfigure
 from localai_runtime.serving.registrations import Registration, Registrations
 from localai_runtime.settings import Settings
 from localai_runtime.spec.build import BuiltSpec
@@ -48,6 +49,10 @@ class Runtime:
     _pools: dict[int, ModelPool] = field(default_factory=dict)
     store: Store | None = None
     """The response store, open while the server runs (None with ``--no-store``)."""
+    reloader: Any = None
+    """The app that reloads the configuration (``http.reloading.ReloadingApp``), once served."""
+    draining: set[asyncio.Task[None]] = field(default_factory=set)
+    """Pools of changed or removed registrations, closing once their requests end."""
     background: dict[str, tuple[asyncio.Task[None], threading.Event]] = field(default_factory=dict)
     """Background responses running now, by response id."""
     executor: ThreadPoolExecutor = field(init=False)
@@ -80,6 +85,16 @@ class Runtime:
         key = current_key()
         return [m for m in self.registrations.models() if key is None or key.allows_model(m)]
 
+    def reconfigure(self, spec: BuiltSpec, schemas: RequestSchemas, registrations: Registrations) -> dict[str, Any]:
+        """Take a new configuration at once; see ``serving.reconfiguring``."""
+        return reconfigure(self, spec, schemas, registrations)
+
+    def count_reload(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.reloads.labels(outcome).inc()
+            if outcome == "applied" and self.reloader is not None:
+                self.metrics.configuration(self.reloader.state.digest)
+
     def observe(self, model: str) -> RequestMetrics | Unobserved:
         """The metrics observer of one request for ``model``."""
         return self.metrics.request(model) if self.metrics is not None else UNOBSERVED
@@ -104,6 +119,12 @@ class Runtime:
             self.store = await _open_store(self.settings)
         purging = asyncio.create_task(self._purge()) if self.store and self.settings.retention_days else None
         unloading = asyncio.create_task(self.lifecycle.unload_idle(), name="idle unload")
+        watching = None
+        if self.reloader is not None:
+            if self.metrics is not None:
+                self.metrics.configuration(self.reloader.state.digest)
+            if self.settings.watch:
+                watching = asyncio.create_task(self.reloader.watch(), name="configuration watch")
         for registration in self.registrations.all:
             if registration.settings.get("preload") and not registration.problem:
                 try:
@@ -125,6 +146,8 @@ class Runtime:
                 task.cancel()
             await asyncio.gather(*(task for task, _ in self.background.values()), return_exceptions=True)
             unloading.cancel()
+            if watching is not None:
+                watching.cancel()
             if purging is not None:
                 purging.cancel()
             if self.store is not None:
