@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from localai_runtime.errors import UnsupportedParameterError
 from localai_runtime.responses import conversations
+from localai_runtime.responses.request import refuse_include
 from localai_runtime.serving import runtime
-
-
-def _no_include(include: list[str] | None) -> None:
-    if include:
-        raise UnsupportedParameterError(f"include {include[0]!r} is not supported by local models", param="include")
 
 
 async def createConversation(body: Any = None) -> dict[str, Any]:  # noqa: N802 - operationId
@@ -32,19 +27,19 @@ async def deleteConversation(conversation_id: str) -> dict[str, Any]:  # noqa: N
 
 async def createConversationItems(conversation_id: str, body: Any,  # noqa: N802 - operationId
                                   include: list[str] | None = None) -> dict[str, Any]:
-    _no_include(include)
+    refuse_include(include)
     return await conversations.add_items(runtime.current(), conversation_id, body)
 
 
 async def listConversationItems(conversation_id: str, limit: int = 20, order: str = "desc",  # noqa: N802
                                 after: str | None = None, include: list[str] | None = None) -> dict[str, Any]:
-    _no_include(include)
+    refuse_include(include)
     return await conversations.list_items(runtime.current(), conversation_id, after, max(1, min(limit, 100)), order)
 
 
 async def getConversationItem(conversation_id: str, item_id: str,  # noqa: N802 - operationId
                               include: list[str] | None = None) -> dict[str, Any]:
-    _no_include(include)
+    refuse_include(include)
     return await conversations.get_item(runtime.current(), conversation_id, item_id)
 
 

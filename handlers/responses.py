@@ -9,12 +9,8 @@ from starlette.responses import Response
 
 from localai_runtime.errors import UnsupportedParameterError
 from localai_runtime.responses import service
+from localai_runtime.responses.request import refuse_include
 from localai_runtime.serving import runtime
-
-
-def _no_include(include: list[str] | None) -> None:
-    if include:
-        raise UnsupportedParameterError(f"include {include[0]!r} is not supported by local models", param="include")
 
 
 async def createResponse(body: dict[str, Any]) -> Response:  # noqa: N802 - operationId
@@ -23,7 +19,7 @@ async def createResponse(body: dict[str, Any]) -> Response:  # noqa: N802 - oper
 
 async def getResponse(response_id: str, include: list[str] | None = None, stream: bool = False,  # noqa: N802
                       starting_after: int | None = None, include_obfuscation: bool | None = None) -> dict[str, Any]:
-    _no_include(include)
+    refuse_include(include)
     if stream or starting_after is not None:
         raise UnsupportedParameterError("resuming a response's stream is not supported; GET returns the response",
                                         param="stream" if stream else "starting_after")
@@ -40,5 +36,5 @@ async def cancelResponse(response_id: str) -> dict[str, Any]:  # noqa: N802 - op
 
 async def listInputItems(response_id: str, limit: int = 20, order: str = "desc",  # noqa: N802 - operationId
                          after: str | None = None, include: list[str] | None = None) -> dict[str, Any]:
-    _no_include(include)
+    refuse_include(include)
     return await service.input_items(runtime.current(), response_id, after, max(1, min(limit, 100)), order)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,10 +60,6 @@ class Key:
     admin: bool = False
     limits: Limits = field(default_factory=Limits)
 
-    @property
-    def unrestricted(self) -> bool:
-        return self.models is None and self.operations is None and self.admin
-
     def allows_model(self, model: str) -> bool:
         return self.models is None or any(fnmatch.fnmatchcase(model, pattern) for pattern in self.models)
 
@@ -89,9 +85,6 @@ class KeyRing:
             if hmac.compare_digest(digest, key.digest):
                 found = key
         return found
-
-    def filter_models(self, key: Key | None, models: Iterable[str]) -> list[str]:
-        return [model for model in models if key is None or key.allows_model(model)]
 
 
 def _flat(keys: Sequence[str]) -> list[Key]:

@@ -49,7 +49,8 @@ class _PoolCollector(Collector):
                                   labels=MODEL)
         loaded = GaugeMetricFamily("localai_model_loaded", "1 if an instance of the model is loaded.", labels=MODEL)
         totals: dict[str, list[int]] = {model: [0, 0, 0] for model in self._models()}
-        for model, pool in self._pools():
+        pools = list(self._pools())
+        for model, pool in pools:
             entry = totals.setdefault(model, [0, 0, 0])
             entry[0] += pool.busy
             entry[1] += pool.waiting
@@ -60,7 +61,7 @@ class _PoolCollector(Collector):
             usage.add_metric([model], 0.0)
             loaded.add_metric([model], is_loaded)
         count = GaugeMetricFamily("localai_models_loaded", "Registrations with a loaded model.")
-        count.add_metric([], sum(int(pool.loaded) for _, pool in self._pools()))
+        count.add_metric([], sum(int(pool.loaded) for _, pool in pools))
         yield from (running, waiting, usage, loaded, count)
 
 

@@ -3,31 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
 from localai_runtime.errors import InvalidRequestError, NotFoundError
 from localai_runtime.responses.items import check_calls, check_new_ids, input_items, new_id
 from localai_runtime.responses.objects import page
-from localai_runtime.responses.turn import store_unavailable
+from localai_runtime.responses.turn import in_store, require_store
 from localai_runtime.serving.runtime import Runtime
-from localai_runtime.store import Store, StoreError
-
-T = TypeVar("T")
+from localai_runtime.store import Store
 
 
 def _store(runtime: Runtime) -> Store:
-    if runtime.store is None:
-        raise InvalidRequestError("conversations need the response store, which is off on this server "
-                                  "(started with --no-store)")
-    return runtime.store
-
-
-async def _call(work: Awaitable[T]) -> T:
-    try:
-        return await work
-    except StoreError as exc:
-        raise store_unavailable(exc) from exc
+    return require_store(runtime, "conversations need the response store, which is off on this server")
 
 
 def _missing(conversation_id: str) -> NotFoundError:
@@ -54,12 +42,12 @@ async def create(runtime: Runtime, body: Any) -> dict[str, Any]:
     check_calls([], items, "items")
     check_new_ids([], items, "items")
     conversation_id, now = new_id("conv"), time.time()
-    await _call(_store(runtime).create_conversation(conversation_id, now, body.get("metadata"), items))
+    await in_store(_store(runtime).create_conversation(conversation_id, now, body.get("metadata"), items))
     return _resource({"id": conversation_id, "created_at": now, "metadata": body.get("metadata")})
 
 
 async def retrieve(runtime: Runtime, conversation_id: str) -> dict[str, Any]:
-    found = await _call(_store(runtime).get_conversation(conversation_id))
+    found = await in_store(_store(runtime).get_conversation(conversation_id))
     if found is None:
         raise _missing(conversation_id)
     return _resource(found)
@@ -67,14 +55,14 @@ async def retrieve(runtime: Runtime, conversation_id: str) -> dict[str, Any]:
 
 async def update(runtime: Runtime, conversation_id: str, body: Any) -> dict[str, Any]:
     body = _object(body)
-    found = await _call(_store(runtime).update_conversation(conversation_id, body.get("metadata")))
+    found = await in_store(_store(runtime).update_conversation(conversation_id, body.get("metadata")))
     if found is None:
         raise _missing(conversation_id)
     return _resource(found)
 
 
 async def delete(runtime: Runtime, conversation_id: str) -> dict[str, Any]:
-    if not await _call(_store(runtime).delete_conversation(conversation_id)):
+    if not await in_store(_store(runtime).delete_conversation(conversation_id)):
         raise _missing(conversation_id)
     return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
 
@@ -82,26 +70,26 @@ async def delete(runtime: Runtime, conversation_id: str) -> dict[str, Any]:
 async def add_items(runtime: Runtime, conversation_id: str, body: Any) -> dict[str, Any]:
     body = _object(body)
     items = input_items(body.get("items") or [], "items")
-    existing = await _call(_store(runtime).all_items(conversation_id))
+    existing = await in_store(_store(runtime).all_items(conversation_id))
     if existing is None:
         raise _missing(conversation_id)
     check_calls(existing, items, "items")
     check_new_ids(existing, items, "items")
-    if not await _call(_store(runtime).add_items(conversation_id, items)):
+    if not await in_store(_store(runtime).add_items(conversation_id, items)):
         raise _missing(conversation_id)
     return page(items, False)
 
 
 async def list_items(runtime: Runtime, conversation_id: str, after: str | None, limit: int,
                      order: str) -> dict[str, Any]:
-    found = await _call(_store(runtime).list_items(conversation_id, after=after, limit=limit, order=order))
+    found = await in_store(_store(runtime).list_items(conversation_id, after=after, limit=limit, order=order))
     if found is None:
         raise _missing(conversation_id)
     return page(*found)
 
 
 async def get_item(runtime: Runtime, conversation_id: str, item_id: str) -> dict[str, Any]:
-    item = await _call(_store(runtime).get_item(conversation_id, item_id))
+    item = await in_store(_store(runtime).get_item(conversation_id, item_id))
     if item is None:
         await retrieve(runtime, conversation_id)  # an unknown conversation is named as such
         raise NotFoundError(f"Item with id '{item_id}' not found.", param="item_id")
@@ -109,7 +97,7 @@ async def get_item(runtime: Runtime, conversation_id: str, item_id: str) -> dict
 
 
 async def delete_item(runtime: Runtime, conversation_id: str, item_id: str) -> dict[str, Any]:
-    if not await _call(_store(runtime).delete_item(conversation_id, item_id)):
+    if not await in_store(_store(runtime).delete_item(conversation_id, item_id)):
         await retrieve(runtime, conversation_id)
         raise NotFoundError(f"Item with id '{item_id}' not found.", param="item_id")
     return await retrieve(runtime, conversation_id)

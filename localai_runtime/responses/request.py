@@ -37,6 +37,13 @@ def without_no_ops(body: Mapping[str, Any]) -> dict[str, Any]:
     return request
 
 
+def refuse_include(include: Sequence[str] | None) -> None:
+    """``include`` asks for extra output (logprobs, search sources...) no local model gives: any
+    entry is a 400 naming it."""
+    if include:
+        raise UnsupportedParameterError(f"include {include[0]!r} is not supported by local models", param="include")
+
+
 def _tools(tools: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for i, tool in enumerate(tools):

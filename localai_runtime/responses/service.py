@@ -15,11 +15,11 @@ from typing import Any
 
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from localai_runtime.errors import APIError, InvalidRequestError, NotFoundError, RateLimitError, internal_error
+from localai_runtime.errors import APIError, InvalidRequestError, NotFoundError, internal_error
 from localai_runtime.responses.events import EventStream
 from localai_runtime.responses.objects import TERMINAL, finished, page, response_object
 from localai_runtime.responses.output import Event, OutputBuilder
-from localai_runtime.responses.turn import Turn, generate, open_turn, store_unavailable
+from localai_runtime.responses.turn import Turn, generate, in_store, open_turn, require_store, store_unavailable
 from localai_runtime.serving.generation import until_disconnected
 from localai_runtime.serving.runtime import Runtime
 from localai_runtime.store import ResponseRecord, Store, StoreError
@@ -117,8 +117,7 @@ async def _stream(runtime: Runtime, turn: Turn, response: dict[str, Any]) -> Asy
 async def _start_background(runtime: Runtime, turn: Turn, response: dict[str, Any]) -> dict[str, Any]:
     pool = runtime.pool(turn.prepared.registration)
     if pool.full:  # accepted means it will run: a background response takes a queue place too
-        raise RateLimitError(f"The model '{turn.prepared.registration.model}' is busy: {pool.busy} running and "
-                             f"{pool.waiting} queued requests. Retry shortly.", headers={"Retry-After": "1"})
+        raise pool.busy_error()
     queued = {**response, "status": "queued"}
     await _save(runtime, turn, queued)
     task = asyncio.create_task(_background(runtime, turn, response), name=f"background {turn.response_id}")
@@ -151,16 +150,11 @@ async def _background(runtime: Runtime, turn: Turn, response: dict[str, Any]) ->
 # -- stored responses ---------------------------------------------------------------------
 
 def _store(runtime: Runtime) -> Store:
-    if runtime.store is None:
-        raise InvalidRequestError("responses are not stored on this server (started with --no-store)")
-    return runtime.store
+    return require_store(runtime, "responses are not stored on this server")
 
 
 async def _record(runtime: Runtime, response_id: str) -> ResponseRecord:
-    try:
-        record = await _store(runtime).get_response(response_id)
-    except StoreError as exc:
-        raise store_unavailable(exc) from exc
+    record = await in_store(_store(runtime).get_response(response_id))
     if record is None:
         raise NotFoundError(f"Response with id '{response_id}' not found.", param="response_id")
     return record
@@ -171,11 +165,7 @@ async def retrieve(runtime: Runtime, response_id: str) -> dict[str, Any]:
 
 
 async def delete(runtime: Runtime, response_id: str) -> dict[str, Any]:
-    try:
-        deleted = await _store(runtime).delete_response(response_id)
-    except StoreError as exc:
-        raise store_unavailable(exc) from exc
-    if not deleted:
+    if not await in_store(_store(runtime).delete_response(response_id)):
         raise NotFoundError(f"Response with id '{response_id}' not found.", param="response_id")
     return {"id": response_id, "object": "response.deleted", "deleted": True}
 
@@ -194,19 +184,13 @@ async def cancel(runtime: Runtime, response_id: str) -> dict[str, Any]:
     if running is None and record.response["status"] not in TERMINAL:  # queued before a restart
         record.response = finished(record.response, "cancelled")
         record.status = "cancelled"
-        try:
-            await _store(runtime).put_response(record)
-        except StoreError as exc:
-            raise store_unavailable(exc) from exc
+        await in_store(_store(runtime).put_response(record))
     return record.response
 
 
 async def input_items(runtime: Runtime, response_id: str, after: str | None, limit: int,
                       order: str) -> dict[str, Any]:
-    try:
-        found = await _store(runtime).input_items(response_id, after=after, limit=limit, order=order)
-    except StoreError as exc:
-        raise store_unavailable(exc) from exc
+    found = await in_store(_store(runtime).input_items(response_id, after=after, limit=limit, order=order))
     if found is None:
         raise NotFoundError(f"Response with id '{response_id}' not found.", param="response_id")
     return page(*found)

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from localai_runtime.backends import Piece
 from localai_runtime.errors import (
@@ -29,9 +29,10 @@ from localai_runtime.serving.fields import RESPONSES
 from localai_runtime.serving.generation import run_pieces
 from localai_runtime.serving.policy import Prepared, prepare
 from localai_runtime.serving.runtime import Runtime
-from localai_runtime.store import MissingResponse, StoreError
+from localai_runtime.store import MissingResponse, Store, StoreError
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TRUNCATED_HEADER = "x-localai-truncated-input-items"
 
@@ -71,6 +72,21 @@ def store_unavailable(exc: StoreError) -> ServiceUnavailableError:
     """The client's error for a store failure; the details (paths, database errors) go to the log."""
     logger.error("%s", exc)
     return ServiceUnavailableError("The response store is unavailable; the server's log says why.")
+
+
+def require_store(runtime: Runtime, refusal: str) -> Store:
+    """The store, or a 400 saying ``refusal`` when the server keeps none."""
+    if runtime.store is None:
+        raise InvalidRequestError(f"{refusal} (started with --no-store)")
+    return runtime.store
+
+
+async def in_store(work: Awaitable[T]) -> T:
+    """The result of a store call; a store failure is the client's 503 (see :func:`store_unavailable`)."""
+    try:
+        return await work
+    except StoreError as exc:
+        raise store_unavailable(exc) from exc
 
 
 def _conversation_id(value: Any) -> str | None:

@@ -192,23 +192,23 @@ class ModelPool:
 
     @property
     def full(self) -> bool:
-        """Another request would be refused (429) now."""
-        return self._full()
-
-    def _full(self) -> bool:
+        """Another request would be refused (429, :meth:`busy_error`) now."""
         free = self.size if self._free is None else self._free.qsize()
         return self._waiting >= self.queue_size + free
+
+    def busy_error(self) -> RateLimitError:
+        return RateLimitError(
+            f"The model '{self.registration.model}' is busy: {self.busy} running and "
+            f"{self._waiting} queued requests. Retry shortly.",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
 
     @contextlib.asynccontextmanager
     async def acquire(self) -> AsyncIterator[Lease]:
         """An instance for one generation; 429 when ``queue_size`` requests already wait for one
         (requests waiting for the model to load count too)."""
-        if self._full():
-            raise RateLimitError(
-                f"The model '{self.registration.model}' is busy: {self.busy} running and "
-                f"{self._waiting} queued requests. Retry shortly.",
-                headers={"Retry-After": str(RETRY_AFTER_S)},
-            )
+        if self.full:
+            raise self.busy_error()
         self._waiting += 1
         try:
             await self.load()
