@@ -21,6 +21,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from localai_runtime.observability.upstreams import UpstreamCollector, Upstreams
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MODEL = ["model_name"]
 
@@ -69,9 +71,10 @@ class Metrics:
     """One server's metrics, in a registry of its own."""
 
     def __init__(self, pools: Callable[[], Iterable[tuple[str, PoolState]]],
-                 models: Callable[[], Iterable[str]]) -> None:
+                 models: Callable[[], Iterable[str]], upstreams: Upstreams = tuple) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=True)
         registry.register(_PoolCollector(pools, models))
+        registry.register(UpstreamCollector(upstreams))
         self.prompt_tokens = Counter("vllm:prompt_tokens", "Prompt tokens processed.", MODEL, registry=registry)
         self.generation_tokens = Counter("vllm:generation_tokens", "Tokens generated.", MODEL, registry=registry)
         self.success = Counter("vllm:request_success", "Requests finished, by why they finished.",

@@ -29,6 +29,7 @@ from localai_runtime.serving.fields import RESPONSES
 from localai_runtime.serving.generation import run_pieces
 from localai_runtime.serving.policy import Prepared, prepare
 from localai_runtime.serving.runtime import Runtime
+from localai_runtime.serving.upstream import is_remote, remote_pieces
 from localai_runtime.store import MissingResponse, Store, StoreError
 
 logger = logging.getLogger(__name__)
@@ -167,8 +168,11 @@ async def generate(runtime: Runtime, turn: Turn) -> AsyncIterator[Piece]:
         if turn.on_admitted is not None:
             await turn.on_admitted()
         while True:
-            pieces = run_pieces(lease.instance.chat, turn.chat, stop=turn.stop, counter=runtime.generations,
-                                executor=runtime.executor, lease=lease, observer=turn.observer)
+            if is_remote(registration):
+                pieces = remote_pieces(lease, registration, turn.chat, turn.stop, turn.observer)
+            else:
+                pieces = run_pieces(lease.instance.chat, turn.chat, stop=turn.stop, counter=runtime.generations,
+                                    executor=runtime.executor, lease=lease, observer=turn.observer)
             try:
                 first = await anext(pieces)
             except StopAsyncIteration:

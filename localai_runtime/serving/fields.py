@@ -42,10 +42,13 @@ RESPONSES_SERVER_FIELDS = frozenset({
 """createResponse fields the server honours itself (the store, the chain, truncation)."""
 
 
-def honoured(backend: Any, operation_id: str) -> frozenset[str]:
-    """The fields ``backend`` honours for ``operation_id``: its own table, or for an operation
-    the server translates (createResponse) the fields whose translation it honours."""
-    table: Mapping[str, frozenset[str]] = backend.honoured
+def honoured(backend: Any, operation_id: str, settings: Any = None) -> frozenset[str]:
+    """The fields ``backend`` honours for ``operation_id``: its own table (a backend whose
+    abilities vary per registration gives one for its ``settings``), or for an operation the
+    server translates (createResponse) the fields whose translation it honours."""
+    table: Mapping[str, frozenset[str]] = (
+        backend.honoured_for(settings) if settings is not None and hasattr(backend, "honoured_for")
+        else backend.honoured)
     if operation_id in table:
         return table[operation_id]
     if operation_id == RESPONSES and CHAT in table:

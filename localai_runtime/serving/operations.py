@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from localai_runtime.serving import chat, completions, embeddings, text, tokenize
+from localai_runtime.serving import chat, completions, embeddings, text, tokenize, upstream
 from localai_runtime.serving.policy import prepare
 from localai_runtime.serving.runtime import Runtime
 from localai_runtime.tools.request import tool_request
@@ -30,6 +30,10 @@ _TEXT: Mapping[str, text.TextFormat] = {CHAT: chat.FORMAT, COMPLETION: completio
 async def serve(runtime: Runtime, operation_id: str, body: Mapping[str, Any], receive: Callable[[], Any]) -> Response:
     registration = runtime.lookup(operation_id, body.get("model"))
     prepared = prepare(operation_id, body, registration, runtime.schemas)
+    if upstream.is_remote(registration):
+        if operation_id == CHAT:
+            tool_request(prepared.request)
+        return await upstream.relay(runtime, operation_id, prepared, receive)
     if operation_id == EMBEDDING:
         return await embeddings.answer(runtime, prepared, receive)
     if operation_id in (TOKENIZE, DETOKENIZE):

@@ -84,7 +84,7 @@ def prepare(
             raise UnknownParameterError(f"Unrecognized request argument supplied: {key}", param=key)
 
     backend = registration.backend
-    served = honoured(backend, operation_id) if backend is not None else frozenset()
+    served = honoured(backend, operation_id, registration.settings) if backend is not None else frozenset()
     for name in set_fields(incoming, request):
         if name in served or name in SERVER_FIELDS or is_metadata(name):
             continue

@@ -66,7 +66,7 @@ class ModelPool:
         self.registration = registration
         self._metrics = metrics
         self._executor = executor
-        self.size = int(registration.settings.get("parallel", 1))
+        self.size = int(registration.settings.get("parallel", getattr(registration.backend, "default_parallel", 1)))
         self.queue_size = queue_size
         self._instances: list[ModelInstance] = []
         self._free: asyncio.Queue[ModelInstance] | None = None
@@ -81,6 +81,10 @@ class ModelPool:
         self.pinned = bool(registration.settings.get("preload"))
         idle = registration.settings.get("idle_unload_seconds")
         self.idle_unload_s: float | None = float(idle) if idle is not None else None
+
+    @property
+    def instances(self) -> tuple[ModelInstance, ...]:
+        return tuple(self._instances)
 
     @property
     def loaded(self) -> bool:

@@ -211,7 +211,7 @@ class _Loader:
         overrides = raw.get("request_overrides") or {}
         if ok:
             for section, values in (("request_defaults", defaults), ("request_overrides", overrides)):
-                self.check_request_values(where, section, values, operations, backend)
+                self.check_request_values(where, section, values, operations, backend, settings)
         policy = raw.get("policy") or {}
         if settings is None:
             return None
@@ -268,7 +268,8 @@ class _Loader:
         return backend, settings, problem
 
     def check_request_values(
-        self, where: str, section: str, values: Mapping[str, Any], operations: frozenset[str], backend: Backend | None
+        self, where: str, section: str, values: Mapping[str, Any], operations: frozenset[str], backend: Backend | None,
+        settings: LocalSettings | None = None,
     ) -> None:
         if "model" in values:
             self.error(where, f"{section}.model: the model is the registration's own name; remove it here")
@@ -289,7 +290,7 @@ class _Loader:
             if error is not None:
                 self.error(where, f"{section} for {operation}: {describe(error, section)[0]}")
             if backend is not None:
-                served = honoured(backend, operation)
+                served = honoured(backend, operation, settings)
                 for name in set_fields(known):
                     if name not in served and name not in SERVER_FIELDS and not is_metadata(name):
                         message = f"backend {backend.name} does not honour it for {operation}"

@@ -62,13 +62,15 @@ class Runtime:
     def __post_init__(self) -> None:
         # One thread per model instance that can generate at once, so generations never wait
         # for threads (the event loop's default executor has min(32, cores + 4)).
-        instances = sum(int(r.settings.get("parallel", 1)) for r in self.registrations.all)
+        instances = sum(int(r.settings.get("parallel", 1)) for r in self.registrations.all
+                        if not getattr(r.backend, "remote", False))  # relayed on the event loop
         self.executor = ThreadPoolExecutor(
             max_workers=instances + 1, thread_name_prefix="inference", initializer=_below_the_event_loop
         )
         self.metrics = Metrics(
             pools=lambda: [(pool.registration.model, pool) for pool in list(self._pools.values())],
             models=self.registrations.models,
+            upstreams=self._upstreams,
         ) if self.settings.metrics else None
 
         self.lifecycle = Lifecycle(lambda: list(self._pools.values()), self.settings.max_loaded_models)
@@ -94,6 +96,11 @@ class Runtime:
             self.metrics.reloads.labels(outcome).inc()
             if outcome == "applied" and self.reloader is not None:
                 self.metrics.configuration(self.reloader.state.digest)
+
+    def _upstreams(self) -> list[tuple[str, Any]]:
+        """The replica sets of loaded openai-upstream registrations, for /metrics."""
+        return [(pool.registration.model, pool.instances[0].upstream.replicas)  # type: ignore[attr-defined]
+                for pool in list(self._pools.values()) if pool.instances and hasattr(pool.instances[0], "upstream")]
 
     def observe(self, model: str) -> RequestMetrics | Unobserved:
         """The metrics observer of one request for ``model``."""

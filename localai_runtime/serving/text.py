@@ -125,14 +125,14 @@ async def answer(runtime: Runtime, form: TextFormat, prepared: Prepared, receive
         stream = _stream(runtime, form, prepared, stop)
         first = await until_disconnected(anext(stream), receive, stop)
         return StreamingResponse(
-            _prepend(first, stream),
+            prepend(first, stream),
             media_type="text/event-stream",
             headers={**prepared.headers(), "Cache-Control": "no-cache"},
         )
     return await _whole(runtime, form, prepared, receive, stop)
 
 
-async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     yield first
     async for item in rest:
         yield item
@@ -214,7 +214,12 @@ async def _stream(
     except Exception as exc:  # noqa: BLE001 - after the stream started, errors become an event
         if not started:
             raise
-        error = exc if isinstance(exc, APIError) else internal_error(exc)
-        runtime.count_error(error)
-        yield stream_error_event(error)
+        yield late_error(runtime, exc)
     yield b"data: [DONE]\n\n"
+
+
+def late_error(runtime: Runtime, exc: Exception) -> bytes:
+    """The event that ends a stream which failed after it began (counted in /metrics)."""
+    error = exc if isinstance(exc, APIError) else internal_error(exc)
+    runtime.count_error(error)
+    return stream_error_event(error)

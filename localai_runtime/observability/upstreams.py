@@ -1,0 +1,64 @@
+"""The ``localai_upstream_*`` series: each upstream replica's health, load and outcomes, read
+from the replica sets of loaded ``openai-upstream`` registrations when scraped.
+
+Label values are bounded: ``model_name`` is a registered model, ``upstream`` a configured base
+URL, ``outcome`` one of the adapter's own words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Protocol
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+
+class ReplicaState(Protocol):
+    url: str
+    in_flight: int
+    failures: int
+    cooldowns: int
+    outcomes: Mapping[str, int]
+
+    @property
+    def state(self) -> str: ...
+
+
+class ReplicaSetState(Protocol):
+    replicas: list[ReplicaState]
+    failovers: int
+
+
+Upstreams = Callable[[], Iterable[tuple[str, ReplicaSetState]]]
+
+
+class UpstreamCollector(Collector):
+    def __init__(self, upstreams: Upstreams) -> None:
+        self._upstreams = upstreams
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        labels = ["model_name", "upstream"]
+        requests = CounterMetricFamily("localai_upstream_requests", "Requests sent to an upstream replica, "
+                                       "by outcome (ok, upstream_4xx, upstream_5xx, connect_error, timeout, "
+                                       "stream_error, cancelled, probe_ok, probe_failed).", labels=[*labels, "outcome"])
+        in_flight = GaugeMetricFamily("localai_upstream_in_flight", "Requests in flight to the replica.", labels=labels)
+        up = GaugeMetricFamily("localai_upstream_up", "1 if the replica takes requests, 0 while it cools down "
+                               "or is probed.", labels=labels)
+        failures = GaugeMetricFamily("localai_upstream_consecutive_failures", "The replica's failures in a row.",
+                                     labels=labels)
+        cooldowns = CounterMetricFamily("localai_upstream_cooldowns", "Times the replica was set to cool down.",
+                                        labels=labels)
+        failovers = CounterMetricFamily("localai_upstream_failovers", "Requests retried on another replica.",
+                                        labels=["model_name"])
+        for model, replica_set in self._upstreams():
+            failovers.add_metric([model], replica_set.failovers)
+            for replica in replica_set.replicas:
+                key = [model, replica.url]
+                for outcome, count in sorted(replica.outcomes.items()):
+                    requests.add_metric([*key, outcome], count)
+                in_flight.add_metric(key, replica.in_flight)
+                up.add_metric(key, int(replica.state == "healthy"))
+                failures.add_metric(key, replica.failures)
+                cooldowns.add_metric(key, replica.cooldowns)
+        yield from (requests, in_flight, up, failures, cooldowns, failovers)

@@ -1,0 +1,161 @@
+"""Requests for an ``openai-upstream`` registration, relayed to the upstream engine on the event loop.
+
+The request has been validated, merged and policed as for any backend; it goes upstream with
+the upstream's model name, each listed extension as a top-level field (as vLLM and llama.cpp's
+server take them) and no metadata fields, and comes back with the registration's model name.
+A stream passes through event by event as it arrives (``X-Accel-Buffering: no`` asks proxies
+not to buffer it); the pool still admits requests (``parallel`` in flight, then the queue, then
+429). A client that leaves closes the upstream connection, which cancels the upstream request.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+import threading
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from localai_runtime.backends import Piece
+from localai_runtime.backends.openai_upstream.client import UpstreamError
+from localai_runtime.backends.openai_upstream.streams import DONE, chat_pieces, error_in
+from localai_runtime.errors import (
+    ContextLengthExceededError,
+    UnsupportedParameterError,
+)
+from localai_runtime.serving.fields import EXTENSIONS, METADATA_FIELDS
+from localai_runtime.serving.generation import Observer, until_disconnected
+from localai_runtime.serving.policy import Prepared
+from localai_runtime.serving.pool import Lease
+from localai_runtime.serving.registrations import Registration
+from localai_runtime.serving.runtime import Runtime
+from localai_runtime.serving.text import late_error, prepend
+
+PATHS = {"createChatCompletion": "/chat/completions", "createCompletion": "/completions",
+         "createEmbedding": "/embeddings"}
+_SERVER_EXTENSIONS = frozenset({"cutstrings", "trimstrings"})
+
+
+def is_remote(registration: Registration) -> bool:
+    return bool(getattr(registration.backend, "remote", False))
+
+
+def upstream_body(request: Mapping[str, Any], registration: Registration, *, stream: bool) -> dict[str, Any]:
+    body = {key: value for key, value in request.items() if key != EXTENSIONS and key not in METADATA_FIELDS}
+    extensions = request.get(EXTENSIONS) or {}
+    body.update({key: value for key, value in extensions.items() if key not in _SERVER_EXTENSIONS})
+    body["model"] = registration.settings.get("upstream_model")
+    if stream:  # usage is counted for /metrics; the client sees it only if it asked
+        body["stream"] = True
+        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+    return body
+
+
+async def relay(runtime: Runtime, operation_id: str, prepared: Prepared, receive: Callable[[], Any]) -> Response:
+    if prepared.filters.active:
+        name = next(key for key in ("cutstrings", "trimstrings") if (prepared.request.get(EXTENSIONS) or {}).get(key))
+        raise UnsupportedParameterError(
+            f"'{EXTENSIONS}.{name}' is not supported for model '{prepared.registration.model}': its answers pass "
+            "through from the upstream unchanged", param=f"{EXTENSIONS}.{name}")
+    stop = threading.Event()
+    path = PATHS[operation_id]
+    if prepared.request.get("stream"):
+        stream = _stream(runtime, prepared, path)
+        first = await until_disconnected(anext(stream), receive, stop)
+        return StreamingResponse(prepend(first, stream), media_type="text/event-stream", headers={
+            **prepared.headers(), "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return await until_disconnected(_whole(runtime, prepared, path), receive, stop)
+
+
+async def _whole(runtime: Runtime, prepared: Prepared, path: str) -> Response:
+    registration = prepared.registration
+    body = upstream_body(prepared.request, registration, stream=False)
+    encoding = body.pop("encoding_format", None) if path == PATHS["createEmbedding"] else None
+    observer = runtime.observe(registration.model)
+    async with runtime.pool(registration).acquire() as lease:
+        observer.admitted()
+        opened = await _upstream(lease).open(path, body)
+        async with opened.reading():
+            answer = await opened.json()
+    if isinstance(answer, dict):
+        answer["model"] = registration.model
+        if encoding == "base64":
+            for entry in answer.get("data") or ():
+                vector = entry.get("embedding")
+                entry["embedding"] = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        _finished(observer, answer)
+    return JSONResponse(answer, headers=prepared.headers())
+
+
+def _finished(observer: Observer, answer: Mapping[str, Any]) -> None:
+    usage = answer.get("usage") or {}
+    choices = answer.get("choices") or [{}]
+    observer.finished(str(choices[0].get("finish_reason") or "stop"), int(usage.get("prompt_tokens") or 0),
+                      int(usage.get("completion_tokens") or 0))
+
+
+async def _stream(runtime: Runtime, prepared: Prepared, path: str) -> AsyncIterator[bytes]:
+    registration = prepared.registration
+    wants_usage = bool((prepared.request.get("stream_options") or {}).get("include_usage"))
+    body = upstream_body(prepared.request, registration, stream=True)
+    observer = runtime.observe(registration.model)
+    started = False
+    last: dict[str, Any] = {}
+    try:
+        async with runtime.pool(registration).acquire() as lease:
+            observer.admitted()
+            opened = await _upstream(lease).open(path, body)
+            async with opened.reading():
+                async for data in opened.events():
+                    if data == DONE:
+                        break
+                    chunk = json.loads(data)
+                    if error_in(chunk) is not None:
+                        opened.count_as("stream_error")
+                    elif isinstance(chunk, dict):
+                        if chunk.get("usage"):
+                            last["usage"] = chunk["usage"]
+                            if not chunk.get("choices") and not wants_usage:
+                                continue
+                        for choice in chunk.get("choices") or ():
+                            if choice.get("finish_reason"):
+                                last.setdefault("choices", [choice])
+                        if chunk.get("choices"):
+                            observer.piece()
+                        if "model" in chunk:
+                            chunk["model"] = registration.model
+                    started = True
+                    yield b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n\n"
+        _finished(observer, last)
+    except Exception as exc:  # noqa: BLE001 - after the stream started, errors become an event
+        if not started:
+            raise
+        yield late_error(runtime, exc)
+    yield b"data: [DONE]\n\n"
+
+
+def _upstream(lease: Lease) -> Any:
+    return lease.instance.upstream  # type: ignore[attr-defined] - an openai-upstream instance
+
+
+async def remote_pieces(lease: Lease, registration: Registration, chat: Mapping[str, Any],
+                        stop: threading.Event, observer: Observer) -> AsyncIterator[Piece]:
+    """A chat request's pieces from the upstream (the Responses API's path for this backend)."""
+    body = upstream_body(chat, registration, stream=True)
+    try:
+        opened = await _upstream(lease).open(PATHS["createChatCompletion"], body)
+    except UpstreamError as exc:
+        if exc.code == "context_length_exceeded":  # so that truncation: auto can drop items
+            raise ContextLengthExceededError(exc.message, param="messages") from exc
+        raise
+    async with opened.reading():
+        async for piece in chat_pieces(opened.events()):
+            if piece.text or piece.tool_calls:
+                observer.piece()
+            yield piece
+            if stop.is_set():
+                opened.count_as("cancelled")
+                return
