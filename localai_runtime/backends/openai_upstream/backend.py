@@ -32,12 +32,18 @@ class OpenAIUpstreamBackend:
 
     def __init__(self) -> None:
         self._shared: dict[int, tuple[Upstream, int]] = {}
+        self._honoured: dict[int, tuple[LocalSettings, Mapping[str, frozenset[str]]]] = {}
         self._lock = threading.Lock()
 
     def honoured_for(self, settings: LocalSettings) -> Mapping[str, frozenset[str]]:
-        listed = UpstreamSettings.parse(settings.values).honoured
-        fields = AllFields() if listed is None else listed
-        return {operation: fields for operation in SERVED}
+        table = self._honoured.get(id(settings))
+        if table is None or table[0] is not settings:  # keyed by identity: keep the settings alive
+            listed = UpstreamSettings.parse(settings.values).honoured
+            fields = AllFields() if listed is None else listed
+            if len(self._honoured) > 1024:  # configurations replaced by reloads
+                self._honoured.clear()
+            table = self._honoured[id(settings)] = (settings, {operation: fields for operation in SERVED})
+        return table[1]
 
     def check(self, settings: LocalSettings, operations: frozenset[str]) -> list[str]:
         problems = []

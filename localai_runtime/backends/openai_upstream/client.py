@@ -19,11 +19,10 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import httpx
-
 from localai_runtime.backends.openai_upstream.replicas import Replica, ReplicaSet
 from localai_runtime.backends.openai_upstream.settings import UpstreamSettings
 from localai_runtime.backends.openai_upstream.streams import UpstreamStreamError, sse_data
+from localai_runtime.backends.openai_upstream.transport import Origin, Pool, Response, TransportError, tls_context
 from localai_runtime.errors import APIError, ServiceUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -71,7 +70,7 @@ def upstream_error(replica: Replica, status: int, content: bytes) -> UpstreamErr
 class Opened:
     """An upstream answer whose headers have arrived (status < 400)."""
 
-    def __init__(self, upstream: Upstream, replica: Replica, response: httpx.Response, deadline: float) -> None:
+    def __init__(self, upstream: Upstream, replica: Replica, response: Response, deadline: float) -> None:
         self.upstream = upstream
         self.replica = replica
         self.response = response
@@ -82,10 +81,10 @@ class Opened:
     async def json(self) -> Any:
         try:
             async with asyncio.timeout(max(0.0, self._deadline - time.monotonic())):
-                content = await self.response.aread()
+                content = await self.response.read()
         except TimeoutError:
             raise self.upstream.timed_out(self.replica, "the answer") from None
-        except httpx.HTTPError as exc:
+        except TransportError as exc:
             self.upstream.broke(self.replica, exc)
             raise self.upstream.unreachable(self.replica, exc) from exc
         try:
@@ -97,7 +96,7 @@ class Opened:
     async def events(self) -> AsyncIterator[str]:
         """The data of each server-sent event; the first within the first-byte timeout, each
         next one within the idle timeout. Ends at the stream's end (``[DONE]`` is yielded)."""
-        lines = self.response.aiter_lines()
+        lines = self.response.lines()
         budget = max(0.0, self._deadline - time.monotonic())
         what = "the stream's first event"
         while True:
@@ -106,7 +105,7 @@ class Opened:
                     data = await sse_data(lines)
             except TimeoutError:
                 raise self.upstream.timed_out(self.replica, what) from None
-            except httpx.HTTPError as exc:
+            except TransportError as exc:
                 self.upstream.broke(self.replica, exc)
                 raise self.upstream.unreachable(self.replica, exc) from exc
             if data is None:
@@ -148,7 +147,7 @@ class Opened:
             self.replica.outcomes[outcome] += 1
         if outcome == "ok":
             self.upstream.replicas.succeeded(self.replica)
-        await self.response.aclose()
+        self.response.close()
 
 
 class Upstream:
@@ -157,13 +156,12 @@ class Upstream:
     def __init__(self, settings: UpstreamSettings, parallel: int) -> None:
         self.settings = settings
         self.replicas = ReplicaSet(settings.base_urls, settings.failures_to_cool, settings.cooldown_seconds)
-        headers = {"Authorization": f"Bearer {key}"} if (key := settings.api_key()) else {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.client = httpx.AsyncClient(
-            headers=headers,
-            timeout=httpx.Timeout(None, connect=settings.connect),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=parallel + 1),
-        )
+        self.headers = {"Content-Type": "application/json", "User-Agent": "localai-runtime"}
+        if key := settings.api_key():
+            self.headers["Authorization"] = f"Bearer {key}"
+        origins = [Origin.parse(url) for url in settings.base_urls]
+        tls = tls_context(origins)
+        self.pools = {url: Pool(origin, tls, parallel) for url, origin in zip(settings.base_urls, origins, strict=True)}
 
     async def open(self, path: str, body: Mapping[str, Any]) -> Opened:
         """POST ``body`` to ``path`` (``/chat/completions``) on a replica, failing over."""
@@ -181,14 +179,13 @@ class Upstream:
             deadline = time.monotonic() + self.settings.first_byte
             replica.in_flight += 1
             try:
-                request = self.client.build_request("POST", replica.url + path, content=content,
-                                                    headers={"Content-Type": "application/json"})
                 async with asyncio.timeout(self.settings.first_byte):
-                    response = await self.client.send(request, stream=True)
+                    response = await self.pools[replica.url].request("POST", path, content, self.headers,
+                                                                     self.settings.connect)
             except TimeoutError:
                 replica.in_flight -= 1
                 raise self.timed_out(replica, "the answer") from None
-            except httpx.HTTPError as exc:
+            except TransportError as exc:
                 replica.in_flight -= 1
                 self.broke(replica, exc)
                 failure = self.unreachable(replica, exc)
@@ -196,21 +193,22 @@ class Upstream:
             except BaseException:
                 replica.in_flight -= 1
                 raise
-            if response.status_code < 400:
+            if response.status < 400:
                 return Opened(self, replica, response, deadline)
             try:
-                error = upstream_error(replica, response.status_code, await response.aread())
-            except httpx.HTTPError as exc:
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    error = upstream_error(replica, response.status, await response.read())
+            except (TransportError, TimeoutError) as exc:
                 error = self.unreachable(replica, exc)
             finally:
                 replica.in_flight -= 1
-                await response.aclose()
-            if response.status_code < 500:
+                response.close()
+            if response.status < 500:
                 replica.outcomes["upstream_4xx"] += 1
                 self.replicas.succeeded(replica)
                 raise error
             replica.outcomes["upstream_5xx"] += 1
-            self.replicas.failed(replica, f"answered {response.status_code}")
+            self.replicas.failed(replica, f"answered {response.status}")
             failure = error
         if failure is not None:
             raise failure
@@ -232,10 +230,18 @@ class Upstream:
         """A resting replica is asked for its models before it takes requests again."""
         replica.probing = True
         try:
-            response = await self.client.get(replica.url + "/models", timeout=self.settings.connect + 5)
-            healthy = response.status_code < 500
-        except httpx.HTTPError as exc:
-            healthy, replica.last_error = False, f"probe failed: {type(exc).__name__}"
+            async with asyncio.timeout(self.settings.connect + 5):
+                response = await self.pools[replica.url].request("GET", "/models", b"", self.headers,
+                                                                 self.settings.connect)
+                try:
+                    await response.read()
+                finally:
+                    response.close()
+            healthy = response.status < 500
+            if not healthy:
+                replica.last_error = f"probe answered {response.status}"
+        except (TransportError, TimeoutError) as exc:
+            healthy, replica.last_error = False, f"probe failed: {exc or type(exc).__name__}"
         finally:
             replica.probing = False
         replica.outcomes["probe_ok" if healthy else "probe_failed"] += 1
@@ -246,14 +252,14 @@ class Upstream:
             self.replicas.failed(replica, replica.last_error or "probe failed")
         return healthy
 
-    def broke(self, replica: Replica, exc: httpx.HTTPError) -> None:
+    def broke(self, replica: Replica, exc: Exception) -> None:
         replica.outcomes["connect_error"] += 1
-        self.replicas.failed(replica, f"{type(exc).__name__}: {exc}"[:300])
+        self.replicas.failed(replica, str(exc)[:300] or type(exc).__name__)
         logger.warning("upstream %s failed: %s", replica.url, replica.last_error)
 
-    def unreachable(self, replica: Replica, exc: httpx.HTTPError) -> UpstreamError:
+    def unreachable(self, replica: Replica, exc: Exception) -> UpstreamError:
         return UpstreamError(502, f"The upstream {replica.url} could not be reached or broke off: "
-                                  f"{type(exc).__name__}", code="upstream_unavailable")
+                                  f"{exc or type(exc).__name__}", code="upstream_unavailable")
 
     def timed_out(self, replica: Replica, what: str) -> UpstreamTimeout:
         replica.outcomes["timeout"] += 1
@@ -262,7 +268,8 @@ class Upstream:
         return UpstreamTimeout(f"The upstream {replica.url} did not send {what} within {limit:g} s.")
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        for pool in self.pools.values():
+            pool.close()
 
     def close_soon(self) -> None:
         """Close the connections from any thread (the registration was unloaded or replaced)."""
