@@ -87,6 +87,12 @@ def front(built_spec, engines, second, stalling, tmp_path_factory):
             base_urls: [{stalling["one_event"].base_url}]
             upstream_model: m
             timeouts: {{first_byte: 30, idle: 1}}
+        - registration: {{model: lingering, operations: [createChatCompletion]}}
+          local_settings:
+            backend: openai-upstream
+            base_urls: [{stalling["one_event"].base_url}]
+            upstream_model: m
+            timeouts: {{first_byte: 30, idle: 120}}
         - registration: {{model: nowhere, operations: [createChatCompletion]}}
           local_settings:
             backend: openai-upstream
@@ -232,6 +238,18 @@ def test_a_client_that_leaves_cancels_the_upstream_request(front, stalling):
     assert len(silent.heads) == before_heads + 1
     wait_until(lambda: silent.closed_by_client > before_closed, "the upstream connection is closed", timeout=10)
     wait_until(lambda: upstreams(front, "patient")[0]["in_flight"] == 0, "nothing is in flight", timeout=10)
+
+
+def test_a_client_that_leaves_a_stream_cancels_the_upstream_request(front, stalling):
+    one_event = stalling["one_event"]
+    before = one_event.closed_by_client
+    with front.http().stream("POST", "/v1/chat/completions", json={
+            "model": "lingering", "messages": HI, "stream": True}) as response:
+        first = next(line for line in response.iter_lines() if line.startswith("data: "))
+        assert json.loads(first[6:])["choices"][0]["delta"]["content"] == "first"
+    wait_until(lambda: one_event.closed_by_client > before, "the upstream stream is closed", timeout=10)
+    wait_until(lambda: upstreams(front, "lingering")[0]["in_flight"] == 0, "nothing is in flight", timeout=10)
+    assert upstreams(front, "lingering")[0]["requests"] == {"cancelled": 1}
 
 
 def test_an_unreachable_upstream_is_a_502_then_a_503_while_it_cools_down(front):

@@ -112,7 +112,7 @@ async def _stream(runtime: Runtime, prepared: Prepared, path: str) -> AsyncItera
                 async for data in opened.events():
                     if data == DONE:
                         break
-                    chunk = json.loads(data)
+                    chunk = _parsed(data, opened.replica.url)
                     if error_in(chunk) is not None:
                         opened.count_as("stream_error")
                     elif isinstance(chunk, dict):
@@ -135,6 +135,14 @@ async def _stream(runtime: Runtime, prepared: Prepared, path: str) -> AsyncItera
             raise
         yield late_error(runtime, exc)
     yield b"data: [DONE]\n\n"
+
+
+def _parsed(data: str, url: str) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise UpstreamError(502, f"The upstream {url} sent a stream event that is not JSON",
+                            code="bad_upstream_answer") from exc
 
 
 def _upstream(lease: Lease) -> Any:
