@@ -30,6 +30,7 @@ from localai_runtime import Settings, create_app
 from localai_runtime.serving.pool import ModelPool
 from localai_runtime.settings import resource_dir
 from localai_runtime.spec.build import BuiltSpec, build_spec
+from tests.postgres_server import postgres_server, postgres_url  # noqa: F401  (fixtures for every test module)
 
 REPO = Path(__file__).resolve().parent.parent
 

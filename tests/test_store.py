@@ -1,6 +1,8 @@
 """The durable store (``localai_runtime.store``) on real SQLite files: responses and their chains,
 input items, conversations and their items, retention, migrations (also from two processes at
-once), and the failures that must come out as ``StoreError`` naming the database."""
+once), and the failures that must come out as ``StoreError`` naming the database. The API's
+round trips (``any_url``) run on a real PostgreSQL database too; what is PostgreSQL's own lives
+in ``test_store_postgres.py``."""
 
 from __future__ import annotations
 
@@ -48,6 +50,13 @@ def url(db_path) -> str:
     return Store.sqlite_url(db_path.parent)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_url(request, url) -> str:
+    """The SQLite file's URL, then a fresh PostgreSQL database's (``tests/postgres_server.py``):
+    the store's API answers alike on both."""
+    return url if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+
+
 async def nothing(store: Store) -> None:
     pass
 
@@ -78,7 +87,7 @@ def test_open_creates_the_file_in_wal_mode(tmp_path):
     assert versions(data_dir / "localai.db") == [SCHEMA_VERSION] == [1]
 
 
-def test_put_get_replace_delete(url):
+def test_put_get_replace_delete(any_url):
     async def body(store: Store) -> None:
         assert await store.get_response("resp_1") is None
         first = record("resp_1", status="in_progress")
@@ -91,10 +100,10 @@ def test_put_get_replace_delete(url):
         assert await store.get_response("resp_1") is None
         assert await store.delete_response("resp_1") is False
 
-    with_store(url, body)
+    with_store(any_url, body)
 
 
-def test_chain_is_oldest_first_and_names_a_missing_ancestor(url):
+def test_chain_is_oldest_first_and_names_a_missing_ancestor(any_url):
     async def body(store: Store) -> None:
         for response_id, previous in [("r1", None), ("r2", "r1"), ("r3", "r2"), ("other", None)]:
             await store.put_response(record(response_id, previous))
@@ -116,10 +125,10 @@ def test_chain_is_oldest_first_and_names_a_missing_ancestor(url):
         with pytest.raises(StoreError, match="loop"):
             await store.chain("r3")
 
-    with_store(url, body)
+    with_store(any_url, body)
 
 
-def test_input_items_pages(url):
+def test_input_items_pages(any_url):
     async def body(store: Store) -> None:
         await store.put_response(record("resp", items=5))
         ids = [f"resp_in{n}" for n in range(5)]
@@ -140,10 +149,10 @@ def test_input_items_pages(url):
         with pytest.raises(ValueError, match="order"):
             await store.input_items("resp", after=None, limit=2, order="sideways")
 
-    with_store(url, body)
+    with_store(any_url, body)
 
 
-def test_conversations_crud(url):
+def test_conversations_crud(any_url):
     async def body(store: Store) -> None:
         assert await store.get_conversation("conv") is None
         await store.create_conversation("conv", 1234.0, {"topic": "x"}, [])
@@ -159,10 +168,10 @@ def test_conversations_crud(url):
         assert await store.get_conversation("conv") is None
         assert await store.delete_conversation("conv") is False
 
-    with_store(url, body)
+    with_store(any_url, body)
 
 
-def test_conversation_items(url):
+def test_conversation_items(any_url):
     async def body(store: Store) -> None:
         await store.create_conversation("conv", 1.0, None, [{"id": "i0", "type": "message"}, {"id": "i1"}])
         assert await store.add_items("conv", [{"id": "i2"}, {"id": "i3"}, {"id": "i4"}]) is True
@@ -195,7 +204,7 @@ def test_conversation_items(url):
         with pytest.raises(ValueError, match="id"):
             await store.add_items("conv", [{"type": "message"}])
 
-    with_store(url, body)
+    with_store(any_url, body)
 
 
 def test_delete_conversation_removes_its_items(url, db_path):
@@ -211,7 +220,7 @@ def test_delete_conversation_removes_its_items(url, db_path):
         assert db.execute("SELECT conversation_id, id FROM localai_conversation_items").fetchall() == [("b", "x")]
 
 
-def test_purge_deletes_only_old_rows(url):
+def test_purge_deletes_only_old_rows(any_url):
     async def body(store: Store) -> None:
         await store.put_response(record("old", created_at=100.0))
         await store.put_response(record("new", "old", created_at=950.0))
@@ -226,10 +235,10 @@ def test_purge_deletes_only_old_rows(url):
         with pytest.raises(MissingResponse):
             await store.chain("new")
 
-    with_store(url, body)
+    with_store(any_url, body)
 
 
-def test_data_survives_close_and_reopen(url):
+def test_data_survives_close_and_reopen(any_url):
     async def write(store: Store) -> None:
         await store.put_response(record("resp"))
         await store.create_conversation("conv", 1.0, {"k": "v"}, [{"id": "i"}])
@@ -239,8 +248,8 @@ def test_data_survives_close_and_reopen(url):
         assert await store.get_conversation("conv") == {"id": "conv", "created_at": 1.0, "metadata": {"k": "v"}}
         assert await store.all_items("conv") == [{"id": "i"}]
 
-    with_store(url, write)
-    with_store(url, read)
+    with_store(any_url, write)
+    with_store(any_url, read)
 
 
 def test_migrating_twice_does_nothing_and_a_newer_schema_is_refused(url, db_path):
@@ -378,9 +387,9 @@ def test_queries_run_in_the_store_thread_never_on_the_event_loop(url):
     assert len(threads) == 1  # SQLite: one worker
 
 
-def test_a_closed_store_says_so(url):
+def test_a_closed_store_says_so(any_url):
     async def main() -> None:
-        store = await Store.open(url)
+        store = await Store.open(any_url)
         await store.close()
         await store.close()
         with pytest.raises(StoreError, match="closed"):

@@ -3,7 +3,8 @@ conversations with their items, kept in one SQL database through SQLAlchemy Core
 
 - ``records``: what the store hands out and raises (:class:`ResponseRecord`,
   :class:`StoreError`, :class:`MissingResponse`);
-- ``engine``: opening a database URL (SQLite PRAGMAs, transactions that write);
+- ``engine``: opening a database URL (SQLite PRAGMAs, PostgreSQL through psycopg 3, transactions
+  that write);
 - ``schema``: the tables and the versioned migrations;
 - ``responses``, ``conversations``, ``paging``, ``retention``: the queries, run in a worker thread;
 - ``database``: :class:`Store`, the async API, which runs every query off the event loop.

@@ -3,7 +3,8 @@
 Every query runs in the store's own :class:`~concurrent.futures.ThreadPoolExecutor` (one worker
 for SQLite, whose writers serialise anyway; a few for server databases), never on the event
 loop. Failures of the database (cannot open, disk full, read-only, locked beyond the busy
-timeout, not a database) come out as :class:`StoreError` naming what failed and where.
+timeout, not a database, a server that cannot be reached) come out as :class:`StoreError`
+naming what failed and where, with any password in the URL shown as ``***``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from localai_runtime.store import conversations, responses, retention
-from localai_runtime.store.engine import BUSY_TIMEOUT_S, describe, make_engine
+from localai_runtime.store.engine import BUSY_TIMEOUT_S, describe, make_engine, passwords, resolve
 from localai_runtime.store.paging import check_page
 from localai_runtime.store.records import ResponseRecord, StoreError
 from localai_runtime.store.schema import migrate
@@ -35,11 +36,14 @@ _DEFAULT_WORKERS = 4
 _FAILURES = (SQLAlchemyError, OSError, ImportError)
 
 
-def _reason(exc: BaseException) -> str:
-    """The driver's own words where there are some (without SQLAlchemy's statement dump)."""
-    if isinstance(exc, DBAPIError) and exc.orig is not None:
-        return str(exc.orig)
-    return str(exc) or type(exc).__name__
+def _reason(exc: BaseException, url: URL) -> str:
+    """The driver's own words where there are some (without SQLAlchemy's statement dump), on one
+    line, with any password of ``url`` hidden."""
+    said = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    words = " ".join(str(said).split()) or type(exc).__name__
+    for password in passwords(url):
+        words = words.replace(password, "***")
+    return words
 
 
 def _open_engine(url: URL, workers: int, busy_timeout_s: float) -> Engine:
@@ -47,7 +51,7 @@ def _open_engine(url: URL, workers: int, busy_timeout_s: float) -> Engine:
     try:
         engine = make_engine(url, pool_size=workers, busy_timeout_s=busy_timeout_s)
     except _FAILURES as exc:
-        raise StoreError(f"cannot open the store at {where}: {_reason(exc)}") from exc
+        raise StoreError(f"cannot open the store at {where}: {_reason(exc, url)}") from exc
     try:
         version = migrate(engine)
     except StoreError:
@@ -55,7 +59,7 @@ def _open_engine(url: URL, workers: int, busy_timeout_s: float) -> Engine:
         raise
     except _FAILURES as exc:
         engine.dispose()
-        raise StoreError(f"cannot open the store at {where}: {_reason(exc)}") from exc
+        raise StoreError(f"cannot open the store at {where}: {_reason(exc, url)}") from exc
     logger.info("store at %s open (schema version %d)", where, version)
     return engine
 
@@ -79,8 +83,8 @@ class Store:
     async def open(cls, url: str, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> Store:
         """Open (creating and migrating as needed) the database at ``url``."""
         try:
-            parsed = make_url(url)
-        except ArgumentError as exc:
+            parsed = resolve(make_url(url))
+        except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
             raise StoreError(f"cannot open the store: the store URL is not a database URL ({exc})") from None
         workers = _WORKERS.get(parsed.get_backend_name(), _DEFAULT_WORKERS)
         executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="localai-store")
@@ -119,7 +123,7 @@ class Store:
         try:
             return fn(self.engine, *args)
         except _FAILURES as exc:
-            raise StoreError(f"cannot {what} in the store at {self.where}: {_reason(exc)}") from exc
+            raise StoreError(f"cannot {what} in the store at {self.where}: {_reason(exc, self.engine.url)}") from exc
 
     # responses
 

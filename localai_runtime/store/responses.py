@@ -1,13 +1,19 @@
-"""Stored responses: one row per response, its request's input items beside it (worker thread)."""
+"""Stored responses: one row per response, its request's input items beside it (worker thread).
+
+Storing a response replaces the row with its id: an upsert on PostgreSQL, where replicas write
+at once; an update, else an insert, on SQLite, whose ``BEGIN IMMEDIATE`` serialises writers.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.engine import Engine, Row
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Connection, Engine, Row
 
 from localai_runtime.store.engine import reading, writing
 from localai_runtime.store.jsontext import dumps, loads
@@ -31,6 +37,21 @@ def _record(row: Row[Any]) -> ResponseRecord:
     )
 
 
+def _update_or_insert(conn: Connection, response_id: str, values: dict[str, Any]) -> None:
+    """Race-free where writers serialise (SQLite's ``BEGIN IMMEDIATE``)."""
+    if not conn.execute(update(responses).where(responses.c.id == response_id).values(**values)).rowcount:
+        conn.execute(insert(responses).values(id=response_id, **values))
+
+
+def _postgres_upsert(conn: Connection, response_id: str, values: dict[str, Any]) -> None:
+    """``INSERT ... ON CONFLICT DO UPDATE``: two replicas storing one new id never collide."""
+    statement = postgresql.insert(responses).values(id=response_id, **values)
+    conn.execute(statement.on_conflict_do_update(index_elements=[responses.c.id], set_=values))
+
+
+_UPSERTS: dict[str, Callable[[Connection, str, dict[str, Any]], None]] = {"postgresql": _postgres_upsert}
+
+
 def put_response(engine: Engine, record: ResponseRecord) -> None:
     """Insert ``record``, or replace the stored response with its id."""
     values = {
@@ -44,9 +65,7 @@ def put_response(engine: Engine, record: ResponseRecord) -> None:
         "input_items": dumps(record.input_items),
     }
     with writing(engine) as conn:
-        replaced = conn.execute(update(responses).where(responses.c.id == record.id).values(**values)).rowcount
-        if not replaced:
-            conn.execute(insert(responses).values(id=record.id, **values))
+        _UPSERTS.get(conn.dialect.name, _update_or_insert)(conn, record.id, values)
 
 
 def get_response(engine: Engine, response_id: str) -> ResponseRecord | None:

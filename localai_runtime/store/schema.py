@@ -1,11 +1,16 @@
 """The store's tables, and the versioned migrations that create and change them.
 
-``localai_schema_version`` holds one row: the number of migrations applied. :func:`migrate`
-applies the pending ones in one write transaction (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: a
-transaction-scoped advisory lock), re-reading the version once it holds the lock, so two
-processes starting on a fresh database migrate it once. A database newer than this code is
-refused. A new migration is appended to :data:`MIGRATIONS`; a released one is never edited
-(when a later migration alters a table, freeze migration 1's DDL here first).
+``localai_schema_version`` holds a row per migration applied (its number); the schema version
+is the highest. :func:`migrate` applies the pending ones in one write transaction (SQLite:
+``BEGIN IMMEDIATE``; PostgreSQL: a transaction-scoped advisory lock, which DDL needs there:
+two sessions creating one table at once fail), re-reading the version once it holds the lock,
+so replicas starting at once on a fresh database migrate it once, and the others wait, then
+find it done. A database newer than this code is refused. A new migration is appended to
+:data:`MIGRATIONS`; a released one is never edited (when a later migration alters a table,
+freeze migration 1's DDL here first).
+
+Ids are ``VARCHAR(128)`` on SQLite, which does not enforce the length, and ``TEXT`` on
+PostgreSQL, which would: client-chosen item ids are kept as given on both.
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    delete,
     insert,
     inspect,
     select,
@@ -36,7 +40,7 @@ from localai_runtime.store.records import StoreError
 
 logger = logging.getLogger(__name__)
 
-ID = String(128)
+ID = String(128).with_variant(Text(), "postgresql")
 
 metadata = MetaData()
 
@@ -89,11 +93,12 @@ def _create_tables(conn: Connection) -> None:
 MIGRATIONS: list[Callable[[Connection], None]] = [_create_tables]
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_MIGRATION_LOCK_KEY = 0x10CA1A1  # any constant shared by every localai-runtime process
+MIGRATION_LOCK_KEY = 0x10CA1A1
+"""PostgreSQL's advisory lock around migrations: one constant shared by every localai-runtime."""
 
 
 def _pg_lock(conn: Connection) -> None:
-    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
 
 
 def _no_lock(conn: Connection) -> None:
@@ -136,7 +141,6 @@ def migrate(engine: Engine) -> int:
         for number in range(version + 1, SCHEMA_VERSION + 1):
             logger.info("store at %s: applying migration %d", where, number)
             MIGRATIONS[number - 1](conn)
-        conn.execute(delete(schema_version))
-        conn.execute(insert(schema_version).values(version=SCHEMA_VERSION))
+        conn.execute(insert(schema_version), [{"version": n} for n in range(version + 1, SCHEMA_VERSION + 1)])
     logger.info("store at %s migrated from schema version %d to %d", where, version, SCHEMA_VERSION)
     return SCHEMA_VERSION
