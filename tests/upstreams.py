@@ -53,14 +53,43 @@ class LlamaServer:
             self.process.wait(timeout=10)
 
 
+def _chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+_EVENT = (b'data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m",'
+          b'"choices":[{"index":0,"delta":{"content":"first"},"finish_reason":null}]}\n\n')
+_STREAM_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+_ANSWERS = {
+    # a stream that ends (its last chunk sent) without [DONE]
+    "cut": _STREAM_HEAD + _chunk(_EVENT) + b"0\r\n\r\n",
+    # a stream broken off: one event, then the connection closes in the middle of the body
+    "broken": _STREAM_HEAD + _chunk(_EVENT),
+    # llama-server's error field in the middle of a stream
+    "error_field": _STREAM_HEAD + _chunk(_EVENT) + _chunk(b'error: {"code":500,"message":"boom"}\n\n')
+    + _chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n",
+    # a whole JSON answer to a stream request (an engine that ignores stream: true)
+    "json": b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
+    # a whole stream, kept alive
+    "stream": _STREAM_HEAD + _chunk(_EVENT) + _chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n",
+    "500": b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ncontent-length: 45\r\n\r\n"
+           b'{"error":{"message":"kaput","type":"server"}}',
+    "401": b"HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: 39\r\n\r\n"
+           b'{"error":{"message":"Invalid API Key"}}',
+}
+
+
 class StallingServer:
-    """Accepts connections on 127.0.0.1, reads each request's head and then, by ``mode``, sends
-    nothing (``silent``) or a stream's headers and one event (``one_event``), and waits. Records
-    the request heads it read and how many connections the client closed."""
+    """An engine scripted by ``mode``, on 127.0.0.1. It reads each request's head and body, then:
+    ``silent`` sends nothing; ``one_event`` sends a stream's headers and one event; ``cut`` and
+    ``broken`` close the connection after their answer; the other modes send the answer of ``_ANSWERS`` (and
+    keep the connection for the next request). Then it waits until the client closes. Records
+    the request heads, the connections accepted and how many the client closed."""
 
     def __init__(self, mode: str = "silent") -> None:
         self.mode = mode
         self.heads: list[str] = []
+        self.connections = 0
         self.closed_by_client = 0
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))
@@ -79,33 +108,54 @@ class StallingServer:
                 conn, _ = self._sock.accept()
             except OSError:
                 return
+            self.connections += 1
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
         with conn:
             data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
-            self.heads.append(data.split(b"\r\n\r\n")[0].decode("latin-1"))
-            if self.mode == "one_event":
-                event = b'data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m",' \
-                        b'"choices":[{"index":0,"delta":{"content":"first"},"finish_reason":null}]}\n\n'
-                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-                             b"transfer-encoding: chunked\r\n\r\n" + f"{len(event):x}\r\n".encode() + event + b"\r\n")
-            while not self._stopped:  # stall until the client gives up
-                try:
-                    conn.settimeout(0.2)
-                    if conn.recv(65536) == b"":
-                        self.closed_by_client += 1
+            while True:
+                while b"\r\n\r\n" not in data:
+                    chunk = self._receive(conn)
+                    if chunk is None:
                         return
-                except TimeoutError:
-                    continue
-                except OSError:
-                    self.closed_by_client += 1
+                    data += chunk
+                head, data = data.split(b"\r\n\r\n", 1)
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                while len(data) < length:
+                    chunk = self._receive(conn)
+                    if chunk is None:
+                        return
+                    data += chunk
+                data = data[length:]
+                self.heads.append(head.decode("latin-1"))
+                if self.mode == "one_event":
+                    conn.sendall(_STREAM_HEAD + _chunk(_EVENT))
+                elif self.mode in _ANSWERS:
+                    conn.sendall(_ANSWERS[self.mode])
+                    if self.mode in ("cut", "broken"):
+                        return
+                    continue  # ready for the next request on this connection
+                if self._receive(conn, until_closed=True) is None:
                     return
+
+    def _receive(self, conn: socket.socket, until_closed: bool = False) -> bytes | None:
+        """The next bytes from the client; None once it closed the connection (or we stop)."""
+        while not self._stopped:
+            try:
+                conn.settimeout(0.2)
+                chunk = conn.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                chunk = b""
+            if chunk == b"":
+                self.closed_by_client += 1
+                return None
+            if not until_closed:
+                return chunk
+        return None
 
     def stop(self) -> None:
         self._stopped = True

@@ -51,14 +51,29 @@ class UpstreamCollector(Collector):
                                         labels=labels)
         failovers = CounterMetricFamily("localai_upstream_failovers", "Requests retried on another replica.",
                                         labels=["model_name"])
+        # Registrations of one model (chat and embeddings, say) may name the same replica: one
+        # series per label set, summed (up: 1 only while every registration's view is healthy).
+        moved: dict[str, int] = {}
+        counted: dict[tuple[str, ...], int] = {}
+        replicas: dict[tuple[str, str], list[int]] = {}
         for model, replica_set in self._upstreams():
-            failovers.add_metric([model], replica_set.failovers)
+            moved[model] = moved.get(model, 0) + replica_set.failovers
             for replica in replica_set.replicas:
-                key = [model, replica.url]
-                for outcome, count in sorted(replica.outcomes.items()):
-                    requests.add_metric([*key, outcome], count)
-                in_flight.add_metric(key, replica.in_flight)
-                up.add_metric(key, int(replica.state == "healthy"))
-                failures.add_metric(key, replica.failures)
-                cooldowns.add_metric(key, replica.cooldowns)
+                for outcome, count in replica.outcomes.items():
+                    key = (model, replica.url, outcome)
+                    counted[key] = counted.get(key, 0) + count
+                entry = replicas.setdefault((model, replica.url), [0, 1, 0, 0])
+                entry[0] += replica.in_flight
+                entry[1] &= int(replica.state == "healthy")
+                entry[2] = max(entry[2], replica.failures)
+                entry[3] += replica.cooldowns
+        for model, count in sorted(moved.items()):
+            failovers.add_metric([model], count)
+        for key, count in sorted(counted.items()):
+            requests.add_metric(list(key), count)
+        for (model, url), (busy, healthy, failed, rested) in sorted(replicas.items()):
+            in_flight.add_metric([model, url], busy)
+            up.add_metric([model, url], healthy)
+            failures.add_metric([model, url], failed)
+            cooldowns.add_metric([model, url], rested)
         yield from (requests, in_flight, up, failures, cooldowns, failovers)

@@ -8,6 +8,7 @@ backend's pieces and, with ``truncation: auto``, drops the oldest items until th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -185,9 +186,10 @@ async def generate(runtime: Runtime, turn: Turn) -> AsyncIterator[Piece]:
                 turn.chat = {**turn.chat, "messages": to_messages(turn.request.get("instructions"), items)}
                 turn.stop.clear()
                 continue
-            yield first
-            async for piece in pieces:
-                yield piece
+            async with contextlib.aclosing(pieces):  # closed before the lease is given back
+                yield first
+                async for piece in pieces:
+                    yield piece
             return
 
 

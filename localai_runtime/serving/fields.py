@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from localai_runtime.spec.request_schemas import MISSING, RequestSchema
+from localai_runtime.spec.request_schemas import MISSING, RequestSchema, RequestSchemas
+from localai_runtime.spec.schemas import follow_refs
 
 EXTENSIONS = "x-localai-extensions"
 
@@ -86,3 +87,30 @@ def set_fields(values: Mapping[str, Any], request: RequestSchema | None = None) 
         elif request is None or request.default_of(key) is MISSING or request.default_of(key) != value:
             names.append(key)
     return names
+
+
+def relay_problems(backend: Any, settings: Any, operations: frozenset[str], schemas: RequestSchemas,
+                   requests: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Start-up problems of a registration on a backend that relays requests elsewhere: fields it
+    lists as honoured that no operation of the registration has, and output filters (which it
+    cannot apply) among its request defaults or overrides (``requests``: section -> values)."""
+    if not getattr(backend, "remote", False) or settings is None:
+        return []
+    problems = []
+    for section, values in requests.items():
+        for key in ("cutstrings", "trimstrings"):
+            if (values.get(EXTENSIONS) or {}).get(key) is not None:
+                problems.append(f"{section}.{EXTENSIONS}.{key}: a relayed answer passes through unchanged, "
+                                "so output filters cannot apply")
+    listed = backend.listed_fields(settings)
+    known: set[str] = set()
+    for operation in operations | backend_operations(operations):
+        if (request := schemas.get(operation)) is not None:
+            known |= set(request.fields)
+            extension = follow_refs(schemas.spec.document, request.fields.get(EXTENSIONS) or {})
+            known |= {f"{EXTENSIONS}.{key}" for key in (extension.get("properties") or {})}
+    for index, name in enumerate(listed or ()):
+        if name not in known:
+            problems.append(f"local_settings.honoured[{index}]: {name!r} is not a request field of "
+                            f"{', '.join(sorted(operations))}")
+    return problems

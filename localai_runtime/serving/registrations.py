@@ -32,17 +32,22 @@ from localai_runtime.backends import (
 )
 from localai_runtime.backends.abstract import COMMON_SETTINGS_SCHEMA
 from localai_runtime.errors import InvalidRequestError, ModelNotFoundError, SpecError
-from localai_runtime.model_packages import PREFIX, packaged_model
-from localai_runtime.serving.fields import SERVER_FIELDS, backend_operations, honoured, is_metadata, serves, set_fields
+from localai_runtime.model_packages import model_path
+from localai_runtime.serving.fields import (
+    SERVER_FIELDS,
+    backend_operations,
+    honoured,
+    is_metadata,
+    relay_problems,
+    serves,
+    set_fields,
+)
 from localai_runtime.serving.output_filters import PatternError, compile_filters
 from localai_runtime.spec import files
 from localai_runtime.spec.request_schemas import RequestSchemas
 from localai_runtime.spec.schemas import SchemaCache, describe
 
 logger = logging.getLogger(__name__)
-
-BUILTIN_MODEL_PREFIX = "builtin:"
-"""``model_file: builtin:demo`` names the generated demo model (see demo_model.py)."""
 
 POLICIES = ("error", "drop")
 
@@ -212,6 +217,9 @@ class _Loader:
         if ok:
             for section, values in (("request_defaults", defaults), ("request_overrides", overrides)):
                 self.check_request_values(where, section, values, operations, backend, settings)
+            sections = {"request_defaults": defaults, "request_overrides": overrides}
+            for message in relay_problems(backend, settings, operations, self.schemas, sections):
+                self.error(where, message)
         policy = raw.get("policy") or {}
         if settings is None:
             return None
@@ -258,7 +266,7 @@ class _Loader:
         if error is not None:
             self.error(where, describe(error, "local_settings")[0])
             return None, None, None
-        settings = LocalSettings(name, _model_path(path, values.get("model_file")), dict(values))
+        settings = LocalSettings(name, model_path(path, values.get("model_file")), dict(values))
         problems = backend.check(settings, backend_operations(operations))
         for operation in sorted(op for op in operations if not serves(backend, op)):
             problems.append(f"backend {name} cannot serve {operation}")
@@ -295,24 +303,6 @@ class _Loader:
                     if name not in served and name not in SERVER_FIELDS and not is_metadata(name):
                         message = f"backend {backend.name} does not honour it for {operation}"
                         self.error(where, f"{section}.{name}: {message}")
-
-
-def _model_path(registration_file: Path, model_file: Any) -> Path | None:
-    if not isinstance(model_file, str):
-        return None
-    if model_file.startswith(BUILTIN_MODEL_PREFIX):
-        from localai_runtime import demo_model
-
-        name = model_file[len(BUILTIN_MODEL_PREFIX):]
-        if name != "demo":
-            raise SpecError(f"{registration_file}: unknown built-in model {model_file!r} (available: builtin:demo)")
-        return demo_model.ensure_demo_model()
-    if model_file.startswith(PREFIX):
-        try:
-            return packaged_model(model_file[len(PREFIX):])
-        except SpecError as exc:
-            raise SpecError(f"{registration_file}: model_file {model_file!r}: {exc}") from exc
-    return (registration_file.parent / model_file).resolve()
 
 
 def load_registrations(configs_dir: Path | None, schemas: RequestSchemas, backends: BackendRegistry) -> Registrations:

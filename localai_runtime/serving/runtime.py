@@ -102,6 +102,13 @@ class Runtime:
         return [(pool.registration.model, pool.instances[0].upstream.replicas)  # type: ignore[attr-defined]
                 for pool in list(self._pools.values()) if pool.instances and hasattr(pool.instances[0], "upstream")]
 
+    def upstream_status(self, registration: Registration) -> list[dict[str, Any]] | None:
+        """Each replica's state of an openai-upstream registration while loaded (else None)."""
+        pool = self._pools.get(id(registration))
+        if pool is None or not pool.instances or not hasattr(pool.instances[0], "upstream"):
+            return None
+        return pool.instances[0].upstream.replicas.status()  # type: ignore[attr-defined]
+
     def observe(self, model: str) -> RequestMetrics | Unobserved:
         """The metrics observer of one request for ``model``."""
         return self.metrics.request(model) if self.metrics is not None else UNOBSERVED

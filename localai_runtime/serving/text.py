@@ -14,7 +14,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -132,10 +132,15 @@ async def answer(runtime: Runtime, form: TextFormat, prepared: Prepared, receive
     return await _whole(runtime, form, prepared, receive, stop)
 
 
-async def prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield first
-    async for item in rest:
-        yield item
+async def prepend(first: bytes, rest: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
+    """``first``, then ``rest``, which is closed with this (so it gives its work back at once
+    when the response ends early, not when the garbage collector finds it)."""
+    try:
+        yield first
+        async for item in rest:
+            yield item
+    finally:
+        await rest.aclose()
 
 
 async def _whole(

@@ -20,12 +20,9 @@ from typing import Any
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from localai_runtime.backends import Piece
-from localai_runtime.backends.openai_upstream.client import UpstreamError
-from localai_runtime.backends.openai_upstream.streams import DONE, chat_pieces, error_in
-from localai_runtime.errors import (
-    ContextLengthExceededError,
-    UnsupportedParameterError,
-)
+from localai_runtime.backends.openai_upstream.failures import UpstreamError, error_in, is_context_overflow
+from localai_runtime.backends.openai_upstream.streams import chat_pieces
+from localai_runtime.errors import ContextLengthExceededError, UnsupportedParameterError
 from localai_runtime.serving.fields import EXTENSIONS, METADATA_FIELDS
 from localai_runtime.serving.generation import Observer, until_disconnected
 from localai_runtime.serving.policy import Prepared
@@ -109,24 +106,23 @@ async def _stream(runtime: Runtime, prepared: Prepared, path: str) -> AsyncItera
             observer.admitted()
             opened = await _upstream(lease).open(path, body)
             async with opened.reading():
-                async for data in opened.events():
-                    if data == DONE:
-                        break
-                    chunk = _parsed(data, opened.replica.url)
-                    if error_in(chunk) is not None:
+                async for chunk in opened.chunks():
+                    if (error := error_in(chunk, opened.url)) is not None:
                         opened.count_as("stream_error")
-                    elif isinstance(chunk, dict):
-                        if chunk.get("usage"):
-                            last["usage"] = chunk["usage"]
-                            if not chunk.get("choices") and not wants_usage:
-                                continue
-                        for choice in chunk.get("choices") or ():
-                            if choice.get("finish_reason"):
-                                last.setdefault("choices", [choice])
-                        if chunk.get("choices"):
-                            observer.piece()
-                        if "model" in chunk:
-                            chunk["model"] = registration.model
+                        started = True
+                        yield late_error(runtime, error)
+                        continue
+                    if chunk.get("usage"):
+                        last["usage"] = chunk["usage"]
+                        if not chunk.get("choices") and not wants_usage:
+                            continue
+                    for choice in chunk.get("choices") or ():
+                        if choice.get("finish_reason"):
+                            last.setdefault("choices", [choice])
+                    if chunk.get("choices"):
+                        observer.piece()
+                    if "model" in chunk:
+                        chunk["model"] = registration.model
                     started = True
                     yield b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n\n"
         _finished(observer, last)
@@ -135,14 +131,6 @@ async def _stream(runtime: Runtime, prepared: Prepared, path: str) -> AsyncItera
             raise
         yield late_error(runtime, exc)
     yield b"data: [DONE]\n\n"
-
-
-def _parsed(data: str, url: str) -> Any:
-    try:
-        return json.loads(data)
-    except ValueError as exc:
-        raise UpstreamError(502, f"The upstream {url} sent a stream event that is not JSON",
-                            code="bad_upstream_answer") from exc
 
 
 def _upstream(lease: Lease) -> Any:
@@ -156,11 +144,11 @@ async def remote_pieces(lease: Lease, registration: Registration, chat: Mapping[
     try:
         opened = await _upstream(lease).open(PATHS["createChatCompletion"], body)
     except UpstreamError as exc:
-        if exc.code == "context_length_exceeded":  # so that truncation: auto can drop items
+        if is_context_overflow(exc):  # so that truncation: auto can drop items
             raise ContextLengthExceededError(exc.message, param="messages") from exc
         raise
     async with opened.reading():
-        async for piece in chat_pieces(opened.events()):
+        async for piece in chat_pieces(opened.chunks(), opened.url):
             if piece.text or piece.tool_calls:
                 observer.piece()
             yield piece

@@ -8,7 +8,10 @@ and a replica that keeps failing rests, then is probed before it is used again.
 
 - ``settings``: the ``local_settings`` schema and its parsed form.
 - ``replicas``: choosing a replica, its health, cooldown and counters.
-- ``client``: sending a request with failover; upstream errors in OpenAI's shape.
+- ``transport``: a lean HTTP/1.1 client, kept-alive connections per replica.
+- ``client``: sending a request with failover, and what counts against a replica.
+- ``answer``: reading an answer or a stream within the timeouts.
+- ``failures``: upstream errors in OpenAI's shape, naming the replica.
 - ``streams``: reading server-sent events, and chat chunks as pieces (for the Responses API).
 - ``backend``: the adapter itself (entry point ``openai-upstream``).
 

@@ -10,6 +10,7 @@ from typing import Any
 from localai_runtime.backends.abstract import LocalSettings, Piece
 from localai_runtime.backends.openai_upstream.client import Upstream
 from localai_runtime.backends.openai_upstream.settings import DEFAULT_PARALLEL, SETTINGS_SCHEMA, UpstreamSettings
+from localai_runtime.backends.openai_upstream.transport import Origin
 
 EXTENSION_PREFIX = "x-localai-extensions."
 SERVED = ("createChatCompletion", "createCompletion", "createEmbedding")
@@ -45,8 +46,25 @@ class OpenAIUpstreamBackend:
             table = self._honoured[id(settings)] = (settings, {operation: fields for operation in SERVED})
         return table[1]
 
+    def listed_fields(self, settings: LocalSettings) -> list[str] | None:
+        """The fields ``honoured`` lists (None: all), checked by the registration loader."""
+        listed = settings.get("honoured", "all")
+        return None if listed == "all" else list(listed)
+
     def check(self, settings: LocalSettings, operations: frozenset[str]) -> list[str]:
         problems = []
+        seen: dict[Origin, int] = {}
+        for index, url in enumerate(settings.get("base_urls") or ()):
+            try:
+                origin = Origin.parse(url)
+            except ValueError as exc:
+                problems.append(f"base_urls[{index}]: {url!r} is not usable: {exc}")
+                continue
+            if origin in seen:
+                problems.append(f"base_urls[{index}]: {url!r} is the same replica as base_urls[{seen[origin]}]")
+            seen.setdefault(origin, index)
+        if problems:
+            return problems
         parsed = UpstreamSettings.parse(settings.values)
         if parsed.api_key_env and parsed.api_key() is None:
             problems.append(f"api_key_env: the environment variable {parsed.api_key_env} is not set")
@@ -71,11 +89,6 @@ class OpenAIUpstreamBackend:
                 return
         if upstream is not None:
             upstream.close_soon()
-
-    def status(self, settings: LocalSettings) -> list[dict[str, Any]] | None:
-        """Each replica's state while the registration is loaded (None otherwise)."""
-        upstream, _ = self._shared.get(id(settings), (None, 0))
-        return None if upstream is None else upstream.replicas.status()
 
 
 class UpstreamInstance:

@@ -78,10 +78,15 @@ class ReplicaSet:
         replica.last_error = None
 
     def failed(self, replica: Replica, why: str) -> None:
+        """A failure of ``replica``; the one that reaches ``failures_to_cool`` in a row, or a failed
+        probe, rests it. Requests that were in flight when it began resting do not extend the rest."""
         replica.failures += 1
         replica.last_error = why
+        now = time.monotonic()
+        if replica.cool_until > now:
+            return
         if replica.cool_until or replica.failures >= self.failures_to_cool:
-            replica.cool_until = time.monotonic() + self.cooldown_seconds
+            replica.cool_until = now + self.cooldown_seconds
             replica.cooldowns += 1
 
     def status(self) -> list[dict[str, Any]]:

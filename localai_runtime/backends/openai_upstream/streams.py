@@ -1,8 +1,10 @@
 """Server-sent events from the upstream, and chat completion chunks as :class:`Piece` objects.
 
-:func:`sse_data` reads one event's data from a line iterator. :func:`chat_pieces` turns a chat
-completion stream into the pieces the Responses API builds its output from, so a registration
-on this backend serves createResponse through the same path as a local model.
+:func:`sse_data` reads one event's data from a line iterator (an ``error`` event, or an
+``error:`` field as some llama-server builds send, comes back as an ``{"error": ...}`` object).
+:func:`chat_pieces` turns a chat completion stream into the pieces the Responses API builds its
+output from, so a registration on this backend serves createResponse through the same path as
+a local model.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from localai_runtime.backends.abstract import Piece
-from localai_runtime.errors import APIError
+from localai_runtime.backends.openai_upstream.failures import error_in
 from localai_runtime.tools.parsing import CallDelta
 
 DONE = "[DONE]"
@@ -21,40 +23,42 @@ DONE = "[DONE]"
 async def sse_data(lines: AsyncIterator[str]) -> str | None:
     """The data of the next event (its ``data:`` lines joined), or None at the stream's end."""
     data: list[str] = []
+    kind = ""
     async for line in lines:
         if not line:
             if data:
-                return "\n".join(data)
+                break
+            kind = ""
             continue
-        if line.startswith("data:"):
-            data.append(line[5:].removeprefix(" "))
-        # comments (": ping") and other fields (event:, id:, retry:) carry nothing to relay
-    return "\n".join(data) if data else None
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "data":
+            data.append(value)
+        elif field == "event":
+            kind = value
+        elif field == "error":  # llama-server's mid-stream error field
+            kind = "error"
+            data.append(value)
+        # comments (": ping"), id: and retry: carry nothing to relay
+    if not data:
+        return None
+    text = "\n".join(data)
+    if kind == "error" and not text.lstrip().startswith('{"error"'):
+        try:
+            detail: Any = json.loads(text)
+        except ValueError:
+            detail = {"message": text}
+        return json.dumps({"error": detail})
+    return text
 
 
-class UpstreamStreamError(APIError):
-    """The upstream's stream reported an error after it began."""
-
-
-def error_in(chunk: Any) -> UpstreamStreamError | None:
-    """An error event of the upstream's stream, as an error."""
-    if isinstance(chunk, dict) and isinstance(chunk.get("error"), dict):
-        error = chunk["error"]
-        return UpstreamStreamError(f"The upstream failed: {error.get('message') or 'no message'}",
-                                   code=str(error.get("code") or "upstream_error"))
-    return None
-
-
-async def chat_pieces(events: AsyncIterator[str]) -> AsyncIterator[Piece]:
+async def chat_pieces(chunks: AsyncIterator[dict[str, Any]], url: str) -> AsyncIterator[Piece]:
     """A chat stream's chunks as pieces: text, tool-call deltas and logprobs as they come; each
     choice's finish with the usage the stream ends with (the request asks for it)."""
     finished: dict[int, str] = {}
     usage: dict[str, Any] = {}
-    async for data in events:
-        if data == DONE:
-            break
-        chunk = json.loads(data)
-        if (error := error_in(chunk)) is not None:
+    async for chunk in chunks:
+        if (error := error_in(chunk, url)) is not None:
             raise error
         if isinstance(chunk.get("usage"), dict):
             usage = chunk["usage"]
