@@ -15,8 +15,8 @@ and a replica that keeps failing rests, then is probed before it is used again.
 - ``streams``: reading server-sent events, and chat chunks as pieces (for the Responses API).
 - ``backend``: the adapter itself (entry point ``openai-upstream``).
 
-Imports ``httpx``, ``localai_runtime.errors`` and the backend contract; nothing of the HTTP layer
-or of serving (serving imports this, through the registry).
+Imports the standard library, ``localai_runtime.errors``, ``localai_runtime.tools`` and the backend
+contract; nothing of the HTTP layer or of serving (serving imports this, through the registry).
 """
 
 from localai_runtime.backends.openai_upstream.backend import OpenAIUpstreamBackend
