@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -103,6 +103,7 @@ class Metrics:
                                ["outcome"], registry=registry)
         self.config = Gauge("localai_config_info", "The active configuration (its files' sha256).", ["config_hash"],
                             registry=registry)
+        self._series: dict[str, _ModelSeries] = {}
         self.load_seconds = Histogram("localai_model_load_seconds", "Time to load a model's instances.", MODEL,
                                       buckets=_LOAD, registry=registry)
 
@@ -112,41 +113,64 @@ class Metrics:
         self.config.labels(digest).set(1)
 
     def request(self, model: str) -> RequestMetrics:
-        return RequestMetrics(self, model)
+        series = self._series.get(model)
+        if series is None:  # labels() costs microseconds a call: looked up once per model
+            series = self._series[model] = _ModelSeries(self, model)
+        return RequestMetrics(series)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _ModelSeries:
+    """One model's series (its ``labels()`` children)."""
+
+    def __init__(self, m: Metrics, model: str) -> None:
+        self.model = model
+        self._success = m.success
+        self.queue, self.ttft, self.itl, self.e2e = (m.queue.labels(model), m.ttft.labels(model),
+                                                     m.itl.labels(model), m.e2e.labels(model))
+        self.prompt_tokens, self.generation_tokens = m.prompt_tokens.labels(model), m.generation_tokens.labels(model)
+        self.request_prompt, self.request_generation = (m.request_prompt.labels(model),
+                                                        m.request_generation.labels(model))
+        self._by_reason: dict[str, Any] = {}
+
+    def success(self, reason: str) -> Any:
+        child = self._by_reason.get(reason)
+        if child is None:
+            child = self._by_reason[reason] = self._success.labels(self.model, reason)
+        return child
 
 
 class RequestMetrics:
     """What one generation request feeds: created on arrival, ``admitted`` once it has an
     instance, ``piece`` for each output piece (from any thread), ``finished`` at the end."""
 
-    def __init__(self, metrics: Metrics, model: str) -> None:
-        self._metrics = metrics
-        self.model = model
+    def __init__(self, series: _ModelSeries) -> None:
+        self._series = series
+        self.model = series.model
         self.arrived = time.perf_counter()
         self._last: float | None = None
 
     def admitted(self) -> None:
-        self._metrics.queue.labels(self.model).observe(time.perf_counter() - self.arrived)
+        self._series.queue.observe(time.perf_counter() - self.arrived)
 
     def piece(self) -> None:
         now = time.perf_counter()
         if self._last is None:
-            self._metrics.ttft.labels(self.model).observe(now - self.arrived)
+            self._series.ttft.observe(now - self.arrived)
         else:
-            self._metrics.itl.labels(self.model).observe(now - self._last)
+            self._series.itl.observe(now - self._last)
         self._last = now
 
     def finished(self, reason: str, prompt_tokens: int, completion_tokens: int) -> None:
-        m, model = self._metrics, self.model
-        m.success.labels(model, reason).inc()
-        m.prompt_tokens.labels(model).inc(prompt_tokens)
-        m.generation_tokens.labels(model).inc(completion_tokens)
-        m.request_prompt.labels(model).observe(prompt_tokens)
-        m.request_generation.labels(model).observe(completion_tokens)
-        m.e2e.labels(model).observe(time.perf_counter() - self.arrived)
+        series = self._series
+        series.success(reason).inc()
+        series.prompt_tokens.inc(prompt_tokens)
+        series.generation_tokens.inc(completion_tokens)
+        series.request_prompt.observe(prompt_tokens)
+        series.request_generation.observe(completion_tokens)
+        series.e2e.observe(time.perf_counter() - self.arrived)
 
 
 class Unobserved:
