@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException
 from localai_runtime import errors
 from localai_runtime.access.keys import KeyRing, load_key_ring
 from localai_runtime.backends import BackendRegistry
-from localai_runtime.http import fast_routes, openapi31, routing
+from localai_runtime.http import fast_routes, fast_validation, openapi31, routing
 from localai_runtime.http.dispatch import HandlerMiddleware, plan_calls
 from localai_runtime.http.document_views import PATHS as DOCUMENT_PATHS
 from localai_runtime.http.document_views import DocumentViews
@@ -48,6 +48,7 @@ from localai_runtime.spec.status import mark_status
 logger = logging.getLogger(__name__)
 
 fast_routes.install()  # before connexion builds its routers
+fast_validation.install()
 
 _PROBLEM_ERRORS: dict[int, type[errors.APIError]] = {
     400: errors.InvalidRequestError,

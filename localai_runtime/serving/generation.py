@@ -202,3 +202,32 @@ async def until_disconnected(work: Awaitable[T], receive: Callable[[], Any], sto
             await task  # let it unwind: leave the queue, hand its instance to its thread's lease
         raise ClientClosedRequest("The client closed the connection before its answer began.")
     return task.result()
+
+
+async def in_this_task(work: Awaitable[T], receive: Callable[[], Any], stop: threading.Event) -> T:
+    """:func:`until_disconnected` with ``work`` awaited in the calling task (one task and one
+    ``asyncio.wait`` fewer per request, for relayed requests, where they were a tenth of the
+    front door's cost): a client that goes away cancels this task, which raises
+    :class:`ClientClosedRequest` here."""
+    task = asyncio.current_task()
+    assert task is not None
+    left = False
+
+    async def watch() -> None:
+        nonlocal left
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        logger.info("client disconnected; cancelling its request")
+        left = True
+        stop.set()
+        task.cancel()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if left and task.uncancel() == 0:
+            raise ClientClosedRequest("The client closed the connection before its answer began.") from None
+        raise
+    finally:
+        watcher.cancel()
