@@ -68,8 +68,12 @@ def _remove(body: dict[str, Any], name: str) -> None:
 
 
 def prepare(
-    operation_id: str, body: Mapping[str, Any], registration: Registration, schemas: RequestSchemas
+    operation_id: str, body: Mapping[str, Any], registration: Registration, schemas: RequestSchemas,
+    *, validated: bool = False,
 ) -> Prepared:
+    """``body`` checked against the registration's policy, merged with its defaults and overrides,
+    and validated as merged (``validated``: the body was validated against the operation's
+    schema on arrival, so it is validated again only if merging or the policy changed it)."""
     request = schemas.get(operation_id)
     assert request is not None, operation_id
     incoming = dict(body)
@@ -99,7 +103,8 @@ def prepare(
         )
 
     merged = effective_request(registration.defaults, incoming, registration.overrides)
-    error = schemas.first_error(request, merged)
+    unchanged = validated and not dropped and not registration.defaults and not registration.overrides
+    error = None if unchanged else schemas.first_error(request, merged)  # else: validated as it came
     if error is not None:
         message, param = describe(error)
         raise InvalidRequestError(f"{message} (after applying the registration's defaults and overrides)", param=param)
