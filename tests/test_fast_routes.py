@@ -40,7 +40,8 @@ def routers(seen: list[str]) -> tuple[Router, Router]:
     ("POST", "/v1/responses"), ("GET", "/v1/responses"), ("GET", "/v1/responses/resp_1"),
     ("POST", "/v1/responses/compact"), ("GET", "/v1/responses/compact"), ("DELETE", "/v1/responses/compact"),
     ("GET", "/v1/models"), ("GET", "/v1/models/demo"), ("DELETE", "/v1/models/demo"), ("PUT", "/v1/models"),
-    ("GET", "/ui/index.html"), ("GET", "/nowhere"), ("GET", "/v1/models/"),
+    ("GET", "/ui/index.html"), ("GET", "/nowhere"), ("GET", "/v1/models/"), ("GET", "/ui"),
+    ("POST", "/v1/responses/"), ("GET", "/v1/responses/resp_1/"), ("GET", "/"),
 ])
 def test_the_index_picks_the_route_a_scan_picks(method, path):
     fast_routes.install()

@@ -7,8 +7,9 @@ request here, more than all of this server's own work on a relayed completion.
 routes that can match it (its own, and the parametrised ones whose pattern matches it, found
 once and kept), in the routers' own order, so the first full match, a 405 and the fallbacks are
 exactly starlette's. A path with an id in it (``/v1/responses/resp_1``) still tries the
-parametrised routes in order, skipping every fixed one; a request nothing matches goes through
-starlette's own code (its trailing-slash redirect and the default app).
+parametrised routes in order, skipping every fixed one. When nothing matches, the path with a
+slash added or removed is looked up the same way (starlette's redirect if it matches), else the
+router's default app is called, as starlette does.
 """
 
 from __future__ import annotations
@@ -74,7 +75,17 @@ async def _indexed_app(self: Router, scope: Scope, receive: Receive, send: Send)
         scope.update(partial_scope)
         await partial.handle(scope, receive, send)
         return
-    await _original(self, scope, receive, send)  # nothing matched: starlette's redirect and default
+    # Nothing matched. starlette would now scan every route again with a slash added or removed
+    # (a redirect if that matches), then call the default app, which is where every request to
+    # connexion's Swagger UI router goes: look the other path up by index instead.
+    route_path = get_route_path(scope)
+    if self.redirect_slashes and route_path != "/":
+        other = dict(scope)
+        other["path"] = scope["path"].rstrip("/") if route_path.endswith("/") else scope["path"] + "/"
+        if any(route.matches(other)[0] is not Match.NONE for route in index.candidates(other)):
+            await _original(self, scope, receive, send)  # starlette's own redirect answer
+            return
+    await self.default(scope, receive, send)
 
 
 def install() -> None:
