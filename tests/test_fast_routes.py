@@ -44,7 +44,7 @@ def routers(seen: list[str]) -> tuple[Router, Router]:
     ("POST", "/v1/responses/"), ("GET", "/v1/responses/resp_1/"), ("GET", "/"),
 ])
 def test_the_index_picks_the_route_a_scan_picks(method, path):
-    fast_routes.install()
+    fast_routes.install(ui_path="/ui")
     indexed_seen: list[str] = []
     scanning_seen: list[str] = []
     indexed, _ = routers(indexed_seen)

@@ -47,7 +47,8 @@ from localai_runtime.spec.status import mark_status
 
 logger = logging.getLogger(__name__)
 
-fast_routes.install()  # before connexion builds its routers
+UI_PATH = "/ui"
+fast_routes.install(ui_path=UI_PATH)  # before connexion builds its routers
 fast_validation.install()
 
 _PROBLEM_ERRORS: dict[int, type[errors.APIError]] = {
@@ -193,7 +194,7 @@ def _assemble(settings: Settings, config: Configuration, runtime: Runtime, lifes
         strict_validation=True,  # an unknown query parameter is a 400, not silently ignored
         # connexion would serve its resolved copy: references expanded into 19 MB of JSON,
         # re-serialized on the event loop for every request. DocumentViews serves the document.
-        swagger_ui_options=SwaggerUIOptions(swagger_ui_path="/ui", serve_spec=False),
+        swagger_ui_options=SwaggerUIOptions(swagger_ui_path=UI_PATH, serve_spec=False),
     )
     app.runtime = runtime
     for exception in (errors.APIError, ProblemException, HTTPException, Exception):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from connexion.middleware.swagger_ui import SwaggerUIMiddleware
 from starlette.routing import BaseRoute, Match, Route, Router, get_route_path
 from starlette.types import Receive, Scope, Send
 
@@ -88,6 +89,21 @@ async def _indexed_app(self: Router, scope: Scope, receive: Receive, send: Send)
     await self.default(scope, receive, send)
 
 
-def install() -> None:
-    """Route by index in every ``Router`` made from now on (call before building the app)."""
+def install(ui_path: str) -> None:
+    """Route by index in every ``Router`` made from now on (call before building the app), and
+    send requests outside ``ui_path`` past connexion's Swagger UI middleware directly: its router
+    (a mount, an inner router, a miss, its default) only ever passes them on unchanged."""
     Router.app = _indexed_app  # type: ignore[method-assign]
+    call = SwaggerUIMiddleware.__call__
+    prefix = ui_path.rstrip("/")
+
+    async def swagger_ui(self: SwaggerUIMiddleware, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and path != prefix and not path.startswith(prefix + "/"):
+            await self.app(scope, receive, send)
+            return
+        await call(self, scope, receive, send)
+
+    if not getattr(call, "_localai_bypass", False):
+        swagger_ui._localai_bypass = True  # type: ignore[attr-defined]
+        SwaggerUIMiddleware.__call__ = swagger_ui  # type: ignore[method-assign]
