@@ -22,7 +22,7 @@ async def listRegistrations() -> dict[str, Any]:  # noqa: N802 - operationId
         entry["state"] = pool.state
         entry["in_flight"] = pool.busy + pool.waiting
         entry["idle_since"] = pool.idle_since() if pool.idle else None
-        if getattr(registration.backend, "remote", False):  # an upstream's replicas, while loaded
+        if registration.remote:  # an upstream's replicas, while loaded
             entry["upstreams"] = current.upstream_status(registration)
         data.append(entry)
     return {"object": "list", "data": sorted(data, key=lambda e: (e["model"], e["source"]))}

@@ -34,7 +34,6 @@ from localai_runtime.spec.build import Operation
 logger = logging.getLogger(__name__)
 
 
-
 def operation_id(scope: Scope) -> str | None:
     """The operationId connexion's router matched, if any."""
     return scope.get("extensions", {}).get(ROUTING_CONTEXT, {}).get("operation_id")

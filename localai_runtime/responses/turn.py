@@ -30,7 +30,7 @@ from localai_runtime.serving.fields import RESPONSES
 from localai_runtime.serving.generation import run_pieces
 from localai_runtime.serving.policy import Prepared, prepare
 from localai_runtime.serving.runtime import Runtime
-from localai_runtime.serving.upstream import is_remote, remote_pieces
+from localai_runtime.serving.upstream import remote_pieces
 from localai_runtime.store import MissingResponse, Store, StoreError
 
 logger = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ async def generate(runtime: Runtime, turn: Turn) -> AsyncIterator[Piece]:
         if turn.on_admitted is not None:
             await turn.on_admitted()
         while True:
-            if is_remote(registration):
+            if registration.remote:
                 pieces = remote_pieces(lease, registration, turn.chat, turn.stop, turn.observer)
             else:
                 pieces = run_pieces(lease.instance.chat, turn.chat, stop=turn.stop, counter=runtime.generations,

@@ -18,7 +18,8 @@ from localai_runtime.serving.policy import Prepared
 from localai_runtime.serving.runtime import Runtime
 
 
-def _encode(vector: list[float], encoding: str) -> list[float] | str:
+def encode(vector: list[float], encoding: str) -> list[float] | str:
+    """A vector as the client asked for it: floats, or ``base64`` of little-endian float32."""
     if encoding == "base64":
         return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
     return vector
@@ -45,7 +46,7 @@ async def answer(runtime: Runtime, prepared: Prepared, receive: Callable[[], Any
     observer.finished("stop", tokens, 0)
     encoding = request.get("encoding_format") or "float"
     data = [
-        {"object": "embedding", "index": index, "embedding": _encode(list(vector), encoding)}
+        {"object": "embedding", "index": index, "embedding": encode(list(vector), encoding)}
         for index, vector in enumerate(vectors)
     ]
     body = {"object": "list", "data": data, "model": prepared.registration.model,

@@ -19,8 +19,11 @@ METADATA_FIELDS = frozenset({
 })
 """Fields that describe a request rather than shape its output: accepted, not passed on."""
 
+OUTPUT_FILTERS = ("cutstrings", "trimstrings")
+"""Extension keys the server applies to generated text itself (see ``output_filters``)."""
+
 SERVER_FIELDS = frozenset({
-    "model", "stream", "stream_options", "encoding_format", f"{EXTENSIONS}.cutstrings", f"{EXTENSIONS}.trimstrings",
+    "model", "stream", "stream_options", "encoding_format", *(f"{EXTENSIONS}.{key}" for key in OUTPUT_FILTERS),
 })
 """Fields the server itself honours, whatever the backend."""
 
@@ -98,7 +101,7 @@ def relay_problems(backend: Any, settings: Any, operations: frozenset[str], sche
         return []
     problems = []
     for section, values in requests.items():
-        for key in ("cutstrings", "trimstrings"):
+        for key in OUTPUT_FILTERS:
             if (values.get(EXTENSIONS) or {}).get(key) is not None:
                 problems.append(f"{section}.{EXTENSIONS}.{key}: a relayed answer passes through unchanged, "
                                 "so output filters cannot apply")

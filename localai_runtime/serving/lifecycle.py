@@ -43,7 +43,7 @@ class Lifecycle:
     async def room_for(self, pool: ModelPool) -> None:
         """Return once ``pool`` may load: under the cap, or after unloading the least recently
         used idle model. Waits while every other model is in use; 503 if none can ever be freed."""
-        if self.max_loaded is None or getattr(pool.registration.backend, "remote", False):
+        if self.max_loaded is None or pool.registration.remote:
             return  # an upstream's registration holds no model here
         async with self._changed:
             while True:

@@ -30,7 +30,7 @@ _TEXT: Mapping[str, text.TextFormat] = {CHAT: chat.FORMAT, COMPLETION: completio
 async def serve(runtime: Runtime, operation_id: str, body: Mapping[str, Any], receive: Callable[[], Any]) -> Response:
     registration = runtime.lookup(operation_id, body.get("model"))
     prepared = prepare(operation_id, body, registration, runtime.schemas, validated=True)  # by the document
-    if upstream.is_remote(registration):
+    if registration.remote:
         if operation_id == CHAT:
             tool_request(prepared.request)
         return await upstream.relay(runtime, operation_id, prepared, receive)

@@ -22,9 +22,9 @@ from typing import Any
 import re2
 
 from localai_runtime.errors import InvalidRequestError
-from localai_runtime.serving.fields import EXTENSIONS
+from localai_runtime.serving.fields import EXTENSIONS, OUTPUT_FILTERS
 
-KEYS = ("cutstrings", "trimstrings")
+KEYS = OUTPUT_FILTERS
 
 _OPTIONS = re2.Options()
 _OPTIONS.max_mem = 8 << 20  # RE2 refuses a pattern whose program would need more ("pattern too large")

@@ -99,6 +99,11 @@ class Registration:
     """Why this registration cannot serve (missing backend package, model file...)."""
 
     @property
+    def remote(self) -> bool:
+        """Its backend relays requests to another server (on the event loop, holding no model here)."""
+        return bool(getattr(self.backend, "remote", False))
+
+    @property
     def label(self) -> str:
         return f"{self.model} ({self.source.name}#{self.index})"
 

@@ -62,8 +62,7 @@ class Runtime:
     def __post_init__(self) -> None:
         # One thread per model instance that can generate at once, so generations never wait
         # for threads (the event loop's default executor has min(32, cores + 4)).
-        instances = sum(int(r.settings.get("parallel", 1)) for r in self.registrations.all
-                        if not getattr(r.backend, "remote", False))  # relayed on the event loop
+        instances = sum(int(r.settings.get("parallel", 1)) for r in self.registrations.all if not r.remote)
         self.executor = ThreadPoolExecutor(
             max_workers=instances + 1, thread_name_prefix="inference", initializer=_below_the_event_loop
         )
@@ -99,15 +98,13 @@ class Runtime:
 
     def _upstreams(self) -> list[tuple[str, Any]]:
         """The replica sets of loaded openai-upstream registrations, for /metrics."""
-        return [(pool.registration.model, pool.instances[0].upstream.replicas)  # type: ignore[attr-defined]
-                for pool in list(self._pools.values()) if pool.instances and hasattr(pool.instances[0], "upstream")]
+        found = [(pool.registration.model, _replicas(pool)) for pool in list(self._pools.values())]
+        return [(model, replicas) for model, replicas in found if replicas is not None]
 
     def upstream_status(self, registration: Registration) -> list[dict[str, Any]] | None:
         """Each replica's state of an openai-upstream registration while loaded (else None)."""
-        pool = self._pools.get(id(registration))
-        if pool is None or not pool.instances or not hasattr(pool.instances[0], "upstream"):
-            return None
-        return pool.instances[0].upstream.replicas.status()  # type: ignore[attr-defined]
+        replicas = _replicas(self._pools.get(id(registration)))
+        return None if replicas is None else replicas.status()
 
     def observe(self, model: str) -> RequestMetrics | Unobserved:
         """The metrics observer of one request for ``model``."""
@@ -207,6 +204,12 @@ def _below_the_event_loop() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), INFERENCE_NICENESS)
     except (AttributeError, OSError) as exc:  # not Linux, or not permitted: run as is
         logger.debug("could not lower the inference thread's priority: %s", exc)
+
+
+def _replicas(pool: ModelPool | None) -> Any:
+    """The replica set an openai-upstream registration's loaded instances share (else None)."""
+    instances = pool.instances if pool is not None else ()
+    return instances[0].upstream.replicas if instances and hasattr(instances[0], "upstream") else None  # type: ignore[attr-defined]
 
 
 def current_key() -> Key | None:

@@ -10,9 +10,7 @@ not to buffer it); the pool still admits requests (``parallel`` in flight, then 
 
 from __future__ import annotations
 
-import base64
 import json
-import struct
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
@@ -23,7 +21,8 @@ from localai_runtime.backends import Piece
 from localai_runtime.backends.openai_upstream.failures import UpstreamError, error_in, is_context_overflow
 from localai_runtime.backends.openai_upstream.streams import chat_pieces
 from localai_runtime.errors import ContextLengthExceededError, UnsupportedParameterError
-from localai_runtime.serving.fields import EXTENSIONS, METADATA_FIELDS
+from localai_runtime.serving.embeddings import encode
+from localai_runtime.serving.fields import EXTENSIONS, METADATA_FIELDS, OUTPUT_FILTERS
 from localai_runtime.serving.generation import Observer, in_this_task
 from localai_runtime.serving.policy import Prepared
 from localai_runtime.serving.pool import Lease
@@ -33,17 +32,11 @@ from localai_runtime.serving.text import late_error, prepend
 
 PATHS = {"createChatCompletion": "/chat/completions", "createCompletion": "/completions",
          "createEmbedding": "/embeddings"}
-_SERVER_EXTENSIONS = frozenset({"cutstrings", "trimstrings"})
-
-
-def is_remote(registration: Registration) -> bool:
-    return bool(getattr(registration.backend, "remote", False))
-
 
 def upstream_body(request: Mapping[str, Any], registration: Registration, *, stream: bool) -> dict[str, Any]:
     body = {key: value for key, value in request.items() if key != EXTENSIONS and key not in METADATA_FIELDS}
     extensions = request.get(EXTENSIONS) or {}
-    body.update({key: value for key, value in extensions.items() if key not in _SERVER_EXTENSIONS})
+    body.update({key: value for key, value in extensions.items() if key not in OUTPUT_FILTERS})
     body["model"] = registration.settings.get("upstream_model")
     if stream:  # usage is counted for /metrics; the client sees it only if it asked
         body["stream"] = True
@@ -53,7 +46,7 @@ def upstream_body(request: Mapping[str, Any], registration: Registration, *, str
 
 async def relay(runtime: Runtime, operation_id: str, prepared: Prepared, receive: Callable[[], Any]) -> Response:
     if prepared.filters.active:
-        name = next(key for key in ("cutstrings", "trimstrings") if (prepared.request.get(EXTENSIONS) or {}).get(key))
+        name = next(key for key in OUTPUT_FILTERS if (prepared.request.get(EXTENSIONS) or {}).get(key))
         raise UnsupportedParameterError(
             f"'{EXTENSIONS}.{name}' is not supported for model '{prepared.registration.model}': its answers pass "
             "through from the upstream unchanged", param=f"{EXTENSIONS}.{name}")
@@ -81,8 +74,7 @@ async def _whole(runtime: Runtime, prepared: Prepared, path: str) -> Response:
         answer["model"] = registration.model
         if encoding == "base64":
             for entry in answer.get("data") or ():
-                vector = entry.get("embedding")
-                entry["embedding"] = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+                entry["embedding"] = encode(entry.get("embedding"), encoding)
         _finished(observer, answer)
     return JSONResponse(answer, headers=prepared.headers())
 

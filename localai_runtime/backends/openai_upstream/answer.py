@@ -49,13 +49,7 @@ class Opened:
         return self.replica.url
 
     async def json(self) -> Any:
-        try:
-            async with asyncio.timeout(max(0.0, self._deadline - time.monotonic())):
-                content = await self.response.read()
-        except TimeoutError:
-            raise self.upstream.timed_out(self.replica, "the answer") from None
-        except TransportError as exc:
-            raise self.upstream.broke_off(self.replica, exc) from exc
+        content = await self._next(self.response.read(), max(0.0, self._deadline - time.monotonic()), "the answer")
         try:
             return json.loads(content)
         except ValueError:
@@ -88,7 +82,9 @@ class Opened:
                 async for _ in lines:
                     pass
 
-    async def _next(self, reading: Any, budget: float, what: str) -> str | None:
+    async def _next(self, reading: Any, budget: float, what: str) -> Any:
+        """What ``reading`` gives within ``budget`` seconds; a timeout or a broken connection is
+        the replica's failure."""
         try:
             async with asyncio.timeout(budget):
                 return await reading
