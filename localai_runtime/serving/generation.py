@@ -168,47 +168,16 @@ async def collect_pieces(
         stop.set()
 
 
-async def watch_disconnect(receive: Callable[[], Any], stop: threading.Event) -> None:
-    """Set ``stop`` when the client goes away."""
-    while not stop.is_set():
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            logger.info("client disconnected; stopping its generation")
-            stop.set()
-            return
-
-
 async def until_disconnected(work: Awaitable[T], receive: Callable[[], Any], stop: threading.Event) -> T:
-    """The result of ``work``, unless the client goes away first: then ``stop`` is set (a
-    generation's thread ends within a token, or a prompt batch), ``work`` is cancelled (a
-    request still queued gives its place up) and :class:`ClientClosedRequest` is raised.
+    """The result of ``work``, awaited in the calling task, unless the client goes away first:
+    then ``stop`` is set (a generation's thread ends within a token, or a prompt batch), this
+    task is cancelled, so ``work`` unwinds (a request still queued gives its place up, an
+    upstream request is closed), and :class:`ClientClosedRequest` is raised. ``stop`` is set
+    however ``work`` is cancelled (a shutdown too).
 
     Until a response starts nobody else reads ``receive``; once it has, the streaming response
     watches for the disconnect itself.
     """
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.create_task(watch_disconnect(receive, stop))
-    try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
-        stop.set()
-        task.cancel()
-        raise
-    finally:
-        watcher.cancel()
-    if not task.done():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task  # let it unwind: leave the queue, hand its instance to its thread's lease
-        raise ClientClosedRequest("The client closed the connection before its answer began.")
-    return task.result()
-
-
-async def in_this_task(work: Awaitable[T], receive: Callable[[], Any], stop: threading.Event) -> T:
-    """:func:`until_disconnected` with ``work`` awaited in the calling task (one task and one
-    ``asyncio.wait`` fewer per request, for relayed requests, where they were a tenth of the
-    front door's cost): a client that goes away cancels this task, which raises
-    :class:`ClientClosedRequest` here."""
     task = asyncio.current_task()
     assert task is not None
     left = False
@@ -217,7 +186,7 @@ async def in_this_task(work: Awaitable[T], receive: Callable[[], Any], stop: thr
         nonlocal left
         while (await receive())["type"] != "http.disconnect":
             pass
-        logger.info("client disconnected; cancelling its request")
+        logger.info("client disconnected; stopping its request")
         left = True
         stop.set()
         task.cancel()
@@ -226,6 +195,7 @@ async def in_this_task(work: Awaitable[T], receive: Callable[[], Any], stop: thr
     try:
         return await work
     except asyncio.CancelledError:
+        stop.set()
         if left and task.uncancel() == 0:
             raise ClientClosedRequest("The client closed the connection before its answer began.") from None
         raise

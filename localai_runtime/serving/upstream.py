@@ -23,7 +23,7 @@ from localai_runtime.backends.openai_upstream.streams import chat_pieces
 from localai_runtime.errors import ContextLengthExceededError, UnsupportedParameterError
 from localai_runtime.serving.embeddings import encode
 from localai_runtime.serving.fields import EXTENSIONS, METADATA_FIELDS, OUTPUT_FILTERS
-from localai_runtime.serving.generation import Observer, in_this_task
+from localai_runtime.serving.generation import Observer, until_disconnected
 from localai_runtime.serving.policy import Prepared
 from localai_runtime.serving.pool import Lease
 from localai_runtime.serving.registrations import Registration
@@ -54,10 +54,10 @@ async def relay(runtime: Runtime, operation_id: str, prepared: Prepared, receive
     path = PATHS[operation_id]
     if prepared.request.get("stream"):
         stream = _stream(runtime, prepared, path)
-        first = await in_this_task(anext(stream), receive, stop)
+        first = await until_disconnected(anext(stream), receive, stop)
         return StreamingResponse(prepend(first, stream), media_type="text/event-stream", headers={
             **prepared.headers(), "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    return await in_this_task(_whole(runtime, prepared, path), receive, stop)
+    return await until_disconnected(_whole(runtime, prepared, path), receive, stop)
 
 
 async def _whole(runtime: Runtime, prepared: Prepared, path: str) -> Response:
