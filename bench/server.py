@@ -23,6 +23,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until_answers(url: str, process: subprocess.Popen, within_s: float, what: str) -> None:
+    """Poll ``url`` until it answers 200; RuntimeError if ``process`` exits or ``within_s`` passes."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise RuntimeError(f"{what} did not become ready")
+        time.sleep(0.1)
+
+
 @dataclasses.dataclass(frozen=True)
 class Running:
     port: int
@@ -38,16 +52,7 @@ def running_server(configs: Path | str, *arguments: str, ready_within_s: float =
                               "--configs", str(configs), "--log-level", "warning", *arguments]
     server = subprocess.Popen(command, cwd=REPO, env=os.environ.copy())
     try:
-        deadline = time.monotonic() + ready_within_s
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError("server did not become ready")
-            time.sleep(0.1)
+        wait_until_answers(f"http://127.0.0.1:{port}/readyz", server, ready_within_s, "server")
         yield Running(port, server.pid)
     finally:
         server.terminate()

@@ -33,9 +33,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import clients
-import httpx
 from report import write_section
-from server import free_port, running_server
+from server import free_port, running_server, wait_until_answers
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -49,16 +48,7 @@ def engine(model: Path, threads: int) -> Iterator[str]:
                                 "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", str(threads),
                                 "--verbose", "false"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError("the engine did not start")
-            time.sleep(0.1)
+        wait_until_answers(f"http://127.0.0.1:{port}/v1/models", process, 120, "the engine")
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         process.terminate()
