@@ -177,4 +177,17 @@ def test_integer_valued_floats_are_served_as_integers(live, path, floats):
         answers = [http.post(path, json={"model": "demo", "temperature": 0, **body}) for body in (floats, as_ints(floats))]
     assert [a.status_code for a in answers] == [200, 200], answers[0].text
     first, second = (a.json()["choices"] for a in answers)
-    assert len(first) == 2 and first == second
+    # The same texts and tokens; logprobs to float noise: the second request's prompt comes from
+    # the engine's prefix cache, and a batch of another shape sums in another order (README).
+    assert len(first) == 2 and _same(first, second)
+
+
+def _same(a, b) -> bool:
+    """Equal, floats within 1e-3."""
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b) <= 1e-3
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b

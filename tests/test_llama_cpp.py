@@ -15,6 +15,7 @@ from localai_runtime.backends import LocalSettings
 from localai_runtime.backends.llama_cpp import LlamaCppBackend
 from localai_runtime.backends.llama_cpp import instance as instance_module
 from localai_runtime.backends.llama_cpp import templates as templates_module
+from localai_runtime.backends.llama_cpp.engine import shared as shared_module
 from localai_runtime.demo_model import DemoModelSpec, write_demo_model
 
 LONG_PIECE = "x" * 300  # longer than the 256-byte buffer pieces are first read into
@@ -94,65 +95,74 @@ def test_token_ids_are_embedded_as_given(demo_model):
         instance.close()
 
 
-class Counted(llama_cpp.Llama):
-    opened: list[Counted] = []
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.embedding = bool(kwargs.get("embedding"))
-        self.was_closed = False
-        Counted.opened.append(self)
-
-    def close(self) -> None:
-        self.was_closed = True
-        super().close()
+def loaded_now(path: Path) -> list:
+    """The shared models loaded from ``path`` now (servers of other test modules load others)."""
+    return [model for key, model in shared_module._models.items() if key[0] == str(path)]
 
 
-@pytest.fixture
-def counted(monkeypatch):
-    Counted.opened = []
-    monkeypatch.setattr(instance_module, "Llama", Counted)
-    return Counted.opened
-
-
-def test_an_embedding_only_registration_opens_only_an_embedding_context(demo_model, counted):
+def test_an_embedding_only_registration_opens_only_an_embedding_context(demo_model):
     instance = LlamaCppBackend().load(settings(demo_model), frozenset({"createEmbedding"}))
+    shared = instance._shared
     vectors, _ = instance.embed(["hi"])
+    assert shared._engine is None and shared._embedder is not None
     instance.close()
-    assert [llama.embedding for llama in counted] == [True] and counted[0].was_closed
+    assert shared.weights is None and shared._embedder is None and not loaded_now(demo_model)
     assert len(vectors[0]) == 64
 
 
-def test_a_context_opened_before_a_failing_step_is_closed(demo_model, counted, monkeypatch):
+def test_a_model_loaded_before_a_failing_step_is_released(demo_model, monkeypatch):
+    loaded = []
+
+    def sharing(settings):
+        loaded.append(shared_module.share(settings))
+        return loaded[-1]
+
+    monkeypatch.setattr(instance_module, "share", sharing)
     with pytest.raises(RuntimeError, match="not valid Jinja"):
         LlamaCppBackend().load(settings(demo_model, template="{% if %}"))
-    assert len(counted) == 1 and counted[0].was_closed
+    assert len(loaded) == 1 and loaded[0].weights is None and not loaded_now(demo_model)
 
     def failing_formatter(*args, **kwargs):
         raise ValueError("the template needs a token this vocabulary lacks")
 
-    monkeypatch.setattr(templates_module, "Jinja2ChatFormatter", failing_formatter)  # any step after the open
+    monkeypatch.setattr(templates_module, "Jinja2ChatFormatter", failing_formatter)  # any step after the load
     with pytest.raises(ValueError, match="lacks"):
         LlamaCppBackend().load(settings(demo_model))
-    assert len(counted) == 2 and counted[1].was_closed
+    assert len(loaded) == 2 and loaded[1].weights is None and not loaded_now(demo_model)
+
+
+def test_registrations_loading_a_model_the_same_way_share_it(demo_model):
+    chat = LlamaCppBackend().load(settings(demo_model), frozenset({"createChatCompletion"}))
+    embeddings = LlamaCppBackend().load(settings(demo_model), frozenset({"createEmbedding"}))
+    other = LlamaCppBackend().load(settings(demo_model, context_size=256))
+    try:
+        assert chat._shared is embeddings._shared and chat._shared is not other._shared
+        assert embeddings.embed(["hi"])[1] > 0 and text_of(chat.chat({"messages": [{"role": "user", "content": "hi"}],
+                                                                       "max_tokens": 3}, never))
+        embeddings.close()
+        assert chat._shared.weights is not None  # still used by chat
+    finally:
+        chat.close()
+        other.close()
+    assert not loaded_now(demo_model)
 
 
 def test_prompt_evaluation_stops_within_a_batch_when_told(demo_model):
     instance = LlamaCppBackend().load(settings(demo_model, n_batch=16))
-    polls = 0
 
     def after_two_batches() -> bool:
-        nonlocal polls
-        polls += 1
-        return polls > 2
+        return instance.engine.steps >= 2
 
     try:
         prompt = " ".join(["story"] * 60)
         assert list(instance.complete({"prompt": prompt, "max_tokens": 4}, after_two_batches)) == []
         assert len(instance.tokenize(prompt)) > 200
-        assert instance._generator.n_tokens <= 2 * 16  # two batches were evaluated, not the whole prompt
+        slot = instance.engine.slots[0]
+        assert slot.job is None and 0 < len(slot.cached) <= 2 * 16  # a batch or two, not the whole prompt
         # the next request reuses what was evaluated and generates normally
-        assert len(text_of(instance.complete({"prompt": prompt, "max_tokens": 4, "temperature": 0}, never))) > 0
+        pieces = list(instance.complete({"prompt": prompt, "max_tokens": 4, "temperature": 0}, never))
+        assert "".join(p.text for p in pieces)
+        assert 0 < pieces[-1].cached_tokens <= 2 * 16
     finally:
         instance.close()
 

@@ -27,7 +27,8 @@ COMMON_SETTINGS_SCHEMA: dict[str, Any] = {
         "threads": {"type": "integer", "minimum": 1, "maximum": 512},
         "context_size": {"type": "integer", "minimum": 16, "maximum": 1048576},
         "parallel": {"type": "integer", "minimum": 1, "maximum": 64,
-                     "description": "Model instances loaded, i.e. generations served at once."},
+                     "description": ("Generations served at once: for llama-cpp, slots in one context "
+                                     "(one copy of the weights, KV cache for each); for others, instances.")},
         "preload": {"type": "boolean", "description": "Load at start-up instead of on first use, and keep loaded."},
         "idle_unload_seconds": {"type": "number", "minimum": 0, "description": (
             "Unload the model this long after its last request ended (default: keep it loaded).")},
@@ -57,6 +58,7 @@ class Piece:
     logprobs: Any = None
     prompt_tokens: int = 0  # set on a choice's last piece
     completion_tokens: int = 0  # set on a choice's last piece
+    cached_tokens: int = 0  # set on a choice's last piece: prompt tokens taken from a cache
     tool_calls: list[Any] | None = None  # CallDelta: a call's name once, then its argument text
 
 

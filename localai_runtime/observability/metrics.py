@@ -7,8 +7,8 @@ requests end however they end, and a scrape never loads a model. Label values ar
 model label is always a registered model name, operation labels come from the document and
 status codes and error codes from this server's own code.
 
-``vllm:kv_cache_usage_perc`` is 0: each instance serves one sequence in a context of its own,
-so there is no shared KV cache whose use would mean anything yet.
+``vllm:kv_cache_usage_perc`` is the share of a batching engine's KV cells that running requests
+hold (0 for backends without one).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class PoolState(Protocol):
     busy: int
     waiting: int
     loaded: bool
+    kv_usage: float
 
 
 class _PoolCollector(Collector):
@@ -47,20 +48,21 @@ class _PoolCollector(Collector):
         running = GaugeMetricFamily("vllm:num_requests_running", "Requests generating right now.", labels=MODEL)
         waiting = GaugeMetricFamily("vllm:num_requests_waiting", "Requests waiting for a model instance.",
                                     labels=MODEL)
-        usage = GaugeMetricFamily("vllm:kv_cache_usage_perc", "KV-cache use, 0 to 1 (0: no shared KV cache).",
+        usage = GaugeMetricFamily("vllm:kv_cache_usage_perc", "KV-cache use by running requests, 0 to 1.",
                                   labels=MODEL)
         loaded = GaugeMetricFamily("localai_model_loaded", "1 if an instance of the model is loaded.", labels=MODEL)
-        totals: dict[str, list[int]] = {model: [0, 0, 0] for model in self._models()}
+        totals: dict[str, list[float]] = {model: [0, 0, 0, 0.0] for model in self._models()}
         pools = list(self._pools())
         for model, pool in pools:
-            entry = totals.setdefault(model, [0, 0, 0])
+            entry = totals.setdefault(model, [0, 0, 0, 0.0])
             entry[0] += pool.busy
             entry[1] += pool.waiting
             entry[2] = max(entry[2], int(pool.loaded))
-        for model, (busy, queued, is_loaded) in sorted(totals.items()):
+            entry[3] = max(entry[3], pool.kv_usage)  # registrations of a model may share one engine
+        for model, (busy, queued, is_loaded, kv) in sorted(totals.items()):
             running.add_metric([model], busy)
             waiting.add_metric([model], queued)
-            usage.add_metric([model], 0.0)
+            usage.add_metric([model], kv)
             loaded.add_metric([model], is_loaded)
         count = GaugeMetricFamily("localai_models_loaded", "Registrations with a loaded model.")
         count.add_metric([], sum(int(pool.loaded) for _, pool in pools))

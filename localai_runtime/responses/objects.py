@@ -9,8 +9,8 @@ from typing import Any
 TERMINAL = frozenset({"completed", "incomplete", "failed", "cancelled"})
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
-    return {"input_tokens": prompt_tokens, "input_tokens_details": {"cached_tokens": 0},
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
+    return {"input_tokens": prompt_tokens, "input_tokens_details": {"cached_tokens": cached_tokens},
             "output_tokens": completion_tokens, "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": prompt_tokens + completion_tokens}
 
@@ -42,14 +42,14 @@ def response_object(response_id: str, created_at: float, model: str, request: Ma
 
 
 def finished(body: dict[str, Any], status: str, *, output: Sequence[Mapping[str, Any]] | None = None,
-             prompt_tokens: int = 0, completion_tokens: int = 0, error: Mapping[str, Any] | None = None,
-             incomplete_reason: str | None = None) -> dict[str, Any]:
+             prompt_tokens: int = 0, completion_tokens: int = 0, cached_tokens: int = 0,
+             error: Mapping[str, Any] | None = None, incomplete_reason: str | None = None) -> dict[str, Any]:
     """``body`` in a final ``status``."""
     done = dict(body)
     done["status"] = status
     if output is not None:
         done["output"] = [dict(item) for item in output]
-        done["usage"] = usage(prompt_tokens, completion_tokens)
+        done["usage"] = usage(prompt_tokens, completion_tokens, cached_tokens)
     done["error"] = dict(error) if error else None
     done["incomplete_details"] = {"reason": incomplete_reason} if incomplete_reason else None
     if status in ("completed", "incomplete"):

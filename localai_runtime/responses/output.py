@@ -27,6 +27,7 @@ class OutputBuilder:
         self.held_text = ""
         self.finish_reason: str | None = None
         self.prompt_tokens = 0
+        self.cached_tokens = 0
         self.completion_tokens = 0
 
     def add(self, piece: Piece) -> list[Event]:
@@ -47,6 +48,7 @@ class OutputBuilder:
         if piece.finish_reason is not None:
             self.finish_reason = piece.finish_reason
             self.prompt_tokens = piece.prompt_tokens
+            self.cached_tokens = piece.cached_tokens
             self.completion_tokens = piece.completion_tokens
         return events
 

@@ -65,7 +65,7 @@ async def _finish(runtime: Runtime, turn: Turn, response: dict[str, Any],
     reason = "max_output_tokens" if builder.finish_reason == "length" else None
     final = finished(response, "incomplete" if reason else "completed", output=builder.items,
                      prompt_tokens=builder.prompt_tokens, completion_tokens=builder.completion_tokens,
-                     incomplete_reason=reason)
+                     cached_tokens=builder.cached_tokens, incomplete_reason=reason)
     turn.finishing = True  # from here a cancel no longer changes the outcome: the answer is stored
     await asyncio.shield(_save(runtime, turn, final))
     turn.observer.finished(builder.finish_reason or "stop", builder.prompt_tokens, builder.completion_tokens)

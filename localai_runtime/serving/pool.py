@@ -1,8 +1,9 @@
-"""Model instances per registration: lazy loading, one generation per instance, a bounded queue.
+"""Model instances per registration: lazy loading, generations at once, a bounded queue.
 
 A registration's instances load on first use (or at start-up with ``preload: true``), once,
-in a worker thread, shared by every request for it. ``parallel: N`` loads N instances so N
-generations run at once; up to ``queue_size`` more requests wait for one, and past that a
+in a worker thread, shared by every request for it. ``parallel: N`` runs N generations at once:
+an instance that batches (``batching = True``: the llama-cpp engine's N slots) is loaded once
+and lent N times, any other is loaded N times; up to ``queue_size`` more requests wait for one, and past that a
 request answers 429 with ``Retry-After``. A model that fails to load answers 503 naming the
 model; the rest of the server keeps working.
 """
@@ -91,6 +92,11 @@ class ModelPool:
         return bool(self._instances)
 
     @property
+    def kv_usage(self) -> float:
+        """The share of the KV cache running requests hold, where the instance reports one."""
+        return float(getattr(self._instances[0], "kv_usage", 0.0)) if self._instances else 0.0
+
+    @property
     def idle(self) -> bool:
         """Loaded, and no request running or waiting for it."""
         return self.loaded and self.busy == 0 and self._waiting == 0 and self._free is not None
@@ -149,7 +155,9 @@ class ModelPool:
         instances: list[ModelInstance] = []
         started = time.perf_counter()
         try:
-            for _ in range(self.size):
+            instances.append(await self._load_one())
+            lent = [instances[0]] * self.size if getattr(instances[0], "batching", False) else None
+            while lent is None and len(instances) < self.size:
                 instances.append(await self._load_one())
         except Exception as exc:  # noqa: BLE001 - any load failure makes the model unavailable
             _close_all(instances)
@@ -170,9 +178,10 @@ class ModelPool:
         self.last_used = time.monotonic()
         self._count_load("loaded", time.perf_counter() - started)
         self._free = asyncio.Queue()
-        for instance in instances:
+        for instance in lent or instances:
             self._free.put_nowait(instance)
-        logger.info("loaded %s (%d instance%s)", registration.label, self.size, "" if self.size == 1 else "s")
+        logger.info("loaded %s (%d instance%s, %d at once)", registration.label, len(instances),
+                    "" if len(instances) == 1 else "s", self.size)
         if self.idle:  # every request that waited for it went away meanwhile
             self._changed()
 

@@ -64,8 +64,9 @@ class Call:
     arguments: str
 
 
-def usage(prompt: int, completion: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+def usage(prompt: int, completion: int, cached: int = 0) -> dict[str, Any]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached}}
 
 
 class Choices:
@@ -83,6 +84,7 @@ class Choices:
         self.logprobs: dict[int, list[dict[str, Any]]] = {}
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        self.cached_tokens = 0
 
     def add(self, piece: Piece) -> list[Call]:
         """Adds a piece; returns its new tool-call output (ids given as calls begin)."""
@@ -102,8 +104,12 @@ class Choices:
             self.finish[piece.index] = piece.finish_reason
             if piece.index % self.n == 0:
                 self.prompt_tokens += piece.prompt_tokens
+                self.cached_tokens += piece.cached_tokens
             self.completion_tokens += piece.completion_tokens
         return new
+
+    def usage(self) -> dict[str, Any]:
+        return usage(self.prompt_tokens, self.completion_tokens, self.cached_tokens)
 
     def indices(self) -> list[int]:
         return sorted(self.text)
@@ -166,7 +172,7 @@ async def _whole(
     legacy = prepared.request.get("functions") is not None
     body["choices"] = [form.choice(i, texts[i], choices.finish.get(i, "stop"), choices.logprobs.get(i),
                                    choices.calls.get(i, []), legacy) for i in choices.indices()]
-    body["usage"] = usage(choices.prompt_tokens, choices.completion_tokens)
+    body["usage"] = choices.usage()
     return JSONResponse(body, headers=prepared.headers())
 
 
@@ -215,7 +221,7 @@ async def _stream(
         started = True
         observer.finished(choices.finish.get(0, "stop"), choices.prompt_tokens, choices.completion_tokens)
         if include_usage:
-            yield sse({**envelope, "choices": [], "usage": usage(choices.prompt_tokens, choices.completion_tokens)})
+            yield sse({**envelope, "choices": [], "usage": choices.usage()})
     except Exception as exc:  # noqa: BLE001 - after the stream started, errors become an event
         if not started:
             raise

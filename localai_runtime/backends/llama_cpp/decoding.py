@@ -1,10 +1,10 @@
-"""The token loop of one llama-cpp generation: sample, detokenize, stop.
+"""The reader's loop of one llama-cpp generation: submit, detokenize, stop.
 
-:func:`decode` drives ``Llama.generate`` (llama.cpp's sampler chain with the request's
-settings and grammar) from a prompt whose head was evaluated by the instance's chunked prefill,
-decodes token bytes incrementally (a multi-byte character split across tokens never arrives
-broken), holds back text that may begin a stop string, counts tokens and polls ``should_stop``
-after every token. It yields ``(text, logprobs)`` and returns what ended it.
+:func:`decode` hands the prompt and a sampler to the model's batching engine (which evaluates
+the prompt in chunks beside the other requests, samples, and ends at the end of generation, the
+token budget, or when told to stop), decodes token bytes incrementally (a multi-byte character
+split across tokens never arrives broken), holds back text that may begin a stop string, and
+leaves the engine once one is written. It yields ``(text, logprobs)`` and returns what ended it.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import llama_cpp
-from llama_cpp import LogitsProcessorList
-
 from localai_runtime.backends._text import TextStream
 from localai_runtime.backends.abstract import Piece
+from localai_runtime.backends.llama_cpp.engine.slot_sampling import SlotSampler
+from localai_runtime.errors import InvalidRequestError
 
 if TYPE_CHECKING:
     from localai_runtime.backends.llama_cpp.instance import LlamaCppInstance
+    from localai_runtime.backends.llama_cpp.sampling import SamplingOptions
 
 
 @dataclass(frozen=True)
@@ -34,62 +34,55 @@ class Decoded:
     """Text held back at the end (no stop string followed)."""
     content: str = ""
     """All text yielded before the tail."""
+    cached: int = 0
+    """Prompt tokens found in the engine's cache."""
 
 
 def decode(
     instance: LlamaCppInstance,
     prompt: list[int],
+    options: SamplingOptions,
     sampling: Mapping[str, Any],
     *,
     max_tokens: int | None,
     stop: Sequence[str],
-    top_logprobs: int | None,
     should_stop: Callable[[], bool],
 ) -> Generator[tuple[str, list[dict[str, Any]] | None], None, Decoded]:
-    llama = instance._generator
-    if not instance._prefill(prompt, should_stop):
-        return Decoded(None, 0)
-    limit = instance._n_ctx - len(prompt)
+    if not prompt:
+        raise InvalidRequestError("the prompt has no tokens", param="prompt")
+    limit = instance.context_size - len(prompt)
     budget = limit if max_tokens is None else min(max_tokens, limit)
+    if budget <= 0:
+        return Decoded("length", 0)
+    last_n = options.repeat_last_n if options.repeat_last_n >= 0 else instance.context_size
+    sampler = SlotSampler(instance.n_vocab, sampling, seed=options.choice_seed, repeat_last_n=last_n,
+                          bias=options.bias, top_logprobs=options.top_logprobs, entry=instance._token_entry)
+    sampler.accept_prompt(prompt, last_n)
+    job = instance.engine.submit(prompt, sampler, budget, should_stop)
     text = TextStream(stop)
     logprobs: list[dict[str, Any]] = []
-    count, finish, content = 0, "length", ""
-    sampling = dict(sampling)
-    grammar = sampling.pop("grammar", None)
-    grammar = grammar.start() if grammar is not None else None
-    if grammar is not None:  # after the logit bias, so banned tokens are never candidates
-        sampling["logits_processor"] = LogitsProcessorList([*(sampling.get("logits_processor") or ()), grammar])
-    tokens = llama.generate(prompt, **sampling)
+    count, content = 0, ""
     try:
-        for token in tokens if budget > 0 else ():
-            if llama_cpp.llama_vocab_is_eog(instance.vocab, token):
-                finish = "stop"
-                break
-            if grammar is not None:
-                grammar.accept(token)
+        for token, logprob in job.tokens():
             count += 1
-            if top_logprobs is not None:
-                logprobs.append(instance._logprob(token, top_logprobs))
+            if logprob is not None:
+                logprobs.append(logprob)
             if out := text.feed(instance._piece(token)):
                 content += out
                 yield out, logprobs or None
                 logprobs = []
             if text.stopped:
-                finish = "stop"
                 break
-            if count >= budget:
-                break
-            if should_stop():
-                return Decoded(None, count, content=content)
     finally:
-        tokens.close()
-        if grammar is not None:
-            grammar.close()
+        job.leave()
+    finish = "stop" if text.stopped else job.finish
+    if finish is None:
+        return Decoded(None, count, content=content, cached=job.cached)
     tail = text.finish()
     if logprobs:
         yield tail, logprobs
         tail = ""
-    return Decoded(finish, count, text.stopped_by, tail, content)
+    return Decoded(finish, count, text.stopped_by, tail, content, job.cached)
 
 
 def as_pieces(

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import llama_cpp
 import numpy as np
-from llama_cpp import Llama
+from llama_cpp import _internals as internals
 
 
-def embed_tokens(embedder: Llama, tokens: list[int]) -> np.ndarray:
-    """One sequence through the embedding context (what ``Llama.embed`` does per input,
-    on token ids instead of text)."""
-    width = embedder.n_embd()
-    batch, context = embedder._batch, embedder._ctx
+def embed_tokens(context: internals.LlamaContext, batch: internals.LlamaBatch, width: int,
+                 tokens: list[int]) -> np.ndarray:
+    """One sequence through the embedding context (what ``Llama.embed`` does per input, on token
+    ids instead of text); the caller holds the context for itself meanwhile."""
     batch.reset()
     batch.add_sequence(tokens, 0, True)  # every token an output, as Llama.embed marks them
     context.kv_cache_clear()
@@ -19,7 +18,7 @@ def embed_tokens(embedder: Llama, tokens: list[int]) -> np.ndarray:
         context.decode(batch)
     finally:
         batch.reset()
-    if embedder.pooling_type() == llama_cpp.LLAMA_POOLING_TYPE_NONE:  # one vector per token
+    if context.pooling_type() == llama_cpp.LLAMA_POOLING_TYPE_NONE:  # one vector per token
         pointer = llama_cpp.llama_get_embeddings(context.ctx)
         return np.ctypeslib.as_array(pointer, shape=(len(tokens), width)).astype(np.float64).mean(axis=0)
     pointer = llama_cpp.llama_get_embeddings_seq(context.ctx, 0)

@@ -1,4 +1,4 @@
-"""A request's sampler settings for ``Llama.generate``: temperature and friends, the grammar
+"""A request's sampler settings for the batching engine: temperature and friends, the grammar
 (GBNF, or one made from a JSON ``response_format``) and the logit bias."""
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import llama_cpp
 import numpy as np
-from llama_cpp import LogitsProcessorList
 from llama_cpp.llama_grammar import JSON_GBNF
 
 from localai_runtime.backends._text import request_value
@@ -83,19 +82,20 @@ class LazyGrammar:
         llama_cpp.llama_sampler_apply(self._sampler, ctypes.byref(candidates))
         return data["id"][np.isfinite(data["logit"])]
 
-    def __call__(self, _input_ids: Any, scores: np.ndarray) -> np.ndarray:
+    def allowed(self, scores: np.ndarray) -> np.ndarray:
+        """The ids the grammar allows next: among the :data:`CANDIDATES` most likely tokens, or
+        (when none of those fits) in the whole vocabulary; empty when it allows none."""
         count = min(CANDIDATES, scores.size)
         top = np.argpartition(scores, scores.size - count)[scores.size - count:]
         allowed = self._allowed(top, scores[top])
         if allowed.size == 0:
             allowed = self._allowed(np.arange(scores.size, dtype=np.intc), scores)
-        masked = np.full(scores.shape, -np.inf, dtype=scores.dtype)
-        masked[allowed] = scores[allowed]
-        return masked
+        return allowed
 
 
 class SamplingOptions:
-    """A request's sampling settings, as ``Llama.generate`` arguments plus what the loop needs."""
+    """A request's sampling settings (``sampling``: the sampler chain's, and the grammar), its
+    logit bias, and what the token loop needs."""
 
     def __init__(self, instance: Vocabulary, request: Mapping[str, Any], max_tokens: int | None,
                  top_logprobs: int | None) -> None:
@@ -105,6 +105,8 @@ class SamplingOptions:
         self.max_tokens = max_tokens
         self.top_logprobs = top_logprobs
         self.seed = request_value(request, "seed", instance.default_seed)
+        self.choice_seed = llama_cpp.LLAMA_DEFAULT_SEED if self.seed is None else self.seed
+        """The seed of the choice being generated (the instance sets it per choice)."""
         self.repeat_last_n = ext.get("repeat_last_n", 64)
         self.sampling: dict[str, Any] = {
             "temp": request_value(request, "temperature", 1.0),
@@ -119,8 +121,8 @@ class SamplingOptions:
             "mirostat_tau": ext.get("mirostat_tau", 5.0),
             "mirostat_eta": ext.get("mirostat_eta", 0.1),
             "grammar": None,
-            "logits_processor": self._bias(instance, request, ext),
         }
+        self.bias = self._bias(instance, request, ext)
         self.answer_gbnf, param = self._answer_gbnf(request, ext)
         if self.answer_gbnf is not None:
             self.sampling["grammar"] = compile_grammar(instance.vocab, self.answer_gbnf, param)
@@ -151,16 +153,18 @@ class SamplingOptions:
     @staticmethod
     def _bias(
         instance: Vocabulary, request: Mapping[str, Any], ext: Mapping[str, Any]
-    ) -> LogitsProcessorList | None:
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The logit bias as token ids and the values added to their logits (None: no bias)."""
         logit_bias = request_value(request, "logit_bias", {})
         if not logit_bias and not ext.get("ignore_eos"):
             return None
-        bias = np.zeros(instance.n_vocab, dtype=np.float32)
+        bias: dict[int, float] = {}
         for key, value in logit_bias.items():
             token = int(key) if str(key).isdigit() else -1
             if not 0 <= token < instance.n_vocab:
                 raise InvalidRequestError(f"logit_bias: {key!r} is not a token id of this model", param="logit_bias")
-            bias[token] = value
+            bias[token] = float(value)
         if ext.get("ignore_eos"):
-            bias[instance.end_of_generation] = _BANNED
-        return LogitsProcessorList([lambda _ids, scores: scores + bias])
+            bias.update(dict.fromkeys(instance.end_of_generation, _BANNED))
+        ids = np.fromiter(bias, dtype=np.intp, count=len(bias))
+        return ids, np.fromiter(bias.values(), dtype=np.float32, count=len(bias))

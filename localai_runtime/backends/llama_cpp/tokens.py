@@ -1,7 +1,7 @@
 """A loaded llama-cpp model's tokens: text to ids and back, and the tokenize operations.
 
 :class:`Tokens` is a base class of :class:`~localai_runtime.backends.llama_cpp.instance.LlamaCppInstance`
-and uses what the instance sets up: ``_model`` (the opened ``Llama``), ``vocab``, ``n_vocab``,
+and uses what the instance sets up: ``_model`` (the loaded weights), ``vocab``, ``n_vocab``,
 ``template``, ``_n_ctx``, ``_pieces`` and ``_preserved``. A chat prompt's tokens come from
 :meth:`Tokens.chat_tokens` for chat completions and for tokenize's chat form alike, so a tokenize
 count equals the chat completion's ``usage.prompt_tokens`` by construction.
@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Mapping, Sequence
-from functools import cached_property
 from typing import Any
 
 import llama_cpp
-from llama_cpp import Llama
+from llama_cpp import _internals as internals
 
 from localai_runtime.backends._text import plain_messages, request_value
 from localai_runtime.backends.llama_cpp.templates import ChatTemplate
@@ -24,7 +23,7 @@ from localai_runtime.tools.request import ToolRequest, modern_messages, tool_req
 
 
 class Tokens:
-    _model: Llama  # a property of the instance
+    _model: internals.LlamaModel
     template: ChatTemplate
     vocab: Any
     n_vocab: int
@@ -110,10 +109,6 @@ class Tokens:
                 raise RuntimeError(f"llama-cpp: token {token} has no text piece")
             piece = self._pieces[token] = buffer.raw[:size]
         return piece
-
-    @cached_property
-    def end_of_generation(self) -> list[int]:
-        return [t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self.vocab, t)]
 
     def _checked_ids(self, ids: Sequence[Any], param: str) -> list[int]:
         if not ids or not all(isinstance(t, int) and 0 <= t < self.n_vocab for t in ids):

@@ -1,0 +1,15 @@
+"""The continuous-batching engine of the llama-cpp backend.
+
+One llama.cpp context per loaded model holds ``parallel`` sequences (slots), each with
+``context_size`` tokens of KV cache. A scheduler thread owns the context: each step it builds one
+batch with the next token of every decoding slot plus prompt chunks of newly admitted requests
+(chunked prefill), calls ``llama_decode`` once, and samples each slot with its own sampler
+(logit bias, grammar, llama.cpp's sampler chain, logprobs). A request takes the free slot whose
+cached tokens share the longest prefix with its prompt, and only the rest is evaluated.
+
+Modules: ``shared`` (a model file loaded once, shared by every registration that loads it the
+same way), ``scheduler`` (the thread, its slots and steps), ``jobs`` (a request's side: submit,
+read tokens, leave), ``slot_sampling`` (one request's sampling). Imported only by
+:mod:`localai_runtime.backends.llama_cpp`; it imports llama_cpp, numpy and
+:mod:`localai_runtime.errors`.
+"""
