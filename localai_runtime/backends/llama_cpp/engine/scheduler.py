@@ -22,6 +22,7 @@ from llama_cpp import _internals as internals
 
 from localai_runtime.backends.llama_cpp.engine.jobs import Job
 from localai_runtime.backends.llama_cpp.engine.slot_sampling import SlotSampler
+from localai_runtime.backends.llama_cpp.engine.threads import ThreadPool
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +47,11 @@ class EngineClosed(RuntimeError):
 
 
 class Engine:
-    def __init__(self, model: internals.LlamaModel, params: Any, *, slots: int, verbose: bool = False) -> None:
+    def __init__(self, model: internals.LlamaModel, params: Any, *, slots: int, polling: bool = True,
+                 verbose: bool = False) -> None:
         self._context = internals.LlamaContext(model=model, params=params, verbose=verbose)
         self.ctx = self._context.ctx
+        self._threads = ThreadPool(self.ctx, params.n_threads) if polling else None
         self._memory = llama_cpp.llama_get_memory(self.ctx)
         self._vocab = model.vocab
         self.n_vocab = model.n_vocab()
@@ -106,6 +109,8 @@ class Engine:
         if self._batch is not None:
             llama_cpp.llama_batch_free(self._batch)
             self._batch = None
+        if self._threads is not None:
+            self._threads.close()
         self._context.close()
 
     # -- the thread ---------------------------------------------------------------------------
