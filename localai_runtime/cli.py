@@ -149,6 +149,7 @@ def _build(settings: Settings) -> BuiltSpec:
 
 
 def _serve(settings: Settings) -> None:
+    _prewarm(settings)
     import uvicorn
 
     from localai_runtime.http.app import create_app
@@ -157,6 +158,13 @@ def _serve(settings: Settings) -> None:
     _check_store(settings)
     logger.info("serving on http://%s:%d (Swagger UI at /ui, document at /openapi.json)", settings.host, settings.port)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=5)
+
+
+def _prewarm(settings: Settings) -> None:
+    """Start loading preloaded llama-cpp models now, beside the imports and checks of start-up."""
+    from localai_runtime.backends.prewarm import prewarm
+
+    prewarm(settings.configs_dir)
 
 
 def _spec(settings: Settings, output_format: str) -> None:

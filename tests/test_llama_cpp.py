@@ -10,6 +10,7 @@ from pathlib import Path
 import llama_cpp
 import numpy as np
 import pytest
+import yaml
 
 from localai_runtime.backends import LocalSettings
 from localai_runtime.backends.llama_cpp import LlamaCppBackend
@@ -17,6 +18,7 @@ from localai_runtime.backends.llama_cpp import instance as instance_module
 from localai_runtime.backends.llama_cpp import templates as templates_module
 from localai_runtime.backends.llama_cpp.engine import shared as shared_module
 from localai_runtime.demo_model import DemoModelSpec, write_demo_model
+from tests.conftest import wait_until
 
 LONG_PIECE = "x" * 300  # longer than the 256-byte buffer pieces are first read into
 
@@ -191,3 +193,23 @@ def test_strings_generated_under_a_schema_are_valid_json(demo_model):
             assert isinstance(json.loads(text_of(instance.chat(answer, never)))["note"], str)
     finally:
         instance.close()
+
+
+def test_a_preloaded_model_is_loaded_while_the_server_starts_and_then_handed_over(demo_model, tmp_path):
+    from localai_runtime.backends.prewarm import prewarm
+
+    values = {"backend": "llama-cpp", "model_file": str(demo_model), "threads": 2, "context_size": 512,
+              "parallel": 2, "preload": True}
+    (tmp_path / "demo.yaml").write_text(yaml.safe_dump(
+        {"registration": {"model": "demo", "operations": ["createChatCompletion"]}, "local_settings": values}))
+    thread = prewarm(tmp_path)
+    wait_until(lambda: loaded_now(demo_model) and loaded_now(demo_model)[0]._engine is not None, "the prewarm loaded it")
+    prewarmed = loaded_now(demo_model)[0]
+    instance = LlamaCppBackend().load(LocalSettings("llama-cpp", demo_model, values), frozenset({"createChatCompletion"}))
+    try:
+        assert instance._shared is prewarmed  # the registration's load found it loaded
+        thread.join(timeout=10)
+        assert not thread.is_alive() and prewarmed.references == 1  # the prewarm let go of its own
+    finally:
+        instance.close()
+    assert prewarmed.weights is None and not loaded_now(demo_model)

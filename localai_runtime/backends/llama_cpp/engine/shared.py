@@ -78,8 +78,10 @@ class SharedModel:
             path = settings.model_file
             set_verbose(bool(settings.get("verbose")))  # llama.cpp's log, process-wide (as Llama() sets it)
             try:
-                self.weights = internals.LlamaModel(path_model=str(path), params=params,
-                                                    verbose=bool(settings.get("verbose")))
+                # verbose=True: do not point the process's stdout and stderr at /dev/null while
+                # loading (what LlamaModel does otherwise), which would swallow every other
+                # thread's log meanwhile; llama.cpp's own log goes through set_verbose's filter.
+                self.weights = internals.LlamaModel(path_model=str(path), params=params, verbose=True)
             except (ValueError, RuntimeError, OSError) as exc:
                 raise RuntimeError(f"llama-cpp could not load the model file {path}: {exc}") from exc
 
