@@ -37,6 +37,18 @@ def prewarm(configs_dir: Path | None) -> threading.Thread | None:
 
 
 def _run(configs_dir: Path) -> None:
+    held = _load(configs_dir)
+    deadline = time.monotonic() + HOLD_S
+    while held and time.monotonic() < deadline:
+        for model in [model for model in held if model.references > 1]:  # its registration has it now
+            held.remove(model)
+            model.release()
+        time.sleep(0.05)
+    for model in held:
+        model.release()
+
+
+def _load(configs_dir: Path) -> list[Any]:
     held: list[Any] = []
     try:
         wanted = list(_preloaded(configs_dir))
@@ -49,14 +61,7 @@ def _run(configs_dir: Path) -> None:
                 held[-1].engine()
     except Exception as exc:  # noqa: BLE001 - the registration's own load reports what is wrong
         logger.debug("prewarming llama-cpp models failed: %s", exc)
-    deadline = time.monotonic() + HOLD_S
-    while held and time.monotonic() < deadline:
-        for model in [model for model in held if model.references > 1]:  # its registration has it now
-            held.remove(model)
-            model.release()
-        time.sleep(0.05)
-    for model in held:
-        model.release()
+    return held
 
 
 def _preloaded(configs_dir: Path) -> Iterator[tuple[Any, bool]]:

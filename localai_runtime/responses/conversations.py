@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from localai_runtime.errors import InvalidRequestError, NotFoundError
 from localai_runtime.responses.items import check_calls, check_new_ids, input_items, new_id
 from localai_runtime.responses.objects import page
 from localai_runtime.responses.turn import in_store, require_store
 from localai_runtime.serving.runtime import Runtime
-from localai_runtime.store import Store
+
+if TYPE_CHECKING:
+    from localai_runtime.store import Store
 
 
 def _store(runtime: Runtime) -> Store:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
@@ -22,7 +22,10 @@ from localai_runtime.responses.output import Event, OutputBuilder
 from localai_runtime.responses.turn import Turn, generate, in_store, open_turn, require_store, store_unavailable
 from localai_runtime.serving.generation import until_disconnected
 from localai_runtime.serving.runtime import Runtime
-from localai_runtime.store import ResponseRecord, Store, StoreError
+from localai_runtime.store import ResponseRecord, StoreError
+
+if TYPE_CHECKING:
+    from localai_runtime.store import Store
 
 logger = logging.getLogger(__name__)
 

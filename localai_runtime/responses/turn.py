@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from localai_runtime.backends import Piece
 from localai_runtime.errors import (
@@ -31,7 +31,10 @@ from localai_runtime.serving.generation import run_pieces
 from localai_runtime.serving.policy import Prepared, prepare
 from localai_runtime.serving.runtime import Runtime
 from localai_runtime.serving.upstream import remote_pieces
-from localai_runtime.store import MissingResponse, Store, StoreError
+from localai_runtime.store import MissingResponse, StoreError
+
+if TYPE_CHECKING:
+    from localai_runtime.store import Store
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib
 import logging
 import os
 import threading
@@ -17,7 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from connexion import context
 
@@ -32,7 +33,10 @@ from localai_runtime.serving.registrations import Registration, Registrations
 from localai_runtime.settings import Settings
 from localai_runtime.spec.build import BuiltSpec
 from localai_runtime.spec.request_schemas import RequestSchemas
-from localai_runtime.store import Store, StoreError
+from localai_runtime.store import StoreError
+
+if TYPE_CHECKING:
+    from localai_runtime.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -126,8 +130,15 @@ class Runtime:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Runtime]:
         warming = asyncio.create_task(asyncio.to_thread(self.schemas.validators.warm))
+        preloading = [asyncio.create_task(self._preload(registration)) for registration in self.registrations.all
+                      if registration.settings.get("preload") and not registration.problem]
         if self.settings.store:
-            self.store = await _open_store(self.settings)
+            try:
+                self.store = await _open_store(self.settings)
+            except BaseException:
+                for task in preloading:
+                    task.cancel()
+                raise
         purging = asyncio.create_task(self._purge()) if self.store and self.settings.retention_days else None
         unloading = asyncio.create_task(self.lifecycle.unload_idle(), name="idle unload")
         watching = None
@@ -136,12 +147,8 @@ class Runtime:
                 self.metrics.configuration(self.reloader.state.digest)
             if self.settings.watch:
                 watching = asyncio.create_task(self.reloader.watch(), name="configuration watch")
-        for registration in self.registrations.all:
-            if registration.settings.get("preload") and not registration.problem:
-                try:
-                    await self.pool(registration).load()
-                except APIError as exc:
-                    logger.error("preloading %s: %s", registration.label, exc.message)
+        for task in preloading:
+            await task
         self.ready = True
         if self.settings.freeze_startup_objects:
             gc.freeze()
@@ -181,8 +188,16 @@ class Runtime:
                 logger.error("retention: %s", exc)
             await asyncio.sleep(3600)
 
+    async def _preload(self, registration: Registration) -> None:
+        try:
+            await self.pool(registration).load()
+        except APIError as exc:
+            logger.error("preloading %s: %s", registration.label, exc.message)
+
 
 async def _open_store(settings: Settings) -> Store:
+    # SQLAlchemy is imported here, in a thread, while preloaded models load in others.
+    Store = (await asyncio.to_thread(importlib.import_module, "localai_runtime.store.database")).Store  # noqa: N806
     url = settings.database_url or Store.sqlite_url(settings.data_dir)
     try:
         store = await Store.open(url)

@@ -23,7 +23,29 @@ here.
 
 from __future__ import annotations
 
-from localai_runtime.backends.llama_cpp.backend import HONOURED, HONOURED_EXTENSIONS, SETTINGS_SCHEMA, LlamaCppBackend
-from localai_runtime.backends.llama_cpp.instance import LlamaCppInstance
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from localai_runtime.backends.llama_cpp.backend import (
+        HONOURED,
+        HONOURED_EXTENSIONS,
+        SETTINGS_SCHEMA,
+        LlamaCppBackend,
+    )
+    from localai_runtime.backends.llama_cpp.instance import LlamaCppInstance
 
 __all__ = ["HONOURED", "HONOURED_EXTENSIONS", "SETTINGS_SCHEMA", "LlamaCppBackend", "LlamaCppInstance"]
+
+
+def __getattr__(name: str) -> Any:
+    """The backend's names on first use: loading a model early at start-up
+    (:mod:`localai_runtime.backends.prewarm`) needs only :mod:`.engine`, not templates and tools."""
+    if name == "LlamaCppInstance":
+        from localai_runtime.backends.llama_cpp.instance import LlamaCppInstance
+
+        return LlamaCppInstance
+    if name in __all__:
+        from localai_runtime.backends.llama_cpp import backend
+
+        return getattr(backend, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

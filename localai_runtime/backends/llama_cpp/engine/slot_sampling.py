@@ -11,13 +11,15 @@ temperature, mirostat, seeded distribution) reading the modified row.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import llama_cpp
 import numpy as np
 
-from localai_runtime.backends.llama_cpp.sampling import LazyGrammar
 from localai_runtime.errors import InvalidRequestError
+
+if TYPE_CHECKING:
+    from localai_runtime.backends.llama_cpp.sampling import LazyGrammar
 
 Entry = Callable[[int, float], dict[str, Any]]
 """A token and its logprob as OpenAI's logprob entry."""
