@@ -99,10 +99,8 @@ def test_sixteen_mixed_streams_complete_correctly(batching, model):
             json.loads(text)  # a grammar-bound answer that ended is whole JSON
         elif "stop" not in body and "response_format" not in body:  # ignore_eos: exactly the budget
             assert (finish, usage.completion_tokens) == ("length", body["max_tokens"]), i
-    # Seeded and greedy requests served beside 15 others give what they give alone, to within
-    # the batch-shape float noise the README measures: here the whole text must match.
-    alone = [streamed(client, model, bodies[i])[0] for i in (1, 2)]
-    assert alone == [results[1][0], results[2][0]]
+    # Whether a greedy request gives the same text alone is measured, not asserted: llama.cpp does
+    # not promise it (bench/determinism.py, README "Determinism").
     wait_until(lambda: idle(batching, model), "every slot is free again")
 
 
