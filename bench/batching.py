@@ -14,7 +14,7 @@ Contenders, on 2 threads and one model file, each with its own defaults but for 
   sampling: the ceiling for a batching engine written in Python on llama-cpp-python.
 
 Measured, each server started afresh per N, the contenders taking turns (the order rotates each
-round) so machine noise hits all alike; medians of the rounds:
+round) so machine noise hits all alike; medians of the rounds (single streams: 3 per round):
 1. aggregate tokens/s with N concurrent clients (N = 8 and 16), each streaming one
    ``/v1/completions`` of T tokens that ignores end of generation (ours: ``x-localai-extensions:
    {ignore_eos: true}``, native: ``ignore_eos``, llama_cpp.server: ``logit_bias`` -100 on every
@@ -63,6 +63,8 @@ from bench.report import write_section  # noqa: E402
 from bench.server import free_port  # noqa: E402
 
 THREADS = 2
+SINGLE_REPEATS = 3
+"""Single streams per server and round (the single-stream figures are the median of them all)."""
 STORY = "Once upon a time, a small cat named Miso decided to learn to sail across the sea. "
 _serial = itertools.count(1)
 CONTENDERS = ("ours", "native", "llama_cpp_server", "inprocess", "bare")
@@ -215,7 +217,7 @@ def measure_server(name: str, setup: Setup, slots: int, single: bool, record: Re
     with serving(name, setup, slots) as (port, pid, started_s):
         record(f"start-up to ready s (N={slots})", name, started_s)
         asyncio.run(stream(port, request(setup, name, 8, 0)))  # warm
-        if single:
+        for _ in range(SINGLE_REPEATS if single else 0):
             time.sleep(0.3)  # llama.cpp's threads spin a while after computing
             count, first, total = asyncio.run(stream(port, request(setup, name, 2 * setup.tokens, 0)))
             record("single stream tokens/s", name, count / total)
@@ -236,7 +238,7 @@ def measure_inprocess(setup: Setup, slots: int, single: bool, record: Record) ->
 
     llm = llama_cpp.Llama(model_path=str(setup.model), n_ctx=setup.context, n_threads=THREADS, verbose=False)
     try:
-        for tokens in (8, 2 * setup.tokens):  # the first warms
+        for tokens in (8, *[2 * setup.tokens] * SINGLE_REPEATS):  # the first warms
             time.sleep(0.3)
             start = time.perf_counter()
             count, first = 0, float("nan")
@@ -246,8 +248,9 @@ def measure_inprocess(setup: Setup, slots: int, single: bool, record: Record) ->
                     count += 1
                     if count == 1:
                         first = time.perf_counter() - start
-        record("single stream tokens/s", "inprocess", count / (time.perf_counter() - start))
-        record("time to first token ms", "inprocess", first * 1000)
+            if tokens != 8:
+                record("single stream tokens/s", "inprocess", count / (time.perf_counter() - start))
+                record("time to first token ms", "inprocess", first * 1000)
     finally:
         llm.close()
 

@@ -7,16 +7,12 @@ non-zero with the same messages, so an operator can test an edit before restarti
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import yaml
-
-from localai_runtime.errors import SpecError
 from localai_runtime.settings import (
     DATA_DIR_ENV,
     DEFAULT_HOST,
@@ -27,7 +23,12 @@ from localai_runtime.settings import (
     keys_from_env,
     resource_dir,
 )
-from localai_runtime.spec.build import BuiltSpec, build_spec
+
+if TYPE_CHECKING:
+    from localai_runtime.spec.build import BuiltSpec
+
+# What serve needs besides the arguments (the document, connexion, the store...) is imported
+# once the early model load has started (see _prewarm).
 
 logger = logging.getLogger("localai_runtime")
 
@@ -128,6 +129,7 @@ def _check_store(settings: Settings) -> str | None:
     """Where the store is, after opening it once (a database that cannot be opened stops here)."""
     if not settings.store:
         return None
+    from localai_runtime.errors import SpecError
     from localai_runtime.store import Store, StoreError
 
     async def open_and_close() -> str:
@@ -136,6 +138,8 @@ def _check_store(settings: Settings) -> str | None:
         return store.where
 
     try:
+        import asyncio
+
         return asyncio.run(open_and_close())
     except StoreError as exc:
         raise SpecError(f"cannot open the response store: {exc} (use --data-dir, --database-url or --no-store)") \
@@ -143,13 +147,14 @@ def _check_store(settings: Settings) -> str | None:
 
 
 def _build(settings: Settings) -> BuiltSpec:
+    from localai_runtime.spec.build import build_spec
+
     return build_spec(
         spec_path=settings.spec_path, fragments_dir=settings.fragments_dir, patches_dir=settings.patches_dir
     )
 
 
 def _serve(settings: Settings) -> None:
-    _prewarm(settings)
     import uvicorn
 
     from localai_runtime.http.app import create_app
@@ -170,8 +175,12 @@ def _prewarm(settings: Settings) -> None:
 def _spec(settings: Settings, output_format: str) -> None:
     document = _build(settings).document
     if output_format == "yaml":
+        import yaml
+
         sys.stdout.write(yaml.dump(document, Dumper=yaml.CSafeDumper, sort_keys=False, allow_unicode=True))
     else:
+        import json
+
         json.dump(document, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
 
@@ -212,6 +221,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {path} ({path.stat().st_size} bytes, {spec.dim}-dim, {spec.n_layers} layers)")
         return 0
     settings = _settings(args)
+    if args.command == "serve":
+        _prewarm(settings)
+    from localai_runtime.errors import SpecError
+
     try:
         if args.command == "serve":
             _serve(settings)

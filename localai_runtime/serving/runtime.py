@@ -129,7 +129,6 @@ class Runtime:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Runtime]:
-        warming = asyncio.create_task(asyncio.to_thread(self.schemas.validators.warm))
         preloading = [asyncio.create_task(self._preload(registration)) for registration in self.registrations.all
                       if registration.settings.get("preload") and not registration.problem]
         if self.settings.store:
@@ -149,6 +148,9 @@ class Runtime:
                 watching = asyncio.create_task(self.reloader.watch(), name="configuration watch")
         for task in preloading:
             await task
+        # Compiling every request validator ahead of use, once the preloaded models have loaded
+        # (beside them it took CPU from the load): ready does not wait for it.
+        warming = asyncio.create_task(asyncio.to_thread(self.schemas.validators.warm))
         self.ready = True
         if self.settings.freeze_startup_objects:
             gc.freeze()
