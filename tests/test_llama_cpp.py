@@ -200,8 +200,9 @@ def test_a_preloaded_model_is_loaded_while_the_server_starts_and_then_handed_ove
 
     values = {"backend": "llama-cpp", "model_file": str(demo_model), "threads": 2, "context_size": 512,
               "parallel": 2, "preload": True}
-    (tmp_path / "demo.yaml").write_text(yaml.safe_dump(
-        {"registration": {"model": "demo", "operations": ["createChatCompletion"]}, "local_settings": values}))
+    (tmp_path / "demo.yaml").write_text(yaml.safe_dump_all([  # two registrations loading it the same way
+        {"registration": {"model": name, "operations": ["createChatCompletion"]}, "local_settings": values}
+        for name in ("demo", "demo-too")]))
     thread = prewarm(tmp_path)
     wait_until(lambda: loaded_now(demo_model) and loaded_now(demo_model)[0]._engine is not None, "the prewarm loaded it")
     prewarmed = loaded_now(demo_model)[0]

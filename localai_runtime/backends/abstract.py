@@ -12,6 +12,9 @@ they are produced; ``should_stop`` is polled between tokens (a client disconnect
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +66,19 @@ class Piece:
 
 
 ShouldStop = Callable[[], bool]
+
+INFERENCE_NICENESS = 5
+
+
+def below_the_event_loop() -> None:
+    """Run this thread, and the compute threads a backend starts from it (Linux threads inherit
+    their creator's niceness), below the event loop: with every core busy generating, health
+    checks, stream writes and 429s still get the CPU at once. Inference threads and the thread
+    that loads models early both call it."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), INFERENCE_NICENESS)
+    except (AttributeError, OSError) as exc:  # not Linux, or not permitted: run as is
+        logging.getLogger(__name__).debug("could not lower the inference thread's priority: %s", exc)
 
 
 @runtime_checkable

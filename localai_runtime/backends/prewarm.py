@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from localai_runtime.backends.abstract import below_the_event_loop
+
 logger = logging.getLogger(__name__)
 
 HOLD_S = 120.0
@@ -37,6 +39,7 @@ def prewarm(configs_dir: Path | None) -> threading.Thread | None:
 
 
 def _run(configs_dir: Path) -> None:
+    below_the_event_loop()  # the engine's threads started here inherit it
     held = _load(configs_dir)
     deadline = time.monotonic() + HOLD_S
     while held and time.monotonic() < deadline:
@@ -56,9 +59,13 @@ def _load(configs_dir: Path) -> list[Any]:
             from localai_runtime.backends.llama_cpp.engine.shared import share
 
         for settings, generates in wanted:
-            held.append(share(settings))
+            model = share(settings)
+            if model in held:  # two registrations load it the same way: one reference will do
+                model.release()
+            else:
+                held.append(model)
             if generates:
-                held[-1].engine()
+                model.engine()
     except Exception as exc:  # noqa: BLE001 - the registration's own load reports what is wrong
         logger.debug("prewarming llama-cpp models failed: %s", exc)
     return held

@@ -12,7 +12,6 @@ import contextlib
 import gc
 import importlib
 import logging
-import os
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from connexion import context
 
 from localai_runtime.access.keys import SCOPE_KEY, Key
+from localai_runtime.backends.abstract import below_the_event_loop
 from localai_runtime.errors import APIError, ModelNotFoundError, SpecError
 from localai_runtime.observability.metrics import UNOBSERVED, Metrics, RequestMetrics, Unobserved
 from localai_runtime.serving.generation import GenerationCounter
@@ -68,7 +68,7 @@ class Runtime:
         # for threads (the event loop's default executor has min(32, cores + 4)).
         instances = sum(int(r.settings.get("parallel", 1)) for r in self.registrations.all if not r.remote)
         self.executor = ThreadPoolExecutor(
-            max_workers=instances + 1, thread_name_prefix="inference", initializer=_below_the_event_loop
+            max_workers=instances + 1, thread_name_prefix="inference", initializer=below_the_event_loop
         )
         self.metrics = Metrics(
             pools=lambda: [(pool.registration.model, pool) for pool in list(self._pools.values())],
@@ -146,8 +146,13 @@ class Runtime:
                 self.metrics.configuration(self.reloader.state.digest)
             if self.settings.watch:
                 watching = asyncio.create_task(self.reloader.watch(), name="configuration watch")
-        for task in preloading:
-            await task
+        try:
+            for task in preloading:
+                await task
+        except BaseException:
+            for task in preloading:
+                task.cancel()
+            raise
         # Compiling every request validator ahead of use, once the preloaded models have loaded
         # (beside them it took CPU from the load): ready does not wait for it.
         warming = asyncio.create_task(asyncio.to_thread(self.schemas.validators.warm))
@@ -160,7 +165,7 @@ class Runtime:
             yield self
         finally:
             self.ready = False
-            await warming
+            await asyncio.gather(warming, return_exceptions=True)
             for task, stop in list(self.background.values()):  # stored as cancelled
                 stop.set()
                 task.cancel()
@@ -210,17 +215,6 @@ async def _open_store(settings: Settings) -> Store:
     return store
 
 
-INFERENCE_NICENESS = 5
-
-
-def _below_the_event_loop() -> None:
-    """Run this inference thread, and the compute threads the backend starts from it (Linux
-    threads inherit their creator's niceness), below the event loop: with every core busy
-    generating, health checks, stream writes and 429s still get the CPU at once."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), INFERENCE_NICENESS)
-    except (AttributeError, OSError) as exc:  # not Linux, or not permitted: run as is
-        logger.debug("could not lower the inference thread's priority: %s", exc)
 
 
 def _replicas(pool: ModelPool | None) -> Any:

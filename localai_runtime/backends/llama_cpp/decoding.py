@@ -54,11 +54,12 @@ def decode(
     budget = limit if max_tokens is None else min(max_tokens, limit)
     if budget <= 0:
         return Decoded("length", 0)
+    engine = instance.engine  # raises for an embeddings-only instance, before a sampler exists
     last_n = options.repeat_last_n if options.repeat_last_n >= 0 else instance.context_size
     sampler = SlotSampler(instance.n_vocab, sampling, seed=options.choice_seed, repeat_last_n=last_n,
                           bias=options.bias, top_logprobs=options.top_logprobs, entry=instance._token_entry)
     sampler.accept_prompt(prompt, last_n)
-    job = instance.engine.submit(prompt, sampler, budget, should_stop)
+    job = engine.submit(prompt, sampler, budget, should_stop)
     text = TextStream(stop)
     logprobs: list[dict[str, Any]] = []
     count, content = 0, ""

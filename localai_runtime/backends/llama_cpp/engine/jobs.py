@@ -68,7 +68,7 @@ class Job:
                 continue
             if isinstance(item, Ended):
                 if item.error is not None:
-                    raise item.error
+                    raise _own(item.error)
                 self.finish = item.finish
                 return
             yield item
@@ -76,3 +76,15 @@ class Job:
     def leave(self) -> None:
         """The reader wants no more tokens: the slot is freed at the scheduler's next step."""
         self._left = True
+
+
+def _own(error: BaseException) -> BaseException:
+    """An exception for this reader alone: one failure can end several jobs, and raising one
+    object in several threads would mix their tracebacks."""
+    try:
+        copy = type(error)(*error.args)
+    except Exception:  # noqa: BLE001 - an exception that cannot be rebuilt is raised as it is
+        return error
+    copy.__dict__.update(error.__dict__)
+    copy.__cause__ = error.__cause__
+    return copy

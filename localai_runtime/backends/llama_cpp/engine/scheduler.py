@@ -94,8 +94,9 @@ class Engine:
         the engine owns ``sampler`` from now on and closes it when the job ends."""
         job = Job(prompt, sampler, budget, should_stop, lambda: self.alive)
         with self._wake:
-            if self._closing:
-                job.end(None, EngineClosed("llama-cpp: the model is being unloaded"))
+            if self._closing or not self.alive:
+                job.end(None, EngineClosed("llama-cpp: the model is being unloaded" if self._closing
+                                           else "llama-cpp: the model's engine stopped"))
                 return job
             self._waiting.append(job)
             self._wake.notify()
@@ -117,14 +118,14 @@ class Engine:
 
     def _run(self) -> None:
         while True:
-            with self._wake:
-                self._admit()
-                while not self._closing and not self._waiting and not any(s.job for s in self.slots):
-                    self._wake.wait()
-                    self._admit()
-                if self._closing:
-                    break
             try:
+                with self._wake:
+                    self._admit()
+                    while not self._closing and not self._waiting and not any(s.job for s in self.slots):
+                        self._wake.wait()
+                        self._admit()
+                    if self._closing:
+                        break
                 self._step()
             except Exception as exc:  # noqa: BLE001 - a bug here must not strand every reader
                 logger.exception("llama-cpp engine step failed")

@@ -29,7 +29,7 @@ class _Params(ctypes.Structure):
 
 
 def _bind() -> tuple[Any, Any, Any] | None:
-    folder = os.path.join(os.path.dirname(llama_cpp.__file__), "lib")
+    folder = str(getattr(llama_cpp.llama_cpp, "_base_path", os.path.join(os.path.dirname(llama_cpp.__file__), "lib")))
     try:
         base = ctypes.CDLL(os.path.join(folder, "libggml-base.so"))
         cpu = ctypes.CDLL(os.path.join(folder, "libggml-cpu.so"))
