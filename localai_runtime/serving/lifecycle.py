@@ -82,4 +82,8 @@ class Lifecycle:
                     await self.notify()
                 else:
                     wait = min(wait, remaining)
-            await asyncio.sleep(max(wait, 0.05))
+            # Woken when a model goes idle (a request ended), so its idle period is counted from
+            # then, not from this loop's next look up to IDLE_CHECK_MAX_S later.
+            async with self._changed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), max(wait, 0.05))
