@@ -76,14 +76,13 @@ def _preloaded(configs_dir: Path) -> Iterator[tuple[Any, bool]]:
     will build them."""
     from localai_runtime.backends.abstract import LocalSettings
     from localai_runtime.model_packages import model_path
-    from localai_runtime.spec.files import files_in, load_all
+    from localai_runtime.spec.files import entries, files_in
 
     for path in files_in(configs_dir):
-        for document in load_all(path):
-            for raw in document if isinstance(document, list) else [document]:
-                values = raw.get("local_settings") if isinstance(raw, dict) else None
-                if not isinstance(values, dict) or values.get("backend") != "llama-cpp" or not values.get("preload"):
-                    continue
-                operations = set((raw.get("registration") or {}).get("operations") or ())
-                yield (LocalSettings("llama-cpp", model_path(path, values.get("model_file")), dict(values)),
-                       bool(_GENERATING & operations))
+        for raw in entries(path):
+            values = raw.get("local_settings") if isinstance(raw, dict) else None
+            if not isinstance(values, dict) or values.get("backend") != "llama-cpp" or not values.get("preload"):
+                continue
+            operations = set((raw.get("registration") or {}).get("operations") or ())
+            yield (LocalSettings("llama-cpp", model_path(path, values.get("model_file")), dict(values)),
+                   bool(_GENERATING & operations))

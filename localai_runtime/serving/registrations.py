@@ -44,6 +44,7 @@ from localai_runtime.serving.fields import (
 )
 from localai_runtime.serving.output_filters import PatternError, compile_filters
 from localai_runtime.spec import files
+from localai_runtime.spec.files import entries
 from localai_runtime.spec.request_schemas import RequestSchemas
 from localai_runtime.spec.schemas import SchemaCache, describe
 
@@ -161,16 +162,6 @@ class Registrations:
         )
 
 
-def _documents(path: Path) -> list[Any]:
-    """A file's registrations: one per document, or each item of a document that is a list."""
-    out: list[Any] = []
-    for doc in files.load_all(path):
-        if doc is None:
-            continue
-        out.extend(doc if isinstance(doc, list) else [doc])
-    return out
-
-
 class _Loader:
     """Builds :class:`Registrations` from files, collecting every error before raising."""
 
@@ -187,7 +178,7 @@ class _Loader:
         result = Registrations()
         origin: dict[tuple[str, str], str] = {}
         for path in files:
-            for index, raw in enumerate(_documents(path)):
+            for index, raw in enumerate(entries(path)):
                 registration = self.build(path, index, raw)
                 if registration is None:
                     continue

@@ -79,6 +79,16 @@ def load_all(path: Path) -> list[Any]:
         raise SpecError(f"{path}: not valid YAML: {exc}") from exc
 
 
+def entries(path: Path) -> list[Any]:
+    """A file's entries: one per document, or each item of a document that is a list (what a
+    registration file holds); empty documents are skipped."""
+    out: list[Any] = []
+    for doc in load_all(path):
+        if doc is not None:
+            out.extend(doc if isinstance(doc, list) else [doc])
+    return out
+
+
 def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

@@ -58,7 +58,7 @@ def decode(
     last_n = options.repeat_last_n if options.repeat_last_n >= 0 else instance.context_size
     sampler = SlotSampler(instance.n_vocab, sampling, seed=options.choice_seed, repeat_last_n=last_n,
                           bias=options.bias, top_logprobs=options.top_logprobs, entry=instance._token_entry)
-    sampler.accept_prompt(prompt, last_n)
+    sampler.accept_prompt(prompt)
     job = engine.submit(prompt, sampler, budget, should_stop)
     text = TextStream(stop)
     logprobs: list[dict[str, Any]] = []

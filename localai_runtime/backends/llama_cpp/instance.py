@@ -207,7 +207,7 @@ class LlamaCppInstance(Tokens):
                     f"{len(tokens)} tokens. Please reduce the length of the input.", param="input")
             sequences.append(tokens)
         result = []
-        width = llama_cpp.llama_model_n_embd(self._model.model)
+        width = self._model.n_embd()
         for tokens in sequences:
             with self._shared.embedding_lock:
                 vector = embed_tokens(context, batch, width, tokens)

@@ -52,6 +52,8 @@ class LazyGrammar:
 
     def __init__(self, vocab: Any, text: str, param: str) -> None:
         self._vocab, self._text = vocab, text.encode("utf-8")
+        self.param = param
+        """The request field the grammar comes from (errors name it)."""
         sampler = llama_cpp.llama_sampler_init_grammar(vocab, self._text, b"root")
         if not sampler:  # llama.cpp would crash on a NULL sampler later
             raise InvalidRequestError("the grammar is not valid GBNF with a 'root' rule", param=param)
@@ -61,7 +63,7 @@ class LazyGrammar:
     def start(self) -> LazyGrammar:
         """A fresh copy in the grammar's start state, for one generation (:meth:`close` it)."""
         started = object.__new__(LazyGrammar)
-        started._vocab, started._text = self._vocab, self._text
+        started._vocab, started._text, started.param = self._vocab, self._text, self.param
         started._sampler = llama_cpp.llama_sampler_init_grammar(self._vocab, self._text, b"root")
         return started
 

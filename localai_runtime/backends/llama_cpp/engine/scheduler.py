@@ -47,11 +47,10 @@ class EngineClosed(RuntimeError):
 
 
 class Engine:
-    def __init__(self, model: internals.LlamaModel, params: Any, *, slots: int, polling: bool = True,
-                 verbose: bool = False) -> None:
+    def __init__(self, model: internals.LlamaModel, params: Any, *, slots: int, verbose: bool = False) -> None:
         self._context = internals.LlamaContext(model=model, params=params, verbose=verbose)
         self.ctx = self._context.ctx
-        self._threads = ThreadPool(self.ctx, params.n_threads) if polling else None
+        self._threads = ThreadPool(self.ctx, params.n_threads)
         self._memory = llama_cpp.llama_get_memory(self.ctx)
         self._vocab = model.vocab
         self.n_vocab = model.n_vocab()
@@ -110,8 +109,7 @@ class Engine:
         if self._batch is not None:
             llama_cpp.llama_batch_free(self._batch)
             self._batch = None
-        if self._threads is not None:
-            self._threads.close()
+        self._threads.close()
         self._context.close()
 
     # -- the thread ---------------------------------------------------------------------------
@@ -148,12 +146,14 @@ class Engine:
         free = [slot for slot in self.slots if slot.job is None]
         while self._waiting and free:
             job = self._waiting.popleft()
-            slot = max(free, key=lambda s: (_shared(s.cached, job.prompt), -len(s.cached)))
+            shared, _, slot = max(((_shared(s.cached, job.prompt), -len(s.cached), s) for s in free),
+                                  key=lambda choice: choice[:2])
             free.remove(slot)
-            self._assign(slot, job)
+            self._assign(slot, job, shared)
 
-    def _assign(self, slot: Slot, job: Job) -> None:
-        keep = min(_shared(slot.cached, job.prompt), len(job.prompt) - 1)  # at least one token to evaluate
+    def _assign(self, slot: Slot, job: Job, shared: int) -> None:
+        """Give ``slot``, whose cache begins with ``shared`` tokens of the prompt, to ``job``."""
+        keep = min(shared, len(job.prompt) - 1)  # at least one token to evaluate
         if keep > 0 and self._n_swa > 0:
             # A sliding-window cache keeps only the last window of positions: reuse needs the
             # window before ``keep`` (llama.cpp's server makes the same check).
@@ -180,29 +180,12 @@ class Engine:
             if job.cancelled:
                 self._end(slot, None)
             elif slot.next is not None:
-                self._put(n, slot.next, len(slot.cached), slot.seq, True)
-                slot.adding = [slot.next]
-                outputs.append((slot, n))
-                used.append(slot)
-                n += 1
+                n = self._add(slot, [slot.next], n, outputs, used)
         prefilling = sorted((s for s in self.slots if s.job is not None and s.next is None), key=lambda s: s.admitted)
         for slot in prefilling:
-            room = self.n_batch - n
-            if room <= 0:
+            if n >= self.n_batch:
                 break
-            chunk = slot.todo[:room]
-            start = len(slot.cached)
-            self._token[n:n + len(chunk)] = chunk
-            self._pos[n:n + len(chunk)] = np.arange(start, start + len(chunk))
-            self._logits[n:n + len(chunk)] = 0
-            for i in range(n, n + len(chunk)):
-                self._seq_ids[i][0] = slot.seq
-            n += len(chunk)
-            slot.adding = chunk
-            if len(chunk) == len(slot.todo):
-                self._logits[n - 1] = 1
-                outputs.append((slot, n - 1))
-            used.append(slot)
+            n = self._add(slot, slot.todo[:self.n_batch - n], n, outputs, used)
         if n == 0:
             return
         self._batch.n_tokens = n
@@ -221,9 +204,22 @@ class Engine:
         for slot, index in outputs:
             self._sample(slot, index)
 
-    def _put(self, i: int, token: int, pos: int, seq: int, output: bool) -> None:
-        self._token[i], self._pos[i], self._logits[i] = token, pos, output
-        self._seq_ids[i][0] = seq
+    def _add(self, slot: Slot, tokens: list[int], n: int, outputs: list[tuple[Slot, int]], used: list[Slot]) -> int:
+        """Put ``tokens`` of ``slot`` at batch index ``n`` on, after its cached ones; its last
+        token gives logits when it is the last one the slot has to evaluate (a decoding slot's
+        token, or the end of its prompt). Returns the next free index."""
+        end, start = n + len(tokens), len(slot.cached)
+        self._token[n:end] = tokens
+        self._pos[n:end] = np.arange(start, start + len(tokens))
+        self._logits[n:end] = 0
+        for i in range(n, end):
+            self._seq_ids[i][0] = slot.seq
+        if slot.next is not None or len(tokens) == len(slot.todo):
+            self._logits[end - 1] = 1
+            outputs.append((slot, end - 1))
+        slot.adding = tokens
+        used.append(slot)
+        return end
 
     def _sample(self, slot: Slot, index: int) -> None:
         job = slot.job

@@ -43,12 +43,13 @@ class SlotSampler:
                      or sampling.get("presence_penalty", 0.0) != 0.0) and repeat_last_n != 0
         self.greedy = temp == 0.0 and not penalties
         self._chain = None if self.greedy else _chain(n_vocab, sampling, temp, seed, repeat_last_n, penalties)
-        self._penalised = penalties
+        self._penalty_window = repeat_last_n if penalties else 0
+        """Prompt tokens the penalties see (0: no penalties)."""
 
-    def accept_prompt(self, prompt: list[int], last_n: int) -> None:
-        """Let the penalties see the prompt's last tokens, as llama.cpp's server does."""
-        if self._chain is not None and self._penalised:
-            for token in prompt[-last_n:] if last_n > 0 else prompt:
+    def accept_prompt(self, prompt: list[int]) -> None:
+        """Let the penalties see the prompt's last ``repeat_last_n`` tokens, as llama.cpp's server does."""
+        if self._chain is not None and self._penalty_window:
+            for token in prompt[-self._penalty_window:]:
                 llama_cpp.llama_sampler_accept(self._chain, token)
 
     def sample(self, ctx: Any, index: int) -> tuple[int, dict[str, Any] | None]:
@@ -62,7 +63,7 @@ class SlotSampler:
         if self._grammar is not None:
             allowed = self._grammar.allowed(row)
             if allowed.size == 0:
-                raise GrammarDeadEnd("the grammar allows no token to continue the output")
+                raise GrammarDeadEnd("the grammar allows no token to continue the output", param=self._grammar.param)
         if self.greedy:
             token = int(row.argmax()) if allowed is None else int(allowed[row[allowed].argmax()])
         else:
