@@ -131,22 +131,17 @@ class Runtime:
     async def running(self) -> AsyncIterator[Runtime]:
         preloading = [asyncio.create_task(self._preload(registration)) for registration in self.registrations.all
                       if registration.settings.get("preload") and not registration.problem]
-        if self.settings.store:
-            try:
+        try:  # the preloads run beside opening the store; a failure of either cancels them
+            if self.settings.store:
                 self.store = await _open_store(self.settings)
-            except BaseException:
-                for task in preloading:
-                    task.cancel()
-                raise
-        purging = asyncio.create_task(self._purge()) if self.store and self.settings.retention_days else None
-        unloading = asyncio.create_task(self.lifecycle.unload_idle(), name="idle unload")
-        watching = None
-        if self.reloader is not None:
-            if self.metrics is not None:
-                self.metrics.configuration(self.reloader.state.digest)
-            if self.settings.watch:
-                watching = asyncio.create_task(self.reloader.watch(), name="configuration watch")
-        try:
+            purging = asyncio.create_task(self._purge()) if self.store and self.settings.retention_days else None
+            unloading = asyncio.create_task(self.lifecycle.unload_idle(), name="idle unload")
+            watching = None
+            if self.reloader is not None:
+                if self.metrics is not None:
+                    self.metrics.configuration(self.reloader.state.digest)
+                if self.settings.watch:
+                    watching = asyncio.create_task(self.reloader.watch(), name="configuration watch")
             for task in preloading:
                 await task
         except BaseException:
