@@ -20,6 +20,7 @@ import llama_cpp
 import numpy as np
 from llama_cpp import _internals as internals
 
+from localai_runtime.backends.llama_cpp.engine.batch import Batch
 from localai_runtime.backends.llama_cpp.engine.jobs import Job
 from localai_runtime.backends.llama_cpp.engine.slot_sampling import SlotSampler
 from localai_runtime.backends.llama_cpp.engine.threads import ThreadPool
@@ -58,12 +59,7 @@ class Engine:
         """Tokens of context each slot holds."""
         self.n_batch = llama_cpp.llama_n_batch(self.ctx)
         self._n_swa = llama_cpp.llama_model_n_swa(model.model)
-        self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
-        self._token = np.ctypeslib.as_array(self._batch.token, shape=(self.n_batch,))
-        self._pos = np.ctypeslib.as_array(self._batch.pos, shape=(self.n_batch,))
-        self._logits = np.ctypeslib.as_array(self._batch.logits, shape=(self.n_batch,))
-        np.ctypeslib.as_array(self._batch.n_seq_id, shape=(self.n_batch,))[:] = 1
-        self._seq_ids = [np.ctypeslib.as_array(self._batch.seq_id[i], shape=(1,)) for i in range(self.n_batch)]
+        self._batch = Batch(self.n_batch)
         self.slots = [Slot(i) for i in range(slots)]
         self._waiting: deque[Job] = deque()
         self._arrivals = 0
@@ -106,9 +102,6 @@ class Engine:
             self._closing = True
             self._wake.notify()
         self._thread.join()
-        if self._batch is not None:
-            llama_cpp.llama_batch_free(self._batch)
-            self._batch = None
         self._threads.close()
         self._context.close()
 
@@ -188,8 +181,8 @@ class Engine:
             n = self._add(slot, slot.todo[:self.n_batch - n], n, outputs, used)
         if n == 0:
             return
-        self._batch.n_tokens = n
-        status = llama_cpp.llama_decode(self.ctx, self._batch)
+        self._batch.struct.n_tokens = n
+        status = llama_cpp.llama_decode(self.ctx, self._batch.struct)
         self.steps += 1
         if status != 0:
             failure = RuntimeError(f"llama-cpp: decoding failed (llama_decode returned {status})")
@@ -208,14 +201,9 @@ class Engine:
         """Put ``tokens`` of ``slot`` at batch index ``n`` on, after its cached ones; its last
         token gives logits when it is the last one the slot has to evaluate (a decoding slot's
         token, or the end of its prompt). Returns the next free index."""
-        end, start = n + len(tokens), len(slot.cached)
-        self._token[n:end] = tokens
-        self._pos[n:end] = np.arange(start, start + len(tokens))
-        self._logits[n:end] = 0
-        for i in range(n, end):
-            self._seq_ids[i][0] = slot.seq
+        end = self._batch.put(n, tokens, len(slot.cached), slot.seq)
         if slot.next is not None or len(tokens) == len(slot.todo):
-            self._logits[end - 1] = 1
+            self._batch.logits[end - 1] = 1
             outputs.append((slot, end - 1))
         slot.adding = tokens
         used.append(slot)
