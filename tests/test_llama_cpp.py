@@ -5,6 +5,8 @@ an instance opens and closes, and a prompt evaluation that stops when told.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import llama_cpp
@@ -214,3 +216,23 @@ def test_a_preloaded_model_is_loaded_while_the_server_starts_and_then_handed_ove
     finally:
         instance.close()
     assert prewarmed.weights is None and not loaded_now(demo_model)
+
+
+def test_start_up_goes_on_once_the_early_load_has_done_its_python_part(demo_model, tmp_path):
+    # Python runs one thread at a time: prewarm() returns once its thread imported llama-cpp (and
+    # llama.cpp loads in C), so the load does not wait for the main thread's imports.
+    probe = ("import sys; from pathlib import Path; from localai_runtime.backends.prewarm import prewarm; "
+             "prewarm(Path(sys.argv[1])); print('llama_cpp' in sys.modules)")
+    (tmp_path / "loads").mkdir()
+    (tmp_path / "loads" / "demo.yaml").write_text(yaml.safe_dump({
+        "registration": {"model": "demo", "operations": ["createChatCompletion"]},
+        "local_settings": {"backend": "llama-cpp", "model_file": str(demo_model), "preload": True}}))
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "demo.yaml").write_text(yaml.safe_dump({
+        "registration": {"model": "demo", "operations": ["createChatCompletion"]},
+        "local_settings": {"backend": "llama-cpp", "model_file": str(demo_model)}}))
+    for folder, imported in (("loads", "True"), ("none", "False")):
+        done = subprocess.run([sys.executable, "-c", probe, str(tmp_path / folder)], capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == imported, (folder, done.stdout, done.stderr)
