@@ -1,74 +1,29 @@
-"""The backend adapter registry.
+"""Backends: what loads a model and generates with it, behind one interface.
 
-Adapters are found by name through the ``localai_runtime.backends`` entry-point group, so a
-third party adds one with ``pip install``; this project's own adapters are declared the same
-way in ``setup.cfg``. An adapter whose package is missing fails only the registrations that
-use it, with a message saying what to install.
+``abstract`` holds the interface (:class:`Backend`, :class:`ModelInstance`, :class:`Piece`,
+:class:`LocalSettings`), ``registry`` finds adapters by name through the
+``localai_runtime.backends`` entry-point group (a third party adds one with ``pip install``; this
+project's own are declared the same way in ``setup.cfg``), and each adapter has a package of its
+own. ``prewarm`` loads preloaded llama-cpp models while the server starts. Anything may import
+this package; it imports only ``localai_runtime.errors`` and what it holds. The names below are
+imported on first use, so that ``prewarm`` starts without the registry's imports.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import logging
-from collections.abc import Callable
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from localai_runtime.backends.abstract import (
-    Backend,
-    LocalSettings,
-    ModelInstance,
-    Piece,
-)
-from localai_runtime.errors import SpecError
+if TYPE_CHECKING:
+    from localai_runtime.backends.abstract import Backend, LocalSettings, ModelInstance, Piece
+    from localai_runtime.backends.registry import BackendRegistry, BackendUnavailable
 
-__all__ = ["Backend", "BackendRegistry", "LocalSettings", "ModelInstance", "Piece"]
-
-logger = logging.getLogger(__name__)
-
-ENTRY_POINT_GROUP = "localai_runtime.backends"
-
-PIP_NAMES = {"llama_cpp": "llama-cpp-python", "gpt4all": "gpt4all"}
-"""Import name -> the pip package that provides it, for install hints."""
+__all__ = ["Backend", "BackendRegistry", "BackendUnavailable", "LocalSettings", "ModelInstance", "Piece"]
+_HOMES = {"Backend": "abstract", "LocalSettings": "abstract", "ModelInstance": "abstract", "Piece": "abstract",
+          "BackendRegistry": "registry", "BackendUnavailable": "registry"}
 
 
-class BackendUnavailable(SpecError):
-    """The adapter exists but cannot be used here (its package is not installed)."""
-
-
-class BackendRegistry:
-    def __init__(self) -> None:
-        self._factories: dict[str, Callable[[], Backend]] = {}
-        self._backends: dict[str, Backend] = {}
-
-    @classmethod
-    def from_entry_points(cls) -> BackendRegistry:
-        registry = cls()
-        for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            registry.register(entry.name, entry.load)
-        return registry
-
-    def register(self, name: str, factory: Callable[[], Backend]) -> None:
-        """``factory`` is called on first use; it may raise ImportError for a missing package."""
-        self._factories[name] = factory
-        self._backends.pop(name, None)
-
-    def names(self) -> list[str]:
-        return sorted(self._factories)
-
-    def get(self, name: str) -> Backend:
-        if name in self._backends:
-            return self._backends[name]
-        factory = self._factories.get(name)
-        if factory is None:
-            raise SpecError(f"unknown backend {name!r}; available: {', '.join(self.names()) or 'none'}")
-        try:
-            backend = factory()
-            if isinstance(backend, type):
-                backend = backend()
-        except ImportError as exc:
-            missing = exc.name or "?"
-            package = PIP_NAMES.get(missing.split(".")[0], missing.split(".")[0])
-            raise BackendUnavailable(
-                f"backend {name!r} cannot be used: {exc} (install it with: pip install {package})"
-            ) from exc
-        self._backends[name] = backend
-        return backend
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
