@@ -218,6 +218,36 @@ def test_a_preloaded_model_is_loaded_while_the_server_starts_and_then_handed_ove
     assert prewarmed.weights is None and not loaded_now(demo_model)
 
 
+_LOAD_PROBE = """
+import sys
+from localai_runtime.backends import LocalSettings
+from localai_runtime.backends.llama_cpp.engine import log
+from localai_runtime.backends.llama_cpp.engine.shared import share
+for path in sys.argv[2:]:
+    try:
+        share(LocalSettings("llama-cpp", path, {"verbose": sys.argv[1] == "verbose"})).release()
+    except RuntimeError as exc:
+        print("refused:", exc)
+print("C callback:", log.ERRORS_IN_C is not None)
+"""
+
+
+def test_llama_cpp_logs_only_errors_through_a_c_callback_unless_verbose(demo_model, tmp_path):
+    damaged = tmp_path / "damaged.gguf"
+    damaged.write_bytes(demo_model.read_bytes()[: demo_model.stat().st_size // 2])
+    quiet = subprocess.run([sys.executable, "-c", _LOAD_PROBE, "quiet", str(demo_model), str(damaged)],
+                           capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "C callback: True" in quiet.stdout  # the extension is built with the package
+    assert "refused:" in quiet.stdout and str(damaged) in quiet.stdout
+    assert "llama_model_loader" not in quiet.stderr  # the 1,500 lines of a load are dropped in C...
+    assert "error loading model" in quiet.stderr  # ...and llama.cpp's errors still reach stderr
+    verbose = subprocess.run([sys.executable, "-c", _LOAD_PROBE, "verbose", str(demo_model)],
+                             capture_output=True, text=True, timeout=120)
+    assert verbose.returncode == 0, verbose.stderr
+    assert "llama_model_loader: loaded meta data" in verbose.stderr
+
+
 def test_start_up_goes_on_once_the_early_load_has_done_its_python_part(demo_model, tmp_path):
     # Python runs one thread at a time: prewarm() returns once its thread imported llama-cpp (and
     # llama.cpp loads in C), so the load does not wait for the main thread's imports.

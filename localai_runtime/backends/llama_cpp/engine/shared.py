@@ -16,10 +16,10 @@ from typing import Any
 
 import llama_cpp
 from llama_cpp import _internals as internals
-from llama_cpp._logger import set_verbose
 
 from localai_runtime.backends._text import DEFAULT_CONTEXT_SIZE
 from localai_runtime.backends.abstract import LocalSettings
+from localai_runtime.backends.llama_cpp.engine import log
 from localai_runtime.backends.llama_cpp.engine.scheduler import Engine
 
 _KEYS = ("threads", "context_size", "parallel", "n_gpu_layers", "main_gpu", "n_batch", "n_ubatch", "use_mmap",
@@ -76,11 +76,11 @@ class SharedModel:
                                 (True, False): llama_cpp.LLAMA_LOAD_MODE_MMAP}.get((mmap, mlock),
                                                                                   llama_cpp.LLAMA_LOAD_MODE_NONE)
             path = settings.model_file
-            set_verbose(bool(settings.get("verbose")))  # llama.cpp's log, process-wide (as Llama() sets it)
+            log.route(bool(settings.get("verbose")))
             try:
                 # verbose=True: do not point the process's stdout and stderr at /dev/null while
                 # loading (what LlamaModel does otherwise), which would swallow every other
-                # thread's log meanwhile; llama.cpp's own log goes through set_verbose's filter.
+                # thread's log meanwhile; llama.cpp's own log goes where log.route sent it.
                 self.weights = internals.LlamaModel(path_model=str(path), params=params, verbose=True)
             except (ValueError, RuntimeError, OSError) as exc:
                 raise RuntimeError(f"llama-cpp could not load the model file {path}: {exc}") from exc
