@@ -7,6 +7,7 @@ non-zero with the same messages, so an operator can test an edit before restarti
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 from collections.abc import Sequence
@@ -222,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     settings = _settings(args)
     if args.command == "serve":
+        if settings.freeze_startup_objects:
+            gc.disable()  # until ready (see Settings.freeze_startup_objects)
         _prewarm(settings)
     from localai_runtime.errors import SpecError
 

@@ -73,7 +73,10 @@ class Settings:
     metrics_need_key: bool = False
     """``GET /metrics`` needs an API key like the OpenAI operations (open by default)."""
     freeze_startup_objects: bool = False
-    """Once ready, move every object alive to the garbage collector's permanent generation
-    (``gc.freeze``): the parsed document and the routes are never traversed again, and a full
-    collection takes milliseconds instead of about 70 ms of a stalled event loop. On for
-    ``serve``, which owns its process; off for servers embedded in another process."""
+    """Start with the cyclic garbage collector off and, once ready, move every object alive to
+    its permanent generation (``gc.freeze``) and turn it on: the parsed document and the routes
+    are never traversed again, and a full collection takes milliseconds instead of about 70 ms of
+    a stalled event loop. Start-up is 0.13 s shorter without its collections (of 1.3 s, Gemma
+    preloaded); the cyclic garbage it leaves (about 2,000 objects, 0.5 MB: argparse's and the
+    imports') is frozen with the rest. On for ``serve``, which owns its process; off for servers
+    embedded in another process."""

@@ -79,13 +79,30 @@ def test_startup_objects_are_frozen_once_ready(built_spec):
     import gc
 
     before = gc.get_freeze_count()
+    gc.disable()  # as `serve` starts (see test_serve_starts_with_the_cyclic_collector_off)
     try:
         with live_server(built_spec, configs_dir=None, freeze_startup_objects=True) as live, live.http() as http:
             assert http.get("/readyz").status_code == 200
             # The document, routes and validators built at start-up are out of the collector's way.
             assert gc.get_freeze_count() > before + 10_000
+            assert gc.isenabled()  # and the collector runs again from now on
     finally:
+        gc.enable()
         gc.unfreeze()
+
+
+def test_serve_starts_with_the_cyclic_collector_off(monkeypatch, tmp_path):
+    import gc
+
+    from localai_runtime import cli
+
+    seen = []
+    monkeypatch.setattr(cli, "_serve", lambda settings: seen.append(gc.isenabled()))
+    try:
+        assert cli.main(["serve", "--configs", str(tmp_path), "--no-store"]) == 0
+    finally:
+        gc.enable()
+    assert seen == [False]  # start-up builds everything without the collector's passes over it
 
 
 def test_only_serve_freezes_startup_objects():

@@ -154,6 +154,7 @@ class Runtime:
         self.ready = True
         if self.settings.freeze_startup_objects:
             gc.freeze()
+            gc.enable()
             logger.debug("%d objects moved to the permanent generation", gc.get_freeze_count())
         logger.info("ready")
         try:
