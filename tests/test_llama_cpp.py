@@ -228,11 +228,11 @@ for path in sys.argv[2:]:
         share(LocalSettings("llama-cpp", path, {"verbose": sys.argv[1] == "verbose"})).release()
     except RuntimeError as exc:
         print("refused:", exc)
-print("C callback:", log.ERRORS_IN_C is not None)
+print("C callback:", log.WARNINGS_IN_C is not None)
 """
 
 
-def test_llama_cpp_logs_only_errors_through_a_c_callback_unless_verbose(demo_model, tmp_path):
+def test_llama_cpp_logs_only_warnings_and_errors_through_a_c_callback_unless_verbose(demo_model, tmp_path):
     damaged = tmp_path / "damaged.gguf"
     damaged.write_bytes(demo_model.read_bytes()[: demo_model.stat().st_size // 2])
     quiet = subprocess.run([sys.executable, "-c", _LOAD_PROBE, "quiet", str(demo_model), str(damaged)],

@@ -1,11 +1,12 @@
 """Where llama.cpp's log goes (one setting for the whole process, as ``Llama(verbose=...)`` has it).
 
-Verbose: every line through llama-cpp-python's logger. Otherwise only errors, to stderr, as
-llama-cpp-python does when not verbose, but through a callback written in C (``_log_sink``,
-built with the package where a C compiler is at hand): llama-cpp-python's callback is Python, so
-each line llama.cpp logs waits for the interpreter's lock. Loading Gemma 3 270M logs about 1,500
-lines; beside the server's start-up imports its load took 0.97 s with the Python callback and
-0.77 s with the C one. Without the extension the Python callback filters as before.
+Verbose: every line through llama-cpp-python's logger. Otherwise warnings and errors, to stderr,
+through a callback written in C (``_log_sink``, built with the package where a C compiler is at
+hand): llama-cpp-python's callback is Python, so each line llama.cpp logs waits for the
+interpreter's lock. Loading Gemma 3 270M logs about 1,500 lines; beside the server's start-up
+imports its load took 0.97 s with the Python callback and 0.77 s with the C one. (Not verbose,
+llama-cpp-python's callback also drops llama.cpp's errors: its table of levels predates ggml's
+numbering, DEBUG 1, INFO 2, WARN 3, ERROR 4.) Without the extension the Python callback is used.
 """
 
 from __future__ import annotations
@@ -20,15 +21,15 @@ try:
 except ImportError:  # not compiled here
     _log_sink = None
 
-ERRORS_IN_C = (llama_cpp.llama_log_callback(_log_sink.address()) if _log_sink is not None else None)
+WARNINGS_IN_C = (llama_cpp.llama_log_callback(_log_sink.address()) if _log_sink is not None else None)
 """The C callback (None where the extension was not built)."""
 
 
 def route(verbose: bool) -> None:
-    """Send llama.cpp's log, process-wide, to llama-cpp-python's logger (``verbose``) or, errors
-    only, to the C callback."""
+    """Send llama.cpp's log, process-wide, to llama-cpp-python's logger (``verbose``) or, warnings
+    and errors only, to the C callback."""
     _logger.set_verbose(verbose)
-    if verbose or ERRORS_IN_C is None:
+    if verbose or WARNINGS_IN_C is None:
         llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
     else:
-        llama_cpp.llama_log_set(ERRORS_IN_C, ctypes.c_void_p(0))
+        llama_cpp.llama_log_set(WARNINGS_IN_C, ctypes.c_void_p(0))
