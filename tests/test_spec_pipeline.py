@@ -96,3 +96,19 @@ def test_unreadable_and_invalid_documents_name_the_file(tmp_path):
     notapi = write(tmp_path / "notapi.yaml", {"swagger": "2.0"})
     with pytest.raises(SpecError, match="not an OpenAPI 3 document"):
         build_spec(spec_path=notapi, fragments_dir=tmp_path, patches_dir=None)
+
+
+@pytest.mark.parametrize("damage", ["not a dict", "truncated"])
+def test_a_damaged_parse_cache_is_parsed_again_and_rewritten(tmp_path, monkeypatch, damage):
+    import marshal
+
+    monkeypatch.setenv("LOCALAI_CACHE_DIR", str(tmp_path / "cache"))
+    source = tmp_path / "doc.yaml"
+    source.write_text(yaml.safe_dump({"openapi": "3.1.0", "paths": {"/a": {"get": {"operationId": "a"}}}}))
+    document, digest = files.load_cached(source)
+    [cached] = (tmp_path / "cache" / "spec-cache").iterdir()
+    good = cached.read_bytes()
+    # marshal has no checksum: a damaged file can load as another value, or fail to load
+    cached.write_bytes(marshal.dumps(42) if damage == "not a dict" else good[: len(good) // 2])
+    assert files.load_cached(source) == (document, digest)
+    assert cached.read_bytes() == good

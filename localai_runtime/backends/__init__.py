@@ -5,7 +5,7 @@
 ``localai_runtime.backends`` entry-point group (a third party adds one with ``pip install``; this
 project's own are declared the same way in ``setup.cfg``), and each adapter has a package of its
 own. ``prewarm`` loads preloaded llama-cpp models while the server starts. Anything may import
-this package; it imports only ``localai_runtime.errors`` and what it holds. The names below are
+this package; it imports its own modules only, on first use of a name. The names below are
 imported on first use, so that ``prewarm`` starts without the registry's imports.
 """
 

@@ -39,7 +39,8 @@ _GENERATING = {"createChatCompletion", "createCompletion", "createResponse"}
 
 def prewarm(configs_dir: Path | None) -> threading.Thread | None:
     """Start loading the preloaded llama-cpp models of ``configs_dir`` in a daemon thread; return
-    once llama.cpp loads (or nothing is to be loaded, or :data:`FIRST_S` passed)."""
+    once it has read the files and imported llama-cpp, about to load (or found nothing to load,
+    or after :data:`FIRST_S`)."""
     if configs_dir is None:
         return None
     loading = threading.Event()

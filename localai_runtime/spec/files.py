@@ -98,7 +98,7 @@ def sha256_of(path: Path) -> str:
 
 
 def load_cached(path: Path) -> tuple[Any, str]:
-    """Parse ``path`` through the JSON parse cache; returns the document and its sha256."""
+    """Parse ``path`` through the parse cache; returns the document and its sha256."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -106,7 +106,9 @@ def load_cached(path: Path) -> tuple[Any, str]:
     digest = hashlib.sha256(data).hexdigest()
     cached = cache_dir() / "spec-cache" / f"{digest}.{_CACHE_FORMAT}"
     try:
-        return marshal.loads(cached.read_bytes()), digest
+        document = marshal.loads(cached.read_bytes())
+        if isinstance(document, dict):  # marshal has no checksum: a damaged file may load as anything
+            return document, digest
     except (OSError, ValueError, EOFError, TypeError):  # absent, or damaged: parsed again
         pass
     document = parse(data, path)
@@ -118,7 +120,8 @@ _CACHE_FORMAT = f"marshal{marshal.version}-{sys.implementation.cache_tag}"
 
 
 def copy_document(document: Any) -> Any:
-    """A deep copy of parsed JSON data (dicts, lists, strings, numbers, booleans, None)."""
+    """A deep copy of parsed JSON data (dicts, lists, strings, numbers, booleans, None). Unlike a
+    JSON round trip it keeps an object shared where the original shares it (YAML anchors)."""
     return marshal.loads(marshal.dumps(document))
 
 
