@@ -14,8 +14,7 @@ logged: the real load reports it. This module imports llama-cpp only in its thre
 Python code runs one thread at a time, so start-up waits for this thread's own Python part
 (reading the files, importing llama-cpp) before going on: llama.cpp starts loading at once
 instead of after imports that took turns with the main thread's. With Gemma 3 270M and 8 slots
-that made ready 0.1-0.15 s sooner. (Handing the interpreter's lock over more often while the load
-runs, for llama.cpp's log lines that go through a Python callback, gained nothing on top.)
+that made ready 0.1-0.15 s sooner.
 """
 
 from __future__ import annotations

@@ -211,8 +211,6 @@ async def _open_store(settings: Settings) -> Store:
     return store
 
 
-
-
 def _replicas(pool: ModelPool | None) -> Any:
     """The replica set an openai-upstream registration's loaded instances share (else None)."""
     instances = pool.instances if pool is not None else ()

@@ -17,7 +17,6 @@ import numpy as np
 
 class Batch:
     def __init__(self, size: int) -> None:
-        self.size = size
         self.token = np.zeros(size, dtype=np.int32)
         self.pos = np.zeros(size, dtype=np.int32)
         self.seq = np.zeros(size, dtype=np.int32)
