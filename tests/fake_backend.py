@@ -47,6 +47,8 @@ def _gated(request: Mapping[str, Any], prompt_key: str) -> bool:
 
 
 class EchoInstance:
+    batching = False
+    kv_usage = 0.0
     overlaps = 0
     """Times a generation started on an instance another generation was still using."""
     last_run: tuple[int, int] = (0, 0)
@@ -113,6 +115,9 @@ class EchoInstance:
     def tokenize(self, text):
         return list(text.encode())
 
+    def replicas(self):
+        return None
+
     def close(self):
         self.closed = True
 
@@ -125,6 +130,9 @@ class EchoBackend:
         "createCompletion": GENERATION_FIELDS | {"prompt", "x-localai-extensions.top_k"},
         "createEmbedding": frozenset({"model", "input", "encoding_format"}),
     }
+
+    def honoured_for(self, settings: LocalSettings):
+        return self.honoured
 
     def check(self, settings: LocalSettings, operations: frozenset[str]) -> list[str]:
         if settings.model_file is not None and not settings.model_file.exists():
@@ -177,6 +185,9 @@ class _CountedBackend:
         self.settings_schema = backend.settings_schema
         self.honoured = backend.honoured
 
+    def honoured_for(self, settings: LocalSettings):
+        return self._backend.honoured_for(settings)
+
     def check(self, settings: LocalSettings, operations: frozenset[str]) -> list[str]:
         return self._backend.check(settings, operations)
 
@@ -185,6 +196,9 @@ class _CountedBackend:
 
 
 class _CountedInstance:
+    batching = False
+    """Even around a batching instance: loaded ``parallel`` times, each counts its own overlaps."""
+
     def __init__(self, instance, counter: OverlapCounter) -> None:
         self._instance = instance
         self._counter = counter
@@ -226,6 +240,13 @@ class _CountedInstance:
 
     def tokenize(self, text):
         return self._instance.tokenize(text)
+
+    @property
+    def kv_usage(self) -> float:
+        return self._instance.kv_usage
+
+    def replicas(self):
+        return self._instance.replicas()
 
     def close(self) -> None:
         self._instance.close()

@@ -20,8 +20,14 @@ from localai_runtime.serving.registrations import Registration
 
 
 class Instance:
+    batching = False
+    kv_usage = 0.0
+
     def __init__(self) -> None:
         self.closed = False
+
+    def replicas(self) -> None:
+        return None
 
     def close(self) -> None:
         self.closed = True
@@ -39,6 +45,9 @@ class HeldBackend:
         self.fail = fail
         self.loads = 0
         self.made: list[Instance] = []
+
+    def honoured_for(self, settings) -> dict:
+        return self.honoured
 
     def check(self, settings, operations):
         return []

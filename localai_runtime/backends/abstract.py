@@ -18,7 +18,10 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from localai_runtime.backends.openai_upstream.replicas import ReplicaSet
 
 COMMON_SETTINGS_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -111,6 +114,21 @@ class ModelInstance(Protocol):
         """The context in tokens (``max_model_len``)."""
         ...
 
+    @property
+    def batching(self) -> bool:
+        """True: one instance runs ``parallel`` generations at once, so the pool loads it once
+        and lends it ``parallel`` times; False: the pool loads ``parallel`` instances."""
+        ...
+
+    @property
+    def kv_usage(self) -> float:
+        """The share (0 to 1) of the KV cache running requests hold; 0 without a shared cache."""
+        ...
+
+    def replicas(self) -> ReplicaSet | None:
+        """The upstream replicas the instance relays to (openai-upstream); None for a local model."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -121,6 +139,11 @@ class Backend(Protocol):
     """JSON Schema of the backend's own ``local_settings`` keys (besides the common ones)."""
     honoured: Mapping[str, frozenset[str]]
     """operationId -> the request fields this backend honours for it."""
+
+    def honoured_for(self, settings: LocalSettings) -> Mapping[str, frozenset[str]]:
+        """The ``honoured`` table for one registration's ``settings`` (``honoured`` itself where
+        it does not vary per registration)."""
+        ...
 
     def check(self, settings: LocalSettings, operations: frozenset[str]) -> list[str]:
         """Problems found without loading (missing file, operation it cannot serve)."""

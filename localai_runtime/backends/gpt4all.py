@@ -107,6 +107,9 @@ class GPT4AllBackend:
     settings_schema = SETTINGS_SCHEMA
     honoured = HONOURED
 
+    def honoured_for(self, settings: LocalSettings) -> Mapping[str, frozenset[str]]:
+        return self.honoured
+
     def check(self, settings: LocalSettings, operations: frozenset[str]) -> list[str]:
         path = settings.model_file
         if (problem := missing_model(path)) is not None:
@@ -133,6 +136,9 @@ class GPT4AllBackend:
 
 
 class GPT4AllInstance:
+    batching = False  # one generation at a time: the pool loads ``parallel`` instances
+    kv_usage = 0.0
+
     def __init__(self, settings: LocalSettings) -> None:
         path = settings.model_file
         if (problem := missing_model(path)) is not None:
@@ -164,6 +170,9 @@ class GPT4AllInstance:
 
     def close(self) -> None:
         self._model.close()
+
+    def replicas(self) -> None:
+        return None
 
     @property
     def context_size(self) -> int:

@@ -50,9 +50,7 @@ def honoured(backend: Any, operation_id: str, settings: Any = None) -> frozenset
     """The fields ``backend`` honours for ``operation_id``: its own table (a backend whose
     abilities vary per registration gives one for its ``settings``), or for an operation the
     server translates (createResponse) the fields whose translation it honours."""
-    table: Mapping[str, frozenset[str]] = (
-        backend.honoured_for(settings) if settings is not None and hasattr(backend, "honoured_for")
-        else backend.honoured)
+    table: Mapping[str, frozenset[str]] = backend.honoured if settings is None else backend.honoured_for(settings)
     if operation_id in table:
         return table[operation_id]
     if operation_id == RESPONSES and CHAT in table:

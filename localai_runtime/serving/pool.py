@@ -2,9 +2,9 @@
 
 A registration's instances load on first use (or at start-up with ``preload: true``), once,
 in a worker thread, shared by every request for it. ``parallel: N`` runs N generations at once:
-an instance that batches (``batching = True``: the llama-cpp engine's N slots) is loaded once
-and lent N times, any other is loaded N times; up to ``queue_size`` more requests wait for one, and past that a
-request answers 429 with ``Retry-After``. A model that fails to load answers 503 naming the
+an instance that batches (``batching``: the llama-cpp engine's N slots) is loaded once and lent
+N times, any other is loaded N times; up to ``queue_size`` more requests wait for one, and past
+that a request answers 429 with ``Retry-After``. A model that fails to load answers 503 naming the
 model; the rest of the server keeps working.
 """
 
@@ -93,8 +93,8 @@ class ModelPool:
 
     @property
     def kv_usage(self) -> float:
-        """The share of the KV cache running requests hold, where the instance reports one."""
-        return float(getattr(self._instances[0], "kv_usage", 0.0)) if self._instances else 0.0
+        """The share of the KV cache running requests hold (0 while unloaded)."""
+        return self._instances[0].kv_usage if self._instances else 0.0
 
     @property
     def idle(self) -> bool:
@@ -156,7 +156,7 @@ class ModelPool:
         started = time.perf_counter()
         try:
             instances.append(await self._load_one())
-            lent = [instances[0]] * self.size if getattr(instances[0], "batching", False) else None
+            lent = [instances[0]] * self.size if instances[0].batching else None
             while lent is None and len(instances) < self.size:
                 instances.append(await self._load_one())
         except Exception as exc:  # noqa: BLE001 - any load failure makes the model unavailable

@@ -36,6 +36,7 @@ from localai_runtime.spec.request_schemas import RequestSchemas
 from localai_runtime.store import StoreError
 
 if TYPE_CHECKING:
+    from localai_runtime.backends.openai_upstream.replicas import ReplicaSet
     from localai_runtime.store import Store
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ class Runtime:
             if outcome == "applied" and self.reloader is not None:
                 self.metrics.configuration(self.reloader.state.digest)
 
-    def _upstreams(self) -> list[tuple[str, Any]]:
+    def _upstreams(self) -> list[tuple[str, ReplicaSet]]:
         """The replica sets of loaded openai-upstream registrations, for /metrics."""
         found = [(pool.registration.model, _replicas(pool)) for pool in list(self._pools.values())]
         return [(model, replicas) for model, replicas in found if replicas is not None]
@@ -211,10 +212,10 @@ async def _open_store(settings: Settings) -> Store:
     return store
 
 
-def _replicas(pool: ModelPool | None) -> Any:
+def _replicas(pool: ModelPool | None) -> ReplicaSet | None:
     """The replica set an openai-upstream registration's loaded instances share (else None)."""
     instances = pool.instances if pool is not None else ()
-    return instances[0].upstream.replicas if instances and hasattr(instances[0], "upstream") else None  # type: ignore[attr-defined]
+    return instances[0].replicas() if instances else None
 
 
 def current_key() -> Key | None:

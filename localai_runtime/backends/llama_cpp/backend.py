@@ -62,6 +62,9 @@ class LlamaCppBackend:
     settings_schema = SETTINGS_SCHEMA
     honoured = HONOURED
 
+    def honoured_for(self, settings: LocalSettings) -> Mapping[str, frozenset[str]]:
+        return self.honoured
+
     def check(self, settings: LocalSettings, operations: frozenset[str]) -> list[str]:
         problems = []
         if (problem := missing_model(settings.model_file)) is not None:

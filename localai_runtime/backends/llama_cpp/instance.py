@@ -108,6 +108,9 @@ class LlamaCppInstance(Tokens):
     def kv_usage(self) -> float:
         return 0.0 if self._engine is None else self._engine.kv_usage
 
+    def replicas(self) -> None:
+        return None
+
     def close(self) -> None:
         shared, self._shared, self._engine = self._shared, None, None
         if shared is not None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from localai_runtime.backends.abstract import LocalSettings, Piece
 from localai_runtime.backends.openai_upstream.client import Upstream
+from localai_runtime.backends.openai_upstream.replicas import ReplicaSet
 from localai_runtime.backends.openai_upstream.settings import DEFAULT_PARALLEL, SETTINGS_SCHEMA, UpstreamSettings
 from localai_runtime.backends.openai_upstream.transport import Origin
 
@@ -94,11 +95,17 @@ class OpenAIUpstreamBackend:
 class UpstreamInstance:
     """A lease's view of the registration's upstream (the pool lends ``parallel`` of them)."""
 
+    batching = False  # the pool loads ``parallel`` views of the one upstream
+    kv_usage = 0.0  # the upstream's cache is its own
+
     def __init__(self, backend: OpenAIUpstreamBackend, settings: LocalSettings, upstream: Upstream) -> None:
         self._backend = backend
         self._settings = settings
         self.upstream = upstream
         self._closed = False
+
+    def replicas(self) -> ReplicaSet:
+        return self.upstream.replicas
 
     # The blocking contract of local backends does not apply: serving relays these requests.
     def chat(self, request: Mapping[str, Any], should_stop: Any) -> Iterator[Piece]:
