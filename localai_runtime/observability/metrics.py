@@ -44,6 +44,11 @@ class _PoolCollector(Collector):
         self._pools = pools
         self._models = models
 
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        """The families :meth:`collect` yields, without reading the pools: the registry asks
+        when the collector is registered, before the server has made its pools."""
+        return _PoolCollector(tuple, tuple).collect()
+
     def collect(self) -> Iterator[GaugeMetricFamily]:
         running = GaugeMetricFamily("vllm:num_requests_running", "Requests generating right now.", labels=MODEL)
         waiting = GaugeMetricFamily("vllm:num_requests_waiting", "Requests waiting for a model instance.",

@@ -37,6 +37,11 @@ class UpstreamCollector(Collector):
     def __init__(self, upstreams: Upstreams) -> None:
         self._upstreams = upstreams
 
+    def describe(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        """The families :meth:`collect` yields, without reading the replica sets: the registry
+        asks when the collector is registered, before the server has made its pools."""
+        return UpstreamCollector(tuple).collect()
+
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         labels = ["model_name", "upstream"]
         requests = CounterMetricFamily("localai_upstream_requests", "Requests sent to an upstream replica, "

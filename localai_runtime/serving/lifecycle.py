@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from localai_runtime.errors import ServiceUnavailableError
@@ -30,8 +30,9 @@ RECHECK_S = 1.0
 
 
 class Lifecycle:
-    def __init__(self, pools: Callable[[], Iterable[ModelPool]], max_loaded: int | None) -> None:
+    def __init__(self, pools: Iterable[ModelPool], max_loaded: int | None) -> None:
         self._pools = pools
+        """The server's pools (``serving.pools.Pools``), iterated afresh at each look."""
         self.max_loaded = max_loaded
         self._changed = asyncio.Condition()
 
@@ -47,7 +48,7 @@ class Lifecycle:
             return  # an upstream's registration holds no model here
         async with self._changed:
             while True:
-                others = [p for p in self._pools() if p is not pool and p.occupies_room]
+                others = [p for p in self._pools if p is not pool and p.occupies_room]
                 if len(others) < self.max_loaded:
                     pool.reserve_room()
                     return
@@ -72,7 +73,7 @@ class Lifecycle:
         while True:
             now = time.monotonic()
             wait = IDLE_CHECK_MAX_S
-            for pool in list(self._pools()):
+            for pool in list(self._pools):
                 limit = pool.idle_unload_s
                 if limit is None or pool.pinned or not pool.idle:
                     continue

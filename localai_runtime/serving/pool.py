@@ -63,9 +63,10 @@ class Lease:
 
 class ModelPool:
     def __init__(self, registration: Registration, *, queue_size: int = DEFAULT_QUEUE_SIZE, executor: Executor,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, lifecycle: Lifecycle | None = None) -> None:
         self.registration = registration
         self._metrics = metrics
+        self._lifecycle = lifecycle
         self._executor = executor
         self.size = int(registration.settings.get("parallel", getattr(registration.backend, "default_parallel", 1)))
         self.queue_size = queue_size
@@ -75,7 +76,6 @@ class ModelPool:
         self._closed = False
         self._waiting = 0
         self.busy = 0
-        self.lifecycle: Lifecycle | None = None
         self.last_used = time.monotonic()
         """When the last request ended (or the model loaded)."""
         self._room = False  # counted against --max-loaded-models
@@ -139,8 +139,8 @@ class ModelPool:
         if self.registration.problem or self.registration.backend is None:  # never takes a loaded-model place
             raise self._unavailable(self.registration.problem or "its backend is not available")
         if self._loading is None or self._loading.done():
-            if self.lifecycle is not None and not self._room:
-                await self.lifecycle.room_for(self)  # may wait for another model to become idle
+            if self._lifecycle is not None and not self._room:
+                await self._lifecycle.room_for(self)  # may wait for another model to become idle
             if self._free is not None:  # another request loaded it meanwhile
                 return
             if self._loading is None or self._loading.done():
@@ -251,8 +251,8 @@ class ModelPool:
     def _changed(self) -> None:
         """Tell requests waiting for room that this model's use changed (it went idle, or its room
         was given back)."""
-        if self.lifecycle is not None:
-            _in_background(self.lifecycle.notify())
+        if self._lifecycle is not None:
+            _in_background(self._lifecycle.notify())
 
     def unload(self, reason: str) -> asyncio.Task[None] | None:
         """Unload an idle model; returns the task closing its instances in a worker thread (a load

@@ -1,8 +1,8 @@
 """The per-server object handlers reach through the lifespan state.
 
 A :class:`Runtime` holds what the app factory built: settings, the patched spec, the request
-schemas, the registrations and their model pools. Handlers get it with :func:`current`;
-nothing lives in module globals.
+schemas, the registrations and their model pools (:class:`~.pools.Pools`), and swaps them for a
+reloaded configuration. Handlers get it with :func:`current`; nothing lives in module globals.
 """
 
 from __future__ import annotations
@@ -26,9 +26,8 @@ from localai_runtime.backends.abstract import below_the_event_loop
 from localai_runtime.errors import APIError, ModelNotFoundError, SpecError
 from localai_runtime.observability.metrics import UNOBSERVED, Metrics, RequestMetrics, Unobserved
 from localai_runtime.serving.generation import GenerationCounter
-from localai_runtime.serving.lifecycle import Lifecycle
 from localai_runtime.serving.pool import ModelPool
-from localai_runtime.serving.reconfiguring import reconfigure
+from localai_runtime.serving.pools import Pools
 from localai_runtime.serving.registrations import Registration, Registrations
 from localai_runtime.settings import Settings
 from localai_runtime.spec.build import BuiltSpec
@@ -51,18 +50,15 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
     ready: bool = False
     generations: GenerationCounter = field(default_factory=GenerationCounter)
-    _pools: dict[int, ModelPool] = field(default_factory=dict)
     store: Store | None = None
     """The response store, open while the server runs (None with ``--no-store``)."""
     reloader: Any = None
     """The app that reloads the configuration (``http.reloading.ReloadingApp``), once served."""
-    draining: set[asyncio.Task[None]] = field(default_factory=set)
-    """Pools of changed or removed registrations, closing once their requests end."""
     background: dict[str, tuple[asyncio.Task[None], threading.Event]] = field(default_factory=dict)
     """Background responses running now, by response id."""
     executor: ThreadPoolExecutor = field(init=False)
     metrics: Metrics | None = field(init=False)
-    lifecycle: Lifecycle = field(init=False)
+    pools: Pools = field(init=False)
 
     def __post_init__(self) -> None:
         # One thread per model instance that can generate at once, so generations never wait
@@ -71,13 +67,10 @@ class Runtime:
         self.executor = ThreadPoolExecutor(
             max_workers=instances + 1, thread_name_prefix="inference", initializer=below_the_event_loop
         )
-        self.metrics = Metrics(
-            pools=lambda: [(pool.registration.model, pool) for pool in list(self._pools.values())],
-            models=self.registrations.models,
-            upstreams=self._upstreams,
-        ) if self.settings.metrics else None
-
-        self.lifecycle = Lifecycle(lambda: list(self._pools.values()), self.settings.max_loaded_models)
+        self.metrics = Metrics(pools=self._pool_states, models=self.registrations.models,
+                               upstreams=self._upstreams) if self.settings.metrics else None
+        self.pools = Pools(executor=self.executor, queue_size=self.settings.queue_size, metrics=self.metrics,
+                           max_loaded=self.settings.max_loaded_models)
 
     def lookup(self, operation_id: str, model: Any) -> Registration:
         """The registration for ``model``; a model outside the request's key scope is 404 exactly
@@ -92,8 +85,13 @@ class Runtime:
         return [m for m in self.registrations.models() if key is None or key.allows_model(m)]
 
     def reconfigure(self, spec: BuiltSpec, schemas: RequestSchemas, registrations: Registrations) -> dict[str, Any]:
-        """Take a new configuration at once; see ``serving.reconfiguring``."""
-        return reconfigure(self, spec, schemas, registrations)
+        """Take a new configuration at once (no await), keeping the pools of unchanged
+        registrations (see ``serving.pools``); returns the labels added, changed, removed and
+        unchanged, and the spec's patches."""
+        diff = self.pools.diff(self.registrations, registrations)
+        self.spec, self.schemas, self.registrations = spec, schemas, registrations
+        self.pools.take(diff)
+        return {**diff.labels(), "patches": list(spec.patches)}
 
     def count_reload(self, outcome: str) -> None:
         if self.metrics is not None:
@@ -101,14 +99,18 @@ class Runtime:
             if outcome == "applied" and self.reloader is not None:
                 self.metrics.configuration(self.reloader.state.digest)
 
+    def _pool_states(self) -> list[tuple[str, ModelPool]]:
+        """Each pool with its model's name, for /metrics."""
+        return [(pool.registration.model, pool) for pool in self.pools]
+
     def _upstreams(self) -> list[tuple[str, ReplicaSet]]:
         """The replica sets of loaded openai-upstream registrations, for /metrics."""
-        found = [(pool.registration.model, _replicas(pool)) for pool in list(self._pools.values())]
+        found = [(pool.registration.model, _replicas(pool)) for pool in self.pools]
         return [(model, replicas) for model, replicas in found if replicas is not None]
 
     def upstream_status(self, registration: Registration) -> list[dict[str, Any]] | None:
         """Each replica's state of an openai-upstream registration while loaded (else None)."""
-        replicas = _replicas(self._pools.get(id(registration)))
+        replicas = _replicas(self.pools.get(registration))
         return None if replicas is None else replicas.status()
 
     def observe(self, model: str) -> RequestMetrics | Unobserved:
@@ -120,13 +122,7 @@ class Runtime:
             self.metrics.errors.labels(error.code or error.type).inc()
 
     def pool(self, registration: Registration) -> ModelPool:
-        pool = self._pools.get(id(registration))
-        if pool is None:
-            pool = ModelPool(registration, queue_size=self.settings.queue_size, executor=self.executor,
-                             metrics=self.metrics)
-            pool.lifecycle = self.lifecycle
-            self._pools[id(registration)] = pool
-        return pool
+        return self.pools.pool(registration)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Runtime]:
@@ -136,7 +132,7 @@ class Runtime:
             if self.settings.store:
                 self.store = await _open_store(self.settings)
             purging = asyncio.create_task(self._purge()) if self.store and self.settings.retention_days else None
-            unloading = asyncio.create_task(self.lifecycle.unload_idle(), name="idle unload")
+            unloading = asyncio.create_task(self.pools.lifecycle.unload_idle(), name="idle unload")
             watching = None
             if self.reloader is not None:
                 if self.metrics is not None:
@@ -176,8 +172,7 @@ class Runtime:
                 await self.store.close()
             # Instances are closed only once no generation thread uses them.
             await asyncio.to_thread(self.executor.shutdown, wait=True, cancel_futures=True)
-            for pool in self._pools.values():
-                pool.close()
+            self.pools.close()
 
     async def _purge(self) -> None:
         """Delete what is older than the retention period: now, then every hour."""
