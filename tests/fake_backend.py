@@ -124,6 +124,8 @@ class EchoInstance:
 
 class EchoBackend:
     name = "echo"
+    remote = False
+    default_parallel = 1
     settings_schema = {"type": "object", "properties": {"delay_s": {"type": "number", "minimum": 0}}}
     honoured = {
         "createChatCompletion": GENERATION_FIELDS | {"messages", "x-localai-extensions.top_k", "x-localai-extensions.min_p"},
@@ -184,6 +186,8 @@ class _CountedBackend:
         self.name = backend.name
         self.settings_schema = backend.settings_schema
         self.honoured = backend.honoured
+        self.remote = backend.remote
+        self.default_parallel = backend.default_parallel
 
     def honoured_for(self, settings: LocalSettings):
         return self._backend.honoured_for(settings)

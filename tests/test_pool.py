@@ -38,6 +38,8 @@ class HeldBackend:
 
     name = "held"
     settings_schema: dict = {}
+    remote = False
+    default_parallel = 1
     honoured: dict = {}
 
     def __init__(self, *, fail: bool = False) -> None:

@@ -139,6 +139,10 @@ class Backend(Protocol):
     """JSON Schema of the backend's own ``local_settings`` keys (besides the common ones)."""
     honoured: Mapping[str, frozenset[str]]
     """operationId -> the request fields this backend honours for it."""
+    remote: bool
+    """True: requests are relayed to an engine elsewhere (no model is loaded here)."""
+    default_parallel: int
+    """Generations at once where a registration sets no ``parallel``."""
 
     def honoured_for(self, settings: LocalSettings) -> Mapping[str, frozenset[str]]:
         """The ``honoured`` table for one registration's ``settings`` (``honoured`` itself where

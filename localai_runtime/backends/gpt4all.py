@@ -104,6 +104,8 @@ def render_chat(template: jinja2.Template, messages: Sequence[Mapping[str, Any]]
 
 class GPT4AllBackend:
     name = "gpt4all"
+    remote = False
+    default_parallel = 1
     settings_schema = SETTINGS_SCHEMA
     honoured = HONOURED
 

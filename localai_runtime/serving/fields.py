@@ -95,7 +95,7 @@ def relay_problems(backend: Any, settings: Any, operations: frozenset[str], sche
     """Start-up problems of a registration on a backend that relays requests elsewhere: fields it
     lists as honoured that no operation of the registration has, and output filters (which it
     cannot apply) among its request defaults or overrides (``requests``: section -> values)."""
-    if not getattr(backend, "remote", False) or settings is None:
+    if backend is None or not backend.remote or settings is None:
         return []
     problems = []
     for section, values in requests.items():

@@ -68,7 +68,7 @@ class ModelPool:
         self._metrics = metrics
         self._lifecycle = lifecycle
         self._executor = executor
-        self.size = int(registration.settings.get("parallel", getattr(registration.backend, "default_parallel", 1)))
+        self.size = int(registration.settings.get("parallel", registration.backend.default_parallel))
         self.queue_size = queue_size
         self._instances: list[ModelInstance] = []
         self._free: asyncio.Queue[ModelInstance] | None = None

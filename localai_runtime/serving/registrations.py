@@ -102,7 +102,7 @@ class Registration:
     @property
     def remote(self) -> bool:
         """Its backend relays requests to another server (on the event loop, holding no model here)."""
-        return bool(getattr(self.backend, "remote", False))
+        return self.backend is not None and self.backend.remote
 
     @property
     def label(self) -> str:

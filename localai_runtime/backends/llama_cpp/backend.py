@@ -59,6 +59,8 @@ SETTINGS_SCHEMA: Mapping[str, Any] = {
 
 class LlamaCppBackend:
     name = "llama-cpp"
+    remote = False
+    default_parallel = 1
     settings_schema = SETTINGS_SCHEMA
     honoured = HONOURED
 
