@@ -80,6 +80,10 @@ def test_changed_and_removed_registrations(built_spec, tmp_path):
         assert reload(live).json()["removed"] == ["extra (extra.yaml#0)"]
         with pytest.raises(openai.NotFoundError):
             client.chat.completions.create(model="extra", messages=ASK, max_tokens=2)
+        with live.http() as http:  # the gauges follow the registrations, once the removed pool closed
+            wait_until(lambda: 'localai_model_loaded{model_name="extra"}' not in http.get("/metrics").text,
+                       "/metrics no longer lists the removed model")
+            assert 'localai_model_loaded{model_name="demo"}' in http.get("/metrics").text
 
 
 @pytest.mark.parametrize(("name", "text", "named"), [

@@ -67,7 +67,7 @@ class Runtime:
         self.executor = ThreadPoolExecutor(
             max_workers=instances + 1, thread_name_prefix="inference", initializer=below_the_event_loop
         )
-        self.metrics = Metrics(pools=self._pool_states, models=self.registrations.models,
+        self.metrics = Metrics(pools=self._pool_states, models=self._models,
                                upstreams=self._upstreams) if self.settings.metrics else None
         self.pools = Pools(executor=self.executor, queue_size=self.settings.queue_size, metrics=self.metrics,
                            max_loaded=self.settings.max_loaded_models)
@@ -98,6 +98,10 @@ class Runtime:
             self.metrics.reloads.labels(outcome).inc()
             if outcome == "applied" and self.reloader is not None:
                 self.metrics.configuration(self.reloader.state.digest)
+
+    def _models(self) -> list[str]:
+        """The registered models now (a reload changes them), for /metrics."""
+        return self.registrations.models()
 
     def _pool_states(self) -> list[tuple[str, ModelPool]]:
         """Each pool with its model's name, for /metrics."""
