@@ -55,7 +55,7 @@ class Settings:
     """Registrations with a loaded model at most (None: no cap); see ``serving.lifecycle``."""
     queue_size: int = 16
     """Requests that may wait for a busy model before the next one answers 429."""
-    handler_packages: tuple[str, ...] = ("handlers",)
+    handler_packages: tuple[str, ...] = ("localai_runtime.handlers",)
     """Packages searched, in order, for ``<tag>.<operationId>`` handler functions."""
     store: bool = True
     """Keep responses and conversations (off: ``store``, chains and conversations are refused)."""

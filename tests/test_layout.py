@@ -27,7 +27,7 @@ FORBIDDEN = {
                                       "localai_runtime.backends", "localai_runtime.spec", "localai_runtime.store"),
     "localai_runtime/responses": ("connexion", "localai_runtime.http", "localai_runtime.backends.llama_cpp",
                                   "localai_runtime.backends.gpt4all"),
-    "handlers": ("localai_runtime.backends", "localai_runtime.http", "localai_runtime.spec", "localai_runtime.store",
+    "localai_runtime/handlers": ("localai_runtime.backends", "localai_runtime.http", "localai_runtime.spec", "localai_runtime.store",
                  "llama_cpp", "gpt4all"),
 }
 ALLOWED = {
