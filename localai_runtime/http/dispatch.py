@@ -166,8 +166,8 @@ class HandlerMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         call = None
-        if scope["type"] == "http":
-            call = self.calls.get(operation_id(scope))
+        if scope["type"] == "http" and (op_id := operation_id(scope)):
+            call = self.calls.get(op_id)
         if call is None:
             await self.app(scope, receive, send)
             return

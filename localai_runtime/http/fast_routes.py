@@ -106,4 +106,4 @@ def install(ui_path: str) -> None:
 
     if not getattr(call, "_localai_bypass", False):
         swagger_ui._localai_bypass = True  # type: ignore[attr-defined]
-        SwaggerUIMiddleware.__call__ = swagger_ui  # type: ignore[method-assign]
+        SwaggerUIMiddleware.__call__ = swagger_ui

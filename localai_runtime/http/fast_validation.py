@@ -50,7 +50,7 @@ class _Prepared:
 async def _validate(self: RequestValidationOperation, scope: Scope, receive: Receive, send: Send) -> None:
     prepared: _Prepared | None = self.__dict__.get("_localai_prepared")
     if prepared is None:
-        prepared = self._localai_prepared = _Prepared(self)  # type: ignore[attr-defined]
+        prepared = self._localai_prepared = _Prepared(self)
     prepared.parameters.validate(scope)
     mime_type, encoding = self.extract_content_type(scope["headers"])
     self.validate_mime_type(mime_type)
@@ -67,4 +67,4 @@ async def _validate(self: RequestValidationOperation, scope: Scope, receive: Rec
 
 def install() -> None:
     """Validate requests with per-operation set-up kept (call before serving)."""
-    RequestValidationOperation.__call__ = _validate  # type: ignore[method-assign]
+    RequestValidationOperation.__call__ = _validate
