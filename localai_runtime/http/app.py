@@ -1,6 +1,6 @@
 """The application factory: resolved settings in, a connexion ``AsyncApp`` out.
 
-Everything a request needs (the built spec, later the registrations and backends) is created
+Everything a request needs (the built spec, the registrations, the backends) is created
 here, once, and reaches handlers through the lifespan state as a :class:`Runtime`; there are no
 module globals.
 """

@@ -1,7 +1,6 @@
 """Request validation without per-request set-up: connexion's request validation rebuilds, for
 every request, what depends only on the operation (two URI parsers, the parameter validator, the
-body definition looked up by media type three times, its nullability). That was about 0.2 ms of
-the 0.45 ms this server spends on a relayed completion outside the relay itself.
+body definition looked up by media type three times, its nullability).
 
 :func:`install` makes ``RequestValidationOperation`` build those once per operation (and media
 type) and keep them; each request still gets its own body validator and the same checks in the
