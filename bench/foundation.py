@@ -136,7 +136,7 @@ def main() -> None:
     logging.disable(logging.WARNING)
     from localai_runtime import Settings, create_app
 
-    settings = Settings(handler_packages=("_bench_handlers", "handlers"), configs_dir=None)
+    settings = Settings(handler_packages=("_bench_handlers", "localai_runtime.handlers"), configs_dir=None)
     app = create_app(settings)
     app.runtime.schemas.validators.warm()
     global app_runtime

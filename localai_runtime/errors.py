@@ -1,10 +1,12 @@
-"""Errors, and the one place that turns them into OpenAI's error envelope.
+"""Errors, and OpenAI's error envelope they carry (``APIError.body()``).
 
 Every error the server produces reaches the client as::
 
     {"error": {"message": ..., "type": ..., "param": ..., "code": ...}}
 
-The exception tree::
+as a plain response (:mod:`localai_runtime.http.errors`) or as the error event of a stream that
+has started (:func:`stream_error_event`). No web framework is imported here, so every layer,
+the document's included, can raise these. The exception tree::
 
     APIError                       (500 api_error)
     ├── InvalidRequestError        (400 invalid_request_error)
@@ -32,11 +34,7 @@ import json
 import logging
 from typing import Any
 
-from starlette.responses import Response
-
 logger = logging.getLogger(__name__)
-
-ERROR_MEDIA_TYPE = "application/json"
 
 
 class SpecError(Exception):
@@ -163,16 +161,6 @@ class ServiceUnavailableError(APIError):
     status = 503
     type = "service_unavailable_error"
     code = "service_unavailable"
-
-
-def error_response(error: APIError) -> Response:
-    """The HTTP response for ``error``: OpenAI's envelope with the error's status."""
-    return Response(
-        content=json.dumps(error.body()),
-        status_code=error.status,
-        media_type=ERROR_MEDIA_TYPE,
-        headers=error.headers,
-    )
 
 
 def stream_error_event(error: APIError) -> bytes:

@@ -55,7 +55,7 @@ class Settings:
     """Registrations with a loaded model at most (None: no cap); see ``serving.lifecycle``."""
     queue_size: int = 16
     """Requests that may wait for a busy model before the next one answers 429."""
-    handler_packages: tuple[str, ...] = ("handlers",)
+    handler_packages: tuple[str, ...] = ("localai_runtime.handlers",)
     """Packages searched, in order, for ``<tag>.<operationId>`` handler functions."""
     store: bool = True
     """Keep responses and conversations (off: ``store``, chains and conversations are refused)."""
@@ -75,8 +75,7 @@ class Settings:
     freeze_startup_objects: bool = False
     """Start with the cyclic garbage collector off and, once ready, move every object alive to
     its permanent generation (``gc.freeze``) and turn it on: the parsed document and the routes
-    are never traversed again, and a full collection takes milliseconds instead of about 70 ms of
-    a stalled event loop. Start-up is 0.13 s shorter without its collections (of 1.3 s, Gemma
-    preloaded); the cyclic garbage it leaves (about 2,000 objects, 0.5 MB: argparse's and the
+    are never traversed again, so a full collection no longer stalls the event loop walking them,
+    and start-up runs no collections; the cyclic garbage start-up leaves (argparse's and the
     imports') is frozen with the rest. On for ``serve``, which owns its process; off for servers
     embedded in another process."""

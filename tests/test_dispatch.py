@@ -8,7 +8,7 @@ import pytest
 from connexion.middleware.abstract import ROUTING_CONTEXT
 from starlette.responses import PlainTextResponse
 
-import handlers.chat
+import localai_runtime.handlers.chat
 from localai_runtime.http import routing
 from localai_runtime.http.dispatch import VALIDATED_BODY, HandlerMiddleware, plan, plan_calls, to_response
 from tests.conftest import live_server
@@ -90,7 +90,7 @@ def test_a_malformed_tuple_is_an_error():
 
 
 def test_path_parameter_status_and_headers_over_http(testing_spec):
-    with live_server(testing_spec, handler_packages=("handlers", "tests.fake_handlers")) as live, live.http() as http:
+    with live_server(testing_spec, handler_packages=("localai_runtime.handlers", "tests.fake_handlers")) as live, live.http() as http:
         response = http.post("/v1/testing/items/7", json={"k": [1, "two"]})
         assert response.status_code == 201
         assert response.headers["x-echo"] == "item"
@@ -105,4 +105,4 @@ def test_path_parameter_status_and_headers_over_http(testing_spec):
 
 def test_shipped_handlers_keep_connexion_signatures():
     # They stay callable through connexion's decorator too (plan() falls back to it).
-    assert list(handlers.chat.createChatCompletion.__annotations__) == ["body", "return"]
+    assert list(localai_runtime.handlers.chat.createChatCompletion.__annotations__) == ["body", "return"]

@@ -136,7 +136,7 @@ def test_marking_follows_the_handlers_found(testing_spec):
     from localai_runtime.spec.status import mark_status
     from tests.conftest import live_server
 
-    with live_server(testing_spec, handler_packages=("handlers", "tests.fake_handlers")) as live, live.http() as http:
+    with live_server(testing_spec, handler_packages=("localai_runtime.handlers", "tests.fake_handlers")) as live, live.http() as http:
         with_fakes = implementation_status(http.get("/openapi.json").json())
     assert with_fakes["echoValidated"] == with_fakes["echoItem"] == "implemented"
     without = implementation_status(mark_status(testing_spec.document, find_handlers(testing_spec.operations)))

@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-import handlers.health
+import localai_runtime.handlers.health
 from tests.conftest import live_server
 
 ECHO = "/v1/testing/echo"
@@ -28,7 +28,7 @@ def assert_envelope(response: httpx.Response, status: int, *, type_: str, code=N
 
 @pytest.fixture(scope="module")
 def echo_server(testing_spec):
-    with live_server(testing_spec, handler_packages=("handlers", "tests.fake_handlers"), max_body_bytes=4096) as live:
+    with live_server(testing_spec, handler_packages=("localai_runtime.handlers", "tests.fake_handlers"), max_body_bytes=4096) as live:
         yield live
 
 
@@ -135,7 +135,7 @@ def test_internal_error_is_500_without_traceback(monkeypatch, built_spec):
     async def broken():
         raise RuntimeError("secret internals /home/somebody/file.py")
 
-    monkeypatch.setattr(handlers.health, "getHealth", broken)
+    monkeypatch.setattr(localai_runtime.handlers.health, "getHealth", broken)
     with live_server(built_spec) as live, live.http() as http:
         error = assert_envelope(http.get("/healthz"), 500, type_="api_error")
         assert "secret" not in error["message"] and "Traceback" not in error["message"]

@@ -1,4 +1,4 @@
-"""The installed package (not only a checkout) carries spec/, patches/, configs/ and handlers/."""
+"""The installed package (not only a checkout) carries spec/, patches/, configs/ and its handlers."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ def test_wheel_bundles_the_default_directories_and_declares_the_adapters(tmp_pat
     for directory in ("spec", "patches", "configs"):
         shipped = {p.name for p in (REPO / directory).iterdir() if p.suffix in (".yaml", ".yml", ".json")}
         assert shipped and {f"localai_runtime/_bundled/{directory}/{name}" for name in shipped} <= names
-    modules = {str(p.relative_to(REPO)) for folder in ("localai_runtime", "handlers") for p in (REPO / folder).rglob("*.py")
-               if "__pycache__" not in p.parts}
-    assert "handlers/chat.py" in modules and "localai_runtime/backends/llama_cpp/instance.py" in modules
+    modules = {str(p.relative_to(REPO)) for p in (REPO / "localai_runtime").rglob("*.py") if "__pycache__" not in p.parts}
+    assert "localai_runtime/handlers/chat.py" in modules and "localai_runtime/backends/llama_cpp/instance.py" in modules
     assert modules <= names, sorted(modules - names)  # every module of every package is installed
+    assert not {name for name in names if name.startswith("handlers/")}  # no top-level package named "handlers"
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "llama-cpp = localai_runtime.backends.llama_cpp:LlamaCppBackend" in entry_points
     assert "localai-runtime = localai_runtime.cli:main" in entry_points

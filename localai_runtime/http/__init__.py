@@ -2,7 +2,8 @@
 
 - ``app``: the app factory (routing of every operation, middleware, lifespan);
 - ``openapi31``: OpenAPI 3.1 in connexion 3.3 through its documented extension points;
-- ``middleware``: keys, body limits, error envelopes; ``dispatch``: calling handlers with the
+- ``errors``: exceptions as OpenAI's error envelope, the app's error handler;
+- ``middleware``: keys, body limits, 501s; ``dispatch``: calling handlers with the
   validated body; ``routing``: handler or 501 per operation;
 - ``document_views``: ``/openapi.json``, ``/openapi.yaml`` and Swagger UI.
 

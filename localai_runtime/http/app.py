@@ -1,6 +1,6 @@
 """The application factory: resolved settings in, a connexion ``AsyncApp`` out.
 
-Everything a request needs (the built spec, later the registrations and backends) is created
+Everything a request needs (the built spec, the registrations, the backends) is created
 here, once, and reaches handlers through the lifespan state as a :class:`Runtime`; there are no
 module globals.
 """
@@ -15,17 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from connexion import AsyncApp, ConnexionMiddleware
-from connexion.exceptions import ProblemException
-from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.middleware import MiddlewarePosition
 from connexion.middleware.main import API
 from connexion.middleware.security import SecurityMiddleware
 from connexion.options import SwaggerUIOptions
-from starlette.exceptions import HTTPException
 
-from localai_runtime import errors
 from localai_runtime.access.keys import KeyRing, load_key_ring
 from localai_runtime.backends import BackendRegistry
+from localai_runtime.http import errors as http_errors
 from localai_runtime.http import fast_routes, fast_validation, openapi31, routing
 from localai_runtime.http.dispatch import HandlerMiddleware, plan_calls
 from localai_runtime.http.document_views import PATHS as DOCUMENT_PATHS
@@ -51,22 +48,6 @@ UI_PATH = "/ui"
 fast_routes.install(ui_path=UI_PATH)  # before connexion builds its routers
 fast_validation.install()
 
-_PROBLEM_ERRORS: dict[int, type[errors.APIError]] = {
-    400: errors.InvalidRequestError,
-    401: errors.AuthenticationError,
-    404: errors.NotFoundError,
-    405: errors.MethodNotAllowedError,
-    413: errors.PayloadTooLargeError,
-    415: errors.UnsupportedMediaTypeError,
-    501: errors.NotImplementedAPIError,
-}
-
-_HTTP_MESSAGES = {
-    404: "Unknown request URL: {method} {path}. Please check the URL for typos.",
-    405: "Method {method} is not allowed for {path}.",
-}
-
-
 class RuntimeApp(AsyncApp):
     """``AsyncApp`` that also takes a ready ``Specification`` object.
 
@@ -80,34 +61,6 @@ class RuntimeApp(AsyncApp):
     def add_specification(self, specification: openapi31.OpenAPI31Specification, *, base_path: str = "") -> None:
         middleware: ConnexionMiddleware = self.middleware
         middleware.apis.append(API(specification, base_path=base_path, name=None, **middleware.options.__dict__))
-
-
-def _to_api_error(request: ConnexionRequest, exc: Exception) -> errors.APIError:
-    if isinstance(exc, errors.APIError):
-        return exc
-    if isinstance(exc, ProblemException):
-        cls = _PROBLEM_ERRORS.get(exc.status, errors.APIError)
-        return cls(str(exc.detail or exc.title), headers=dict(exc.headers or {}))
-    if isinstance(exc, HTTPException):
-        cls = _PROBLEM_ERRORS.get(exc.status_code, errors.APIError)
-        template = _HTTP_MESSAGES.get(exc.status_code, "{detail}")
-        message = template.format(method=request.method, path=request.url.path, detail=exc.detail)
-        return cls(message, headers=dict(exc.headers or {}))
-    return errors.internal_error(exc)
-
-
-def _error_handler(runtime: Runtime, request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
-    error = _to_api_error(request, exc)
-    runtime.count_error(error)
-    if error.status >= 500 and not isinstance(error, errors.NotImplementedAPIError):
-        logger.warning("%s %s -> %d %s", request.method, request.url.path, error.status, error.message)
-    response = errors.error_response(error)
-    return ConnexionResponse(
-        status_code=error.status,
-        mimetype=errors.ERROR_MEDIA_TYPE,
-        body=response.body,
-        headers=error.headers,
-    )
 
 
 def _middlewares(settings: Settings, built: BuiltSpec, handlers: dict[str, Any], runtime: Runtime,
@@ -197,8 +150,8 @@ def _assemble(settings: Settings, config: Configuration, runtime: Runtime, lifes
         swagger_ui_options=SwaggerUIOptions(swagger_ui_path=UI_PATH, serve_spec=False),
     )
     app.runtime = runtime
-    for exception in (errors.APIError, ProblemException, HTTPException, Exception):
-        app.add_error_handler(exception, functools.partial(_error_handler, runtime))
+    for exception in http_errors.HANDLED:
+        app.add_error_handler(exception, functools.partial(http_errors.error_handler, runtime))
     # connexion replaces top-level keys of the document it is given (servers, components):
     # a shallow copy keeps ours intact; it resolves references on a deep copy of its own.
     app.add_specification(openapi31.OpenAPI31Specification(dict(built.document)))

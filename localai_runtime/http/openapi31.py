@@ -137,92 +137,103 @@ class OpenAPI31URIParser(OpenAPIURIParser):
         return schemas
 
 
+class _BodyValidator(JSONRequestBodyValidator):
+    """JSON bodies parsed strictly and validated through the document (:class:`RequestSchemas`)
+    where the operation has a request schema there; ``validator_map`` sets the two attributes."""
+
+    requests: RequestSchemas
+    cache: SchemaCache
+    _request = None
+    _body = None
+
+    async def _parse(self, stream, scope):  # noqa: ANN001, ANN202 - connexion's signature
+        raw = b"".join([chunk async for chunk in stream])
+        if not raw.strip():
+            return None
+        try:
+            body = json.loads(raw.decode(self._encoding), parse_constant=_no_constant, parse_float=_finite)
+        except UnicodeDecodeError as exc:
+            raise InvalidRequestError(
+                f"The request body is not valid {self._encoding}: {exc.reason} at byte {exc.start}"
+            ) from exc
+        except ValueError as exc:
+            raise InvalidRequestError(f"The request body is not valid JSON: {exc}") from exc
+        except RecursionError as exc:  # json's decoder shares Python's recursion limit
+            raise InvalidRequestError("The request body is not valid JSON: it is nested too deeply") from exc
+        if _SURROGATE_ESCAPE.search(raw):
+            _refuse_lone_surrogates(body)
+        op_id = operation_id(scope)
+        self._request = self.requests.get(op_id) if op_id in self.requests.spec.operations else None
+        self._body = body
+        return body
+
+    async def wrap_receive(self, receive, *, scope):  # noqa: ANN001, ANN202 - connexion's signature
+        receive, scope = await super().wrap_receive(receive, scope=scope)
+        # Handed to the handler as it is (dispatch.HandlerMiddleware), not parsed again.
+        scope.setdefault("extensions", {})[VALIDATED_BODY] = self._body
+        if "content-type" not in Headers(scope=scope):
+            # connexion validates a body sent without Content-Type as the operation's JSON
+            # (its best guess); the handler must then read it as JSON too, not as bytes.
+            scope = {**scope, "headers": [*scope["headers"], (b"content-type", b"application/json")]}
+        return receive, scope
+
+    def _validate(self, body: Any) -> None:
+        if body is None:
+            raise InvalidRequestError("The request body is missing; this operation needs a JSON body")
+        if self._request is not None:
+            error = self.requests.first_error(self._request, body)
+        else:
+            error = self.cache.first_error(self._schema, body)
+        if error is not None:
+            message, param = describe(error)
+            raise InvalidRequestError(message, param=param)
+
+
+class _Parameters(ParameterValidator):
+    """Parameters validated with connexion's resolved copies of their (small) schemas, unknown
+    query parameters refused by name; ``validator_map`` sets ``cache``."""
+
+    cache: SchemaCache
+
+    def validate(self, scope):  # noqa: ANN001, ANN202 - connexion's signature
+        # Nothing declared and no query string: nothing to check, and no request to build.
+        if not self.parameters and not scope.get("query_string"):
+            return
+        super().validate(scope)
+
+    def validate_request(self, request):  # noqa: ANN001, ANN202 - connexion's signature
+        if self.strict_validation:
+            extra = sorted(self.validate_query_parameter_list(request, self.security_query_params))
+            if extra:
+                raise UnknownParameterError(
+                    f"Unrecognized query parameter(s): {', '.join(extra)}", param=extra[0]
+                )
+        super().validate_request(request)
+
+    @classmethod
+    def validate_parameter(cls, parameter_type, value, param, param_name=None):  # noqa: ANN001, ANN206
+        name = param.get("name", param_name)
+        if value is None:
+            if param.get("required"):
+                raise InvalidRequestError(f"Missing required {parameter_type} parameter '{name}'", param=name)
+            return None
+        schema = param.get("schema", param)
+        error = cls.cache.first_error(schema, value)
+        if error is not None:
+            raise InvalidRequestError(
+                f"Invalid {parameter_type} parameter '{name}': {error.message}", param=name
+            )
+        return None
+
+
 def validator_map(requests: RequestSchemas) -> dict[str, Any]:
     """The ``validator_map`` for connexion's ``add_api``.
 
     Bodies are validated through the document (:class:`RequestSchemas`), so that the compiled
     validator of :mod:`localai_runtime.spec.schemas` serves them; parameters, whose schemas are small,
-    use connexion's resolved copies.
+    use connexion's resolved copies. Both share one cache of validators.
     """
     cache = SchemaCache()
-
-    class BodyValidator(JSONRequestBodyValidator):
-        _request = None
-        _body = None
-
-        async def _parse(self, stream, scope):  # noqa: ANN001, ANN202 - connexion's signature
-            raw = b"".join([chunk async for chunk in stream])
-            if not raw.strip():
-                return None
-            try:
-                body = json.loads(raw.decode(self._encoding), parse_constant=_no_constant, parse_float=_finite)
-            except UnicodeDecodeError as exc:
-                raise InvalidRequestError(
-                    f"The request body is not valid {self._encoding}: {exc.reason} at byte {exc.start}"
-                ) from exc
-            except ValueError as exc:
-                raise InvalidRequestError(f"The request body is not valid JSON: {exc}") from exc
-            except RecursionError as exc:  # json's decoder shares Python's recursion limit
-                raise InvalidRequestError("The request body is not valid JSON: it is nested too deeply") from exc
-            if _SURROGATE_ESCAPE.search(raw):
-                _refuse_lone_surrogates(body)
-            op_id = operation_id(scope)
-            self._request = requests.get(op_id) if op_id in requests.spec.operations else None
-            self._body = body
-            return body
-
-        async def wrap_receive(self, receive, *, scope):  # noqa: ANN001, ANN202 - connexion's signature
-            receive, scope = await super().wrap_receive(receive, scope=scope)
-            # Handed to the handler as it is (dispatch.HandlerMiddleware), not parsed again.
-            scope.setdefault("extensions", {})[VALIDATED_BODY] = self._body
-            if "content-type" not in Headers(scope=scope):
-                # connexion validates a body sent without Content-Type as the operation's JSON
-                # (its best guess); the handler must then read it as JSON too, not as bytes.
-                scope = {**scope, "headers": [*scope["headers"], (b"content-type", b"application/json")]}
-            return receive, scope
-
-        def _validate(self, body: Any) -> None:
-            if body is None:
-                raise InvalidRequestError("The request body is missing; this operation needs a JSON body")
-            if self._request is not None:
-                error = requests.first_error(self._request, body)
-            else:
-                error = cache.first_error(self._schema, body)
-            if error is not None:
-                message, param = describe(error)
-                raise InvalidRequestError(message, param=param)
-
-    class Parameters(ParameterValidator):
-        def validate(self, scope):  # noqa: ANN001, ANN202 - connexion's signature
-            # Nothing declared and no query string: nothing to check, and no request to build.
-            if not self.parameters and not scope.get("query_string"):
-                return
-            super().validate(scope)
-
-        def validate_request(self, request):  # noqa: ANN001, ANN202 - connexion's signature
-            if self.strict_validation:
-                extra = sorted(self.validate_query_parameter_list(request, self.security_query_params))
-                if extra:
-                    raise UnknownParameterError(
-                        f"Unrecognized query parameter(s): {', '.join(extra)}", param=extra[0]
-                    )
-            super().validate_request(request)
-
-        @staticmethod
-        def validate_parameter(parameter_type, value, param, param_name=None):  # noqa: ANN001, ANN205
-            name = param.get("name", param_name)
-            if value is None:
-                if param.get("required"):
-                    raise InvalidRequestError(f"Missing required {parameter_type} parameter '{name}'", param=name)
-                return None
-            schema = param.get("schema", param)
-            error = cache.first_error(schema, value)
-            if error is not None:
-                raise InvalidRequestError(
-                    f"Invalid {parameter_type} parameter '{name}': {error.message}", param=name
-                )
-            return None
-
     body = MediaTypeDict(dict(VALIDATOR_MAP["body"]))
-    body["*/*json"] = BodyValidator
-    return {"body": body, "parameter": Parameters}
+    body["*/*json"] = type("BodyValidator", (_BodyValidator,), {"requests": requests, "cache": cache})
+    return {"body": body, "parameter": type("Parameters", (_Parameters,), {"cache": cache})}

@@ -1,6 +1,7 @@
-"""Which operations have handlers: ``handlers/<tag>.py`` functions named after operationIds.
+"""Which operations have handlers: ``localai_runtime/handlers/<tag>.py`` functions named after
+operationIds.
 
-An operation tagged ``Chat`` is handled by ``handlers.chat.<operationId>`` if that async
+An operation tagged ``Chat`` is handled by ``localai_runtime.handlers.chat.<operationId>`` if that async
 function exists; every other operation of the patched document is routed all the same and
 answers 501 (see :class:`localai_runtime.http.middleware.NotImplementedMiddleware`).
 """
@@ -20,7 +21,7 @@ from localai_runtime.spec.build import Operation
 
 logger = logging.getLogger(__name__)
 
-HANDLERS_PACKAGE = "handlers"
+HANDLERS_PACKAGE = "localai_runtime.handlers"
 
 
 def module_for_tag(tag: str | None) -> str:

@@ -117,6 +117,8 @@ def _merge_fragments(document: dict[str, Any], fragments_dir: Path) -> list[str]
                 raise SpecError(f"{path}: path {route} already exists in the spec")
             for method, operation in _operations_of(item):
                 op_id = operation.get("operationId")
+                if not op_id:
+                    raise SpecError(f"{path}: {method.upper()} {route} has no operationId")
                 if op_id in known_ids:
                     other = known_ids[op_id]
                     raise SpecError(

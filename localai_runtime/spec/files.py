@@ -3,11 +3,10 @@
 YAML is parsed with libyaml (``yaml.CSafeLoader``). YAML timestamps stay strings: an OpenAPI
 document is JSON data, and a ``datetime`` would not survive ``/openapi.json``.
 
-The upstream OpenAI document is 3 MB of YAML (about 0.3-1.5 s to parse); its parsed form is
-cached under the cache directory, keyed by the file's sha256 and written with :mod:`marshal`
-for this Python (7 ms to read, where the same data as JSON took 19 ms), so later start-ups skip
-the parse. :func:`copy_document` copies parsed documents the same way (10 ms for OpenAI's, where
-a JSON round trip took 40 ms).
+The upstream OpenAI document is a large YAML file, slow to parse; its parsed form is cached
+under the cache directory, keyed by the file's sha256 and written with :mod:`marshal` for this
+Python (faster to read than JSON), so later start-ups skip the parse. :func:`copy_document`
+copies parsed documents the same way (faster than a JSON round trip).
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -37,7 +36,7 @@ class _Loader(yaml.CSafeLoader):
 
 
 _Loader.add_constructor(
-    "tag:yaml.org,2002:timestamp", lambda loader, node: loader.construct_scalar(node)
+    "tag:yaml.org,2002:timestamp", lambda loader, node: loader.construct_scalar(cast(yaml.ScalarNode, node))
 )
 
 

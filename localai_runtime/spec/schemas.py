@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import jsonschema_rs
 from jsonschema import Draft202012Validator, ValidationError
 from jsonschema.exceptions import best_match
 from jsonschema.validators import extend
-from referencing import Registry, Resource
+from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 _base = Draft202012Validator.VALIDATORS
@@ -72,7 +72,7 @@ def follow_refs(document: Any, node: Any) -> Any:
 
 def document_registry(document: dict[str, Any]) -> Registry:
     """A registry holding ``document`` at :data:`DOCUMENT_URI`, for :func:`document_ref` schemas."""
-    return Registry().with_resource(DOCUMENT_URI, Resource(contents=document, specification=DRAFT202012))
+    return Registry().with_resource(DOCUMENT_URI, DRAFT202012.create_resource(document))
 
 
 def without_nullable(node: Any) -> Any:
@@ -112,7 +112,7 @@ class SchemaCache:
         self._fast_registry: Any = None
         self._fast_lock = threading.Lock()
 
-    def validator(self, schema: dict[str, Any]) -> Any:
+    def validator(self, schema: Mapping[str, Any]) -> Any:
         entry = self._validators.get(id(schema))
         if entry is None:
             entry = (schema, OpenAPI31Validator(schema, registry=self._registry))
@@ -126,7 +126,7 @@ class SchemaCache:
                 if self._fast_registry is None:
                     self._fast_registry = jsonschema_rs.Registry([(DOCUMENT_URI, without_nullable(self._document))])
 
-    def _fast_validator(self, schema: dict[str, Any]) -> Any:
+    def _fast_validator(self, schema: Mapping[str, Any]) -> Any:
         ref = schema.get("$ref") if len(schema) == 1 else None
         if self._document is None or not isinstance(ref, str) or not ref.startswith(DOCUMENT_URI):
             return None
@@ -137,7 +137,7 @@ class SchemaCache:
             self._fast[ref] = validator
         return validator
 
-    def first_error(self, schema: dict[str, Any], instance: Any) -> ValidationError | None:
+    def first_error(self, schema: Mapping[str, Any], instance: Any) -> ValidationError | None:
         fast = self._fast_validator(schema)
         if fast is not None and fast.is_valid(instance):
             return None
@@ -159,10 +159,12 @@ def describe(error: ValidationError, prefix: str = "") -> tuple[str, str | None]
     """A message naming the field, and the field's path (``None`` for the whole body)."""
     path = list(error.absolute_path)
     if error.validator == "required" and isinstance(error.instance, dict):
-        missing = next((name for name in error.validator_value if name not in error.instance), None)
+        required = cast(Iterable[str], error.validator_value)
+        missing = next((name for name in required if name not in error.instance), None)
         if missing is not None:
             path.append(missing)
-    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+    if (error.validator == "additionalProperties" and isinstance(error.instance, dict)
+            and isinstance(error.schema, Mapping)):
         allowed = set(error.schema.get("properties") or {})
         extra = next((name for name in error.instance if name not in allowed), None)
         if extra is not None:

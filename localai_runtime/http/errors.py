@@ -1,0 +1,85 @@
+"""Exceptions as HTTP responses: OpenAI's error envelope with the error's status.
+
+:mod:`localai_runtime.errors` holds the exception tree and the envelope itself (no web
+framework, so ``spec`` and ``serving`` can raise them); this module turns any exception that
+reaches connexion (ours, connexion's problems, starlette's HTTP errors, anything else as a
+500) into the response, and is registered as the app's error handler.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING
+
+from connexion.exceptions import ProblemException
+from connexion.lifecycle import ConnexionRequest, ConnexionResponse
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from localai_runtime import errors
+
+if TYPE_CHECKING:
+    from localai_runtime.serving.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+ERROR_MEDIA_TYPE = "application/json"
+
+# What the app registers error_handler for, most specific first.
+HANDLED: tuple[type[Exception], ...] = (errors.APIError, ProblemException, HTTPException, Exception)
+
+_PROBLEM_ERRORS: dict[int, type[errors.APIError]] = {
+    400: errors.InvalidRequestError,
+    401: errors.AuthenticationError,
+    404: errors.NotFoundError,
+    405: errors.MethodNotAllowedError,
+    413: errors.PayloadTooLargeError,
+    415: errors.UnsupportedMediaTypeError,
+    501: errors.NotImplementedAPIError,
+}
+
+_HTTP_MESSAGES = {
+    404: "Unknown request URL: {method} {path}. Please check the URL for typos.",
+    405: "Method {method} is not allowed for {path}.",
+}
+
+
+def error_response(error: errors.APIError) -> Response:
+    """The HTTP response for ``error``: OpenAI's envelope with the error's status."""
+    return Response(
+        content=json.dumps(error.body()),
+        status_code=error.status,
+        media_type=ERROR_MEDIA_TYPE,
+        headers=error.headers,
+    )
+
+
+def to_api_error(request: ConnexionRequest, exc: Exception) -> errors.APIError:
+    """``exc`` as one of our errors; an unexpected exception becomes a logged 500."""
+    if isinstance(exc, errors.APIError):
+        return exc
+    if isinstance(exc, ProblemException):
+        cls = _PROBLEM_ERRORS.get(exc.status, errors.APIError)
+        return cls(str(exc.detail or exc.title), headers=dict(exc.headers or {}))
+    if isinstance(exc, HTTPException):
+        cls = _PROBLEM_ERRORS.get(exc.status_code, errors.APIError)
+        template = _HTTP_MESSAGES.get(exc.status_code, "{detail}")
+        message = template.format(method=request.method, path=request.url.path, detail=exc.detail)
+        return cls(message, headers=dict(exc.headers or {}))
+    return errors.internal_error(exc)
+
+
+def error_handler(runtime: Runtime, request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    """connexion's error handler: the envelope, counted in the runtime's metrics."""
+    error = to_api_error(request, exc)
+    runtime.count_error(error)
+    if error.status >= 500 and not isinstance(error, errors.NotImplementedAPIError):
+        logger.warning("%s %s -> %d %s", request.method, request.url.path, error.status, error.message)
+    response = error_response(error)
+    return ConnexionResponse(
+        status_code=error.status,
+        mimetype=ERROR_MEDIA_TYPE,
+        body=response.body,
+        headers=error.headers,
+    )
