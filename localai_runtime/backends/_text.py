@@ -56,7 +56,8 @@ def plain_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]
     plain = []
     for i, message in enumerate(messages):
         message = dict(message)
-        message["role"] = _ROLE_ALIASES.get(message.get("role"), message.get("role"))
+        role = message.get("role")
+        message["role"] = _ROLE_ALIASES.get(role, role) if isinstance(role, str) else role
         content = message.get("content")
         if isinstance(content, list):
             texts = []

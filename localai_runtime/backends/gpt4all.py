@@ -116,6 +116,7 @@ class GPT4AllBackend:
         path = settings.model_file
         if (problem := missing_model(path)) is not None:
             return [problem]
+        assert path is not None  # missing_model says so otherwise
         problems = []
         if settings.get("template") is not None:
             try:
@@ -124,7 +125,7 @@ class GPT4AllBackend:
                 problems.append(f"template is not a valid Jinja template: {exc}")
         meta, damaged = inspect_gguf(path)
         if meta is None:
-            return [*problems, damaged]
+            return [*problems, damaged or f"cannot read {path}"]
         architecture = meta["architecture"]
         embeds = architecture in EMBEDDING_ARCHITECTURES
         if "createEmbedding" in operations and not embeds:
@@ -145,6 +146,7 @@ class GPT4AllInstance:
         path = settings.model_file
         if (problem := missing_model(path)) is not None:
             raise RuntimeError(f"gpt4all: {problem}")
+        assert path is not None  # missing_model says so otherwise
         self._n_ctx = settings.get("context_size", DEFAULT_CONTEXT_SIZE)
         self._n_batch = settings.get("n_batch", 128)
         try:

@@ -33,10 +33,14 @@ _LOAD = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 
 class PoolState(Protocol):
-    busy: int
-    waiting: int
-    loaded: bool
-    kv_usage: float
+    @property
+    def busy(self) -> int: ...
+    @property
+    def waiting(self) -> int: ...
+    @property
+    def loaded(self) -> bool: ...
+    @property
+    def kv_usage(self) -> float: ...
 
 
 class _PoolCollector(Collector):

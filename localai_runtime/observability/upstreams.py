@@ -7,7 +7,7 @@ URL, ``outcome`` one of the adapter's own words.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -15,19 +15,25 @@ from prometheus_client.registry import Collector
 
 
 class ReplicaState(Protocol):
-    url: str
-    in_flight: int
-    failures: int
-    cooldowns: int
-    outcomes: Mapping[str, int]
-
+    @property
+    def url(self) -> str: ...
+    @property
+    def in_flight(self) -> int: ...
+    @property
+    def failures(self) -> int: ...
+    @property
+    def cooldowns(self) -> int: ...
+    @property
+    def outcomes(self) -> Mapping[str, int]: ...
     @property
     def state(self) -> str: ...
 
 
 class ReplicaSetState(Protocol):
-    replicas: list[ReplicaState]
-    failovers: int
+    @property
+    def replicas(self) -> Sequence[ReplicaState]: ...
+    @property
+    def failovers(self) -> int: ...
 
 
 Upstreams = Callable[[], Iterable[tuple[str, ReplicaSetState]]]
@@ -74,8 +80,8 @@ class UpstreamCollector(Collector):
                 entry[3] += replica.cooldowns
         for model, count in sorted(moved.items()):
             failovers.add_metric([model], count)
-        for key, count in sorted(counted.items()):
-            requests.add_metric(list(key), count)
+        for label_values, count in sorted(counted.items()):
+            requests.add_metric(list(label_values), count)
         for (model, url), (busy, healthy, failed, rested) in sorted(replicas.items()):
             in_flight.add_metric([model, url], busy)
             up.add_metric([model, url], healthy)

@@ -79,7 +79,7 @@ def set_fields(values: Mapping[str, Any], request: RequestSchema | None = None) 
 
     With ``request``, a field that is null or equal to its documented default is left out.
     """
-    names = []
+    names: list[str] = []
     for key, value in values.items():
         if value is None:
             continue

@@ -68,7 +68,8 @@ class ModelPool:
         self._metrics = metrics
         self._lifecycle = lifecycle
         self._executor = executor
-        self.size = int(registration.settings.get("parallel", registration.backend.default_parallel))
+        backend = registration.backend  # None: unavailable, refused when a request needs it
+        self.size = int(registration.settings.get("parallel", 1 if backend is None else backend.default_parallel))
         self.queue_size = queue_size
         self._instances: list[ModelInstance] = []
         self._free: asyncio.Queue[ModelInstance] | None = None
@@ -187,6 +188,7 @@ class ModelPool:
 
     async def _load_one(self) -> ModelInstance:
         registration = self.registration
+        assert registration.backend is not None  # refused before any load
         loading = self._executor.submit(registration.backend.load, registration.settings,
                                         backend_operations(registration.operations))
         try:

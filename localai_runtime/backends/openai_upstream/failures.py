@@ -42,7 +42,8 @@ def upstream_error(url: str, status: int, content: bytes, headers: Mapping[str, 
 
     The upstream refusing this server's own key (401, 403) is this server's misconfiguration,
     not the client's: a 502 saying so, so that clients do not blame their key."""
-    message, details = content.decode("utf-8", "replace").strip()[:2000], {}
+    message = content.decode("utf-8", "replace").strip()[:2000]
+    details: Mapping[str, Any] = {}
     try:
         parsed = json.loads(content)
     except ValueError:
