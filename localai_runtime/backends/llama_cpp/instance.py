@@ -55,6 +55,7 @@ class LlamaCppInstance(Tokens):
         self._settings = settings
         self._shared: SharedModel | None = share(settings)
         try:
+            assert self._shared.weights is not None  # share() loaded them
             self._model = self._shared.weights
             # The batching engine where the registration generates, the embedding context where
             # it embeds only; tokenize needs neither.
@@ -75,6 +76,7 @@ class LlamaCppInstance(Tokens):
         self._n_ctx = size if self._engine is None else min(size, self._engine.slot_context)
         self.n_vocab = model.n_vocab()
         self._pieces: dict[int, bytes] = {}
+        assert self._shared is not None
         metadata = self._shared.metadata
         own = self._settings.get("template")
         template = own or metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
@@ -168,7 +170,8 @@ class LlamaCppInstance(Tokens):
         assert self._shared is not None
         context, batch = self._shared.embedder()
         sequences = []
-        for i, item in enumerate(inputs):
+        items: list[str | list[int]] = list(inputs)
+        for i, item in enumerate(items):
             if isinstance(item, list):
                 tokens = self._checked_ids(item, "input")
             else:  # as Llama.embed tokenizes text

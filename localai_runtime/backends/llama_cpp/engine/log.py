@@ -17,7 +17,7 @@ import llama_cpp
 from llama_cpp import _logger
 
 try:
-    from localai_runtime.backends.llama_cpp.engine import _log_sink
+    from localai_runtime.backends.llama_cpp.engine import _log_sink  # type: ignore[attr-defined]  # a C module
 except ImportError:  # not compiled here
     _log_sink = None
 
