@@ -1,7 +1,7 @@
 """A GBNF grammar as the engine applies it: to the most likely tokens first.
 
-Checking every token of a large vocabulary (262,144 for Gemma 3) against a grammar costs more
-than a forward pass of a small model; a few dozen cost nothing. So, as llama.cpp's own server
+Checking every token of a large vocabulary against a grammar can cost more than a forward pass
+of a small model; a few dozen tokens cost nothing. So, as llama.cpp's own server
 does, the grammar is tried on the :data:`CANDIDATES` most likely tokens, and on the whole
 vocabulary only when none of them fits.
 """

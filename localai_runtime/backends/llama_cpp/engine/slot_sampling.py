@@ -3,8 +3,8 @@
 The row is a view of llama.cpp's own logits buffer. Logprobs are taken from the model's logits
 first; then the logit bias is added in place, the grammar masks what it forbids (the most likely
 tokens are checked first, as llama.cpp's server does), and the token is chosen: by argmax in
-numpy where the request is greedy without penalties (no 262,144-entry candidate array built in
-C++ per token), else by llama.cpp's sampler chain (penalties, top_k, typical, top_p, min_p,
+numpy where the request is greedy without penalties (no vocabulary-sized candidate array built
+in C++ per token), else by llama.cpp's sampler chain (penalties, top_k, typical, top_p, min_p,
 temperature, mirostat, seeded distribution) reading the modified row.
 """
 
