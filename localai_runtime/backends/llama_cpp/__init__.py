@@ -14,11 +14,12 @@ back text that may begin a stop sequence, and counts tokens. ``n > 1`` generates
 after another (the second reuses the first's prompt from the cache). Embeddings use a context of
 their own opened on the same weights on first use. Token ids are embedded as given.
 Modules: ``backend`` (what it honours, its settings, checks), ``instance`` (a registration's
-instance: prompts, choices, embeddings), ``decoding`` (a generation's token loop), ``tokens``
-(text to token ids and back, tokenize and detokenize), ``sampling`` (a request's sampler
-settings, grammars, logit bias), ``embedding`` (one token sequence through the embedding context)
-and ``engine/``. Only ``localai_runtime.backends`` and :mod:`localai_runtime.errors` are imported
-here.
+instance: prompts, embeddings), ``generation`` (a request's choices), ``decoding`` (a generation's
+token loop), ``tool_calls`` (the call grammar and the two-phase ``auto``), ``tokens`` (text to
+token ids and back, tokenize and detokenize), ``sampling`` (a request's sampling values, grammars,
+logit bias, read once), ``embedding`` (one token sequence through the embedding context) and
+``engine/``. Only ``localai_runtime.backends``, :mod:`localai_runtime.errors` and
+:mod:`localai_runtime.tools` are imported here.
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ class LlamaCppBackend:
         problems = []
         if (problem := missing_model(settings.model_file)) is not None:
             problems.append(problem)
-        elif (damaged := inspect_gguf(settings.model_file)[1]) is not None:
+        elif settings.model_file is not None and (damaged := inspect_gguf(settings.model_file)[1]) is not None:
             problems.append(damaged)
         template = settings.get("template")
         if template is not None:

@@ -9,18 +9,29 @@ leaves the engine once one is written. It yields ``(text, logprobs)`` and return
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from localai_runtime.backends._text import TextStream
-from localai_runtime.backends.abstract import Piece
+from localai_runtime.backends.abstract import Piece, ShouldStop
+from localai_runtime.backends.llama_cpp.engine.params import SamplingParams
+from localai_runtime.backends.llama_cpp.engine.scheduler import Engine
 from localai_runtime.backends.llama_cpp.engine.slot_sampling import SlotSampler
 from localai_runtime.errors import InvalidRequestError
 
-if TYPE_CHECKING:
-    from localai_runtime.backends.llama_cpp.instance import LlamaCppInstance
-    from localai_runtime.backends.llama_cpp.sampling import SamplingOptions
+
+class Codec(Protocol):
+    """What a generation needs of the model's vocabulary."""
+
+    def piece(self, token: int) -> bytes:
+        """The bytes a token writes (a piece of a UTF-8 character, maybe)."""
+
+    def logprob_entry(self, token: int, logprob: float) -> dict[str, Any]:
+        """A token and its logprob as OpenAI's logprob entry."""
+
+    def tokenize_more(self, text: str) -> list[int]:
+        """Tokens of ``text`` that continue a prompt."""
 
 
 @dataclass(frozen=True)
@@ -39,28 +50,21 @@ class Decoded:
 
 
 def decode(
-    instance: LlamaCppInstance,
-    prompt: list[int],
-    options: SamplingOptions,
-    sampling: Mapping[str, Any],
-    *,
-    max_tokens: int | None,
-    stop: Sequence[str],
-    should_stop: Callable[[], bool],
+    codec: Codec, engine: Engine, context_size: int, prompt: list[int], params: SamplingParams,
+    should_stop: ShouldStop,
 ) -> Generator[tuple[str, list[dict[str, Any]] | None], None, Decoded]:
+    """Generate after ``prompt`` in ``engine`` with ``params`` (its ``max_tokens`` and ``stop``
+    included); yields ``(text, logprobs)`` and returns what ended the decoding."""
     if not prompt:
         raise InvalidRequestError("the prompt has no tokens", param="prompt")
-    limit = instance.context_size - len(prompt)
-    budget = limit if max_tokens is None else min(max_tokens, limit)
+    limit = context_size - len(prompt)
+    budget = limit if params.max_tokens is None else min(params.max_tokens, limit)
     if budget <= 0:
         return Decoded("length", 0)
-    engine = instance.engine  # raises for an embeddings-only instance, before a sampler exists
-    last_n = options.repeat_last_n if options.repeat_last_n >= 0 else instance.context_size
-    sampler = SlotSampler(instance.n_vocab, sampling, seed=options.choice_seed, repeat_last_n=last_n,
-                          bias=options.bias, top_logprobs=options.top_logprobs, entry=instance._token_entry)
+    sampler = SlotSampler(engine.n_vocab, params, codec.logprob_entry)
     sampler.accept_prompt(prompt)
     job = engine.submit(prompt, sampler, budget, should_stop)
-    text = TextStream(stop)
+    text = TextStream(params.stop)
     logprobs: list[dict[str, Any]] = []
     count, content = 0, ""
     try:
@@ -68,7 +72,7 @@ def decode(
             count += 1
             if logprob is not None:
                 logprobs.append(logprob)
-            if out := text.feed(instance._piece(token)):
+            if out := text.feed(codec.piece(token)):
                 content += out
                 yield out, logprobs or None
                 logprobs = []

@@ -1,26 +1,28 @@
-"""A loaded llama-cpp model: prompts to tokens, the generation loop, logprobs, embeddings."""
+"""A loaded llama-cpp model: a registration's template, prompts checked and turned into a
+:class:`~.generation.Generation`, and embeddings."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 import jinja2
-import llama_cpp
 import numpy as np
 
 from localai_runtime.backends._gguf import missing as missing_model
-from localai_runtime.backends._text import DEFAULT_CONTEXT_SIZE, request_value
+from localai_runtime.backends._text import DEFAULT_CONTEXT_SIZE
 from localai_runtime.backends.abstract import LocalSettings, Piece, ShouldStop
-from localai_runtime.backends.llama_cpp.decoding import Decoded, as_pieces, decode
 from localai_runtime.backends.llama_cpp.embedding import embed_tokens
+from localai_runtime.backends.llama_cpp.engine.params import SamplingParams
 from localai_runtime.backends.llama_cpp.engine.scheduler import Engine
 from localai_runtime.backends.llama_cpp.engine.shared import SharedModel, share
-from localai_runtime.backends.llama_cpp.sampling import SamplingOptions
+from localai_runtime.backends.llama_cpp.generation import Generation
+from localai_runtime.backends.llama_cpp.sampling import read_params
 from localai_runtime.backends.llama_cpp.templates import ChatTemplate
 from localai_runtime.backends.llama_cpp.tokens import Tokens
-from localai_runtime.backends.llama_cpp.tool_calls import call_choice, plan_calls
+from localai_runtime.backends.llama_cpp.tool_calls import CallPlan, plan_calls
 from localai_runtime.errors import (
     ContextLengthExceededError,
     InvalidRequestError,
@@ -53,6 +55,7 @@ class LlamaCppInstance(Tokens):
         self._settings = settings
         self._shared: SharedModel | None = share(settings)
         try:
+            assert self._shared.weights is not None  # share() loaded them
             self._model = self._shared.weights
             # The batching engine where the registration generates, the embedding context where
             # it embeds only; tokenize needs neither.
@@ -73,6 +76,7 @@ class LlamaCppInstance(Tokens):
         self._n_ctx = size if self._engine is None else min(size, self._engine.slot_context)
         self.n_vocab = model.n_vocab()
         self._pieces: dict[int, bytes] = {}
+        assert self._shared is not None
         metadata = self._shared.metadata
         own = self._settings.get("template")
         template = own or metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
@@ -118,14 +122,24 @@ class LlamaCppInstance(Tokens):
 
     # -- chat and completions ---------------------------------------------------------------
 
-    def chat(self, request: Mapping[str, Any], should_stop: ShouldStop) -> Iterator[Piece]:
-        tools = tool_request(request)
-        max_tokens = request_value(request, "max_completion_tokens", request_value(request, "max_tokens"))
-        top = request_value(request, "top_logprobs", 0) if request_value(request, "logprobs", False) else None
-        return self._choices([self.chat_tokens(request, tools)], request, max_tokens, top, "messages", should_stop,
-                             tools)
+    def chat(self, request: Mapping[str, Any], should_stop: ShouldStop,
+             tools: ToolRequest | None = None) -> Iterator[Piece]:
+        """A chat completion's pieces; ``tools`` is the request's tools as the server parsed them
+        (None: parsed here). Checks the request now, then generates lazily."""
+        if tools is None:
+            tools = tool_request(request)
+        prompt = self.chat_tokens(request, tools)
+        self._check_length(prompt, "messages")
+        params = read_params(self, request, chat=True)
+        form = self.template.form
+        plan = plan_calls(self.vocab, form, tools, params.grammar)
+        if plan is None and any(request.get(key) for key in ("tools", "functions")):
+            # Tools the model may not call (tool_choice none drops them from ``tools``): no call markup either.
+            params = replace(params, stop=(*params.stop, form.trigger))
+        return iter(self._generation([prompt], params, should_stop, plan))
 
     def complete(self, request: Mapping[str, Any], should_stop: ShouldStop) -> Iterator[Piece]:
+        """A completion's pieces, choice by choice for each prompt; checks the request now."""
         prompt = request["prompt"]
         if isinstance(prompt, str):
             prompts = [self.tokenize(prompt)]
@@ -135,59 +149,21 @@ class LlamaCppInstance(Tokens):
             prompts = [self._checked_ids(p, "prompt") for p in prompt]
         else:
             prompts = [self._checked_ids(prompt, "prompt")]
-        top = request_value(request, "logprobs")
-        return self._choices(prompts, request, request_value(request, "max_tokens", 16), top, "prompt", should_stop)
-
-    def _choices(self, prompts: list[list[int]], request: Mapping[str, Any], max_tokens: int | None,
-                 top_logprobs: int | None, param: str, should_stop: ShouldStop,
-                 tools: ToolRequest | None = None) -> Iterator[Piece]:
-        """Checks the request now (errors raise before any output), then generates lazily."""
         for tokens in prompts:
-            if len(tokens) >= self._n_ctx:
-                raise ContextLengthExceededError(
-                    f"This model's maximum context length is {self._n_ctx} tokens. However, your {param} "
-                    f"resulted in {len(tokens)} tokens. Please reduce the length of the {param}.",
-                    param=param,
-                )
-        options = SamplingOptions(self, request, max_tokens, top_logprobs)
-        if tools is not None:
-            options.calls = plan_calls(self, self.template.form, tools, options.answer_gbnf)
-            if options.calls is None and any(request.get(key) for key in ("tools", "functions")):
-                options.stop.append(self.template.form.trigger)  # tool_choice none: no call markup either
-        return self._run(prompts, options, request_value(request, "n", 1), should_stop)
+            self._check_length(tokens, "prompt")
+        return iter(self._generation(prompts, read_params(self, request, chat=False), should_stop))
 
-    def _run(
-        self, prompts: list[list[int]], options: SamplingOptions, n: int, should_stop: ShouldStop
-    ) -> Iterator[Piece]:
-        for p, tokens in enumerate(prompts):
-            for i in range(n):
-                seed = llama_cpp.LLAMA_DEFAULT_SEED if options.seed is None else (options.seed + i) % 2**32
-                if should_stop() or (yield from self._choice(tokens, p * n + i, seed, options, should_stop)):
-                    return
+    def _check_length(self, tokens: list[int], param: str) -> None:
+        if len(tokens) >= self._n_ctx:
+            raise ContextLengthExceededError(
+                f"This model's maximum context length is {self._n_ctx} tokens. However, your {param} "
+                f"resulted in {len(tokens)} tokens. Please reduce the length of the {param}.",
+                param=param,
+            )
 
-    def _choice(self, prompt: list[int], index: int, seed: int, options: SamplingOptions,
-                should_stop: ShouldStop) -> Generator[Piece, None, bool]:
-        """One choice; returns True when ``should_stop`` ended it (no final piece then)."""
-        options.choice_seed = seed
-        if options.calls is not None:
-            return (yield from call_choice(self, prompt, index, options, should_stop))
-        decoded = yield from as_pieces(self._decode(prompt, options, options.sampling, should_stop), index)
-        if decoded.finish is None:
-            return True
-        yield Piece(decoded.tail, index, finish_reason=decoded.finish, prompt_tokens=len(prompt),
-                    completion_tokens=decoded.tokens, cached_tokens=decoded.cached)
-        return False
-
-    def _decode(self, prompt: list[int], options: SamplingOptions, sampling: Mapping[str, Any],
-                should_stop: ShouldStop, *, stop: Sequence[str] | None = None,
-                max_tokens: int | None = None) -> Generator[tuple[str, Any], None, Decoded]:
-        return (yield from decode(
-            self, prompt, options, sampling, max_tokens=options.max_tokens if max_tokens is None else max_tokens,
-            stop=options.stop if stop is None else stop, should_stop=should_stop))
-
-    def _token_entry(self, token: int, logprob: float) -> dict[str, Any]:
-        data = self._piece(token)
-        return {"token": data.decode("utf-8", "replace"), "logprob": float(logprob), "bytes": list(data)}
+    def _generation(self, prompts: list[list[int]], params: SamplingParams, should_stop: ShouldStop,
+                    plan: CallPlan | None = None) -> Generation:
+        return Generation(prompts, params, self, self.engine, self._n_ctx, should_stop, plan)
 
     # -- embeddings ---------------------------------------------------------------------------
 
@@ -197,7 +173,8 @@ class LlamaCppInstance(Tokens):
         assert self._shared is not None
         context, batch = self._shared.embedder()
         sequences = []
-        for i, item in enumerate(inputs):
+        items: list[str | list[int]] = list(inputs)
+        for i, item in enumerate(items):
             if isinstance(item, list):
                 tokens = self._checked_ids(item, "input")
             else:  # as Llama.embed tokenizes text

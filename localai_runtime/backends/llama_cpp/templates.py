@@ -50,7 +50,7 @@ class ChatTemplate:
 
     def _try(self, messages: list[dict[str, Any]], **kwargs: Any) -> str | None:
         try:
-            return self._tools(messages=messages, **kwargs).prompt
+            return self._tools(messages=messages, **kwargs).prompt  # type: ignore[arg-type]  # plain dicts
         except Exception:  # noqa: BLE001 - a template that cannot render this lacks the ability
             return None
 
@@ -74,19 +74,19 @@ class ChatTemplate:
     def render(self, messages: Sequence[Mapping[str, Any]], tools: ToolRequest | None,
                generation_prompt: bool = True) -> str:
         """The prompt; ``generation_prompt`` False leaves out the assistant turn's opening."""
-        active = tools is not None and tools.calls
-        messages = self._polyfilled(messages, tools if active else None)
-        formatter = self._tools if active else self._plain
+        active = tools if tools is not None and tools.calls else None
+        messages = self._polyfilled(messages, active)
+        formatter = self._tools if active is not None else self._plain
         if not generation_prompt:  # a shallow copy shares the compiled template
             formatter = copy.copy(formatter)
             formatter.add_generation_prompt = False
         kwargs: dict[str, Any] = {}
-        if active and self.abilities.tools:
+        if active is not None and self.abilities.tools:
             kwargs["tools"] = [{"type": "function", "function": {"name": t.name, "description": t.description,
                                                                   "parameters": dict(t.parameters)}}
-                               for t in tools.tools if t.name in tools.allowed]
+                               for t in active.tools if t.name in active.allowed]
         try:
-            return formatter(messages=messages, **kwargs).prompt
+            return formatter(messages=messages, **kwargs).prompt  # type: ignore[arg-type]  # plain dicts
         except (ValueError, TypeError, jinja2.TemplateError) as exc:
             raise InvalidRequestError(f"the chat template cannot render these messages: {exc}",
                                       param="messages") from exc

@@ -4,7 +4,8 @@
 and uses what the instance sets up: ``_model`` (the loaded weights), ``vocab``, ``n_vocab``,
 ``template``, ``_n_ctx``, ``_pieces`` and ``_preserved``. A chat prompt's tokens come from
 :meth:`Tokens.chat_tokens` for chat completions and for tokenize's chat form alike, so a tokenize
-count equals the chat completion's ``usage.prompt_tokens`` by construction.
+count equals the chat completion's ``usage.prompt_tokens`` by construction. It is the
+:class:`~localai_runtime.backends.llama_cpp.decoding.Codec` a generation decodes with.
 """
 
 from __future__ import annotations
@@ -96,7 +97,8 @@ class Tokens:
     def _special_text(self, token: int) -> str:
         return "" if token < 0 else self._model.detokenize([token], special=True).decode("utf-8", "replace")
 
-    def _piece(self, token: int) -> bytes:
+    def piece(self, token: int) -> bytes:
+        """The bytes ``token`` writes (cached); a call format's special markers keep their text."""
         piece = self._pieces.get(token)
         if piece is None:
             buffer = ctypes.create_string_buffer(256)
@@ -109,6 +111,11 @@ class Tokens:
                 raise RuntimeError(f"llama-cpp: token {token} has no text piece")
             piece = self._pieces[token] = buffer.raw[:size]
         return piece
+
+    def logprob_entry(self, token: int, logprob: float) -> dict[str, Any]:
+        """``token`` and its logprob as OpenAI's logprob entry."""
+        data = self.piece(token)
+        return {"token": data.decode("utf-8", "replace"), "logprob": float(logprob), "bytes": list(data)}
 
     def _checked_ids(self, ids: Sequence[Any], param: str) -> list[int]:
         if not ids or not all(isinstance(t, int) and 0 <= t < self.n_vocab for t in ids):

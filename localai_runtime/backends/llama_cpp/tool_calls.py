@@ -11,25 +11,40 @@ schema. Text before the trigger is the message's content; nothing of the markup 
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, replace
+from typing import Any
 
-from localai_runtime.backends.abstract import Piece, ShouldStop
-from localai_runtime.backends.llama_cpp.decoding import as_pieces
+from localai_runtime.backends.abstract import Piece
+from localai_runtime.backends.llama_cpp.engine.grammar import LazyGrammar
+from localai_runtime.backends.llama_cpp.engine.params import SamplingParams
+from localai_runtime.backends.llama_cpp.generation import Generation
 from localai_runtime.backends.llama_cpp.json_grammar import schema_to_gbnf
-from localai_runtime.backends.llama_cpp.sampling import LazyGrammar, compile_grammar
+from localai_runtime.backends.llama_cpp.sampling import compile_grammar
 from localai_runtime.tools.formats import CallFormat
 from localai_runtime.tools.grammar import call_grammar, either
 from localai_runtime.tools.parsing import CallScanner
 from localai_runtime.tools.request import REQUIRED, ToolRequest
 
-if TYPE_CHECKING:
-    from localai_runtime.backends.llama_cpp.instance import LlamaCppInstance
-    from localai_runtime.backends.llama_cpp.sampling import SamplingOptions
+
+def plan_calls(vocab: Any, form: CallFormat, tools: ToolRequest, answer: LazyGrammar | None) -> CallPlan | None:
+    """The plan for a request's calls (None when it allows none); ``answer`` is the grammar a
+    structured answer follows. Every error is a 400 now."""
+    if not tools.calls:
+        return None
+    calls = call_grammar(form, tools, schema_to_gbnf)
+    whole = None
+    if tools.mode == REQUIRED:
+        whole = compile_grammar(vocab, calls, "tools")
+    elif answer is not None:  # auto with a structured answer: a call, or the answer
+        whole = compile_grammar(vocab, either(calls, answer.text), "response_format")
+    after = compile_grammar(vocab, call_grammar(form, tools, schema_to_gbnf, skip=form.trigger), "tools")
+    return CallPlan(form, tools, whole, after, "function_call" if tools.legacy else "tool_calls")
 
 
 @dataclass(frozen=True)
 class CallPlan:
+    """A :class:`~.generation.Plan`: how a choice of a request that may call tools is generated."""
+
     form: CallFormat
     tools: ToolRequest
     whole: LazyGrammar | None
@@ -38,59 +53,37 @@ class CallPlan:
     """The grammar that takes over once the model wrote the trigger (auto)."""
     finish: str
 
-
-def plan_calls(instance: LlamaCppInstance, form: CallFormat, tools: ToolRequest,
-               answer_gbnf: str | None) -> CallPlan | None:
-    """The plan for a request's calls (None when it allows none); every error is a 400 now."""
-    if not tools.calls:
-        return None
-    calls = call_grammar(form, tools, schema_to_gbnf)
-    whole = None
-    if tools.mode == REQUIRED:
-        whole = compile_grammar(instance.vocab, calls, "tools")
-    elif answer_gbnf is not None:  # auto with a structured answer: a call, or the answer
-        whole = compile_grammar(instance.vocab, either(calls, answer_gbnf), "response_format")
-    after = compile_grammar(instance.vocab, call_grammar(form, tools, schema_to_gbnf, skip=form.trigger), "tools")
-    return CallPlan(form, tools, whole, after, "function_call" if tools.legacy else "tool_calls")
-
-
-def call_choice(instance: LlamaCppInstance, prompt: list[int], index: int, options: SamplingOptions,
-                should_stop: ShouldStop) -> Generator[Piece, None, bool]:
-    """One choice of a request that may call tools; returns True when told to stop."""
-    plan = options.calls
-    assert plan is not None
-    form = plan.form
-    if plan.whole is not None:
-        sampling = {**options.sampling, "grammar": plan.whole}
-        scanner = CallScanner(form)
-        decoded = yield from _calls(instance._decode(prompt, options, sampling, should_stop, stop=()),
-                                    scanner, index, form.opening)
-        if decoded.finish is None:
-            return True
-        used = decoded.tokens
-    else:
-        free = yield from as_pieces(instance._decode(prompt, options, options.sampling, should_stop,
-                                                     stop=[*options.stop, form.trigger]), index)
-        if free.finish is None:
-            return True
-        if free.stopped_by != form.trigger:
-            yield Piece(free.tail, index, finish_reason=free.finish, prompt_tokens=len(prompt),
-                        completion_tokens=free.tokens)
-            return False
-        # The model began a call: go on from the trigger under the call grammar.
-        content = free.content
-        continued = prompt + instance.tokenize_more(content + form.trigger)
-        budget = None if options.max_tokens is None else max(0, options.max_tokens - free.tokens)
-        scanner = CallScanner(form, skip=form.trigger)
-        sampling = {**options.sampling, "grammar": plan.after_trigger}
-        decoded = yield from _calls(instance._decode(continued, options, sampling, should_stop, stop=(),
-                                                     max_tokens=budget), scanner, index, "")
-        if decoded.finish is None:
-            return True
-        used = free.tokens + decoded.tokens
-    finish = plan.finish if scanner.complete else decoded.finish
-    yield Piece("", index, finish_reason=finish, prompt_tokens=len(prompt), completion_tokens=used)
-    return False
+    def choice(self, generation: Generation, prompt: list[int], index: int,
+               params: SamplingParams) -> Generator[Piece, None, bool]:
+        """One choice; returns True when told to stop."""
+        form = self.form
+        if self.whole is not None:
+            scanner = CallScanner(form)
+            decoded = yield from _calls(generation.decode(prompt, replace(params, grammar=self.whole, stop=())),
+                                        scanner, index, form.opening)
+            if decoded.finish is None:
+                return True
+            used = decoded.tokens
+        else:
+            free = yield from generation.pieces(prompt, replace(params, stop=(*params.stop, form.trigger)), index)
+            if free.finish is None:
+                return True
+            if free.stopped_by != form.trigger:
+                yield Piece(free.tail, index, finish_reason=free.finish, prompt_tokens=len(prompt),
+                            completion_tokens=free.tokens)
+                return False
+            # The model began a call: go on from the trigger under the call grammar.
+            continued = prompt + generation.codec.tokenize_more(free.content + form.trigger)
+            budget = None if params.max_tokens is None else max(0, params.max_tokens - free.tokens)
+            scanner = CallScanner(form, skip=form.trigger)
+            calling = replace(params, grammar=self.after_trigger, stop=(), max_tokens=budget)
+            decoded = yield from _calls(generation.decode(continued, calling), scanner, index, "")
+            if decoded.finish is None:
+                return True
+            used = free.tokens + decoded.tokens
+        finish = self.finish if scanner.complete else decoded.finish
+        yield Piece("", index, finish_reason=finish, prompt_tokens=len(prompt), completion_tokens=used)
+        return False
 
 
 def _calls(decoding, scanner: CallScanner, index: int, frame: str) -> Generator[Piece, None, Any]:

@@ -10,8 +10,9 @@ cached tokens share the longest prefix with its prompt, and only the rest is eva
 Modules: ``shared`` (a model file loaded once, shared by every registration that loads it the
 same way), ``scheduler`` (the thread, its slots and steps), ``batch`` (its ``llama_batch``, arrays
 owned by numpy), ``threads`` (ggml's polling thread pool), ``jobs`` (a request's side: submit,
-read tokens, leave), ``slot_sampling`` (one request's sampling), ``log`` (where llama.cpp's log
-goes; ``_log_sink.c`` is its callback in C, an optional extension). Imported only by
-:mod:`localai_runtime.backends.llama_cpp`; it imports llama_cpp, numpy and
-:mod:`localai_runtime.errors`.
+read tokens, leave), ``params`` (what a request samples with), ``slot_sampling`` (one request's
+sampling), ``grammar`` (a GBNF grammar tried on the likeliest tokens first), ``log`` (where
+llama.cpp's log goes; ``_log_sink.c`` is its callback in C, an optional extension). Imported only
+by :mod:`localai_runtime.backends.llama_cpp`; it imports llama_cpp, numpy,
+:mod:`localai_runtime.errors` and the backends' shared helpers, nothing of the backend above it.
 """

@@ -3,10 +3,9 @@
 Verbose: every line through llama-cpp-python's logger. Otherwise warnings and errors, to stderr,
 through a callback written in C (``_log_sink``, built with the package where a C compiler is at
 hand): llama-cpp-python's callback is Python, so each line llama.cpp logs waits for the
-interpreter's lock. Loading Gemma 3 270M logs about 1,500 lines; beside the server's start-up
-imports its load took 0.97 s with the Python callback and 0.77 s with the C one. (Not verbose,
+interpreter's lock, and a model's load logs well over a thousand lines. (Not verbose,
 llama-cpp-python's callback also drops llama.cpp's errors: its table of levels predates ggml's
-numbering, DEBUG 1, INFO 2, WARN 3, ERROR 4.) Without the extension the Python callback is used.
+numbering.) Without the extension the Python callback is used.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import llama_cpp
 from llama_cpp import _logger
 
 try:
-    from localai_runtime.backends.llama_cpp.engine import _log_sink
+    from localai_runtime.backends.llama_cpp.engine import _log_sink  # type: ignore[attr-defined]  # a C module
 except ImportError:  # not compiled here
     _log_sink = None
 

@@ -3,23 +3,21 @@
 The row is a view of llama.cpp's own logits buffer. Logprobs are taken from the model's logits
 first; then the logit bias is added in place, the grammar masks what it forbids (the most likely
 tokens are checked first, as llama.cpp's server does), and the token is chosen: by argmax in
-numpy where the request is greedy without penalties (no 262,144-entry candidate array built in
-C++ per token), else by llama.cpp's sampler chain (penalties, top_k, typical, top_p, min_p,
+numpy where the request is greedy without penalties (no vocabulary-sized candidate array built
+in C++ per token), else by llama.cpp's sampler chain (penalties, top_k, typical, top_p, min_p,
 temperature, mirostat, seeded distribution) reading the modified row.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import llama_cpp
 import numpy as np
 
+from localai_runtime.backends.llama_cpp.engine.params import SamplingParams
 from localai_runtime.errors import InvalidRequestError
-
-if TYPE_CHECKING:
-    from localai_runtime.backends.llama_cpp.sampling import LazyGrammar
 
 Entry = Callable[[int, float], dict[str, Any]]
 """A token and its logprob as OpenAI's logprob entry."""
@@ -30,20 +28,17 @@ class GrammarDeadEnd(InvalidRequestError):
 
 
 class SlotSampler:
-    def __init__(self, n_vocab: int, sampling: Mapping[str, Any], *, seed: int, repeat_last_n: int,
-                 bias: tuple[np.ndarray, np.ndarray] | None, top_logprobs: int | None, entry: Entry) -> None:
+    def __init__(self, n_vocab: int, params: SamplingParams, entry: Entry) -> None:
         self.n_vocab = n_vocab
-        self._bias = bias
-        self._top = top_logprobs
+        self._bias = params.bias
+        self._top = params.top_logprobs
         self._entry = entry
-        grammar: LazyGrammar | None = sampling.get("grammar")
-        self._grammar = grammar.start() if grammar is not None else None
-        temp = float(sampling.get("temp", 1.0))
-        penalties = (sampling.get("repeat_penalty", 1.0) != 1.0 or sampling.get("frequency_penalty", 0.0) != 0.0
-                     or sampling.get("presence_penalty", 0.0) != 0.0) and repeat_last_n != 0
-        self.greedy = temp == 0.0 and not penalties
-        self._chain = None if self.greedy else _chain(n_vocab, sampling, temp, seed, repeat_last_n, penalties)
-        self._penalty_window = repeat_last_n if penalties else 0
+        self._grammar = params.grammar.start() if params.grammar is not None else None
+        penalties = (params.repeat_penalty != 1.0 or params.frequency_penalty != 0.0
+                     or params.presence_penalty != 0.0) and params.repeat_last_n != 0
+        self.greedy = float(params.temperature) == 0.0 and not penalties
+        self._chain = None if self.greedy else _chain(n_vocab, params, penalties)
+        self._penalty_window = params.repeat_last_n if penalties else 0
         """Prompt tokens the penalties see (0: no penalties)."""
 
     def accept_prompt(self, prompt: list[int]) -> None:
@@ -55,7 +50,7 @@ class SlotSampler:
     def sample(self, ctx: Any, index: int) -> tuple[int, dict[str, Any] | None]:
         """The next token from output ``index`` of the last decode, and its logprob entry."""
         row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, index), shape=(self.n_vocab,))
-        logprob = self._logprob(row) if self._top is not None else None
+        logprobs = self._logprob(row) if self._top is not None else None
         if self._bias is not None:
             ids, values = self._bias
             row[ids] += values
@@ -74,9 +69,7 @@ class SlotSampler:
             token = llama_cpp.llama_sampler_sample(self._chain, ctx, index)
         if self._grammar is not None:
             self._grammar.accept(token)
-        if logprob is not None:
-            logprob = self._describe(row_logprobs=logprob, token=token)
-        return token, logprob
+        return token, None if logprobs is None else self._describe(row_logprobs=logprobs, token=token)
 
     def _logprob(self, row: np.ndarray) -> np.ndarray:
         logits = row.astype(np.float64)
@@ -102,32 +95,32 @@ class SlotSampler:
             self._chain = None
 
 
-def _chain(n_vocab: int, sampling: Mapping[str, Any], temp: float, seed: int, last_n: int, penalties: bool) -> Any:
+def _chain(n_vocab: int, params: SamplingParams, penalties: bool) -> Any:
     """llama.cpp's sampler chain in llama-cpp-python's order (what ``Llama.generate`` used)."""
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
 
     def add(sampler: Any) -> None:
         llama_cpp.llama_sampler_chain_add(chain, sampler)
 
+    temp = float(params.temperature)
+    seed = llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed
     if penalties:
-        add(llama_cpp.llama_sampler_init_penalties(n_vocab, last_n, sampling.get("repeat_penalty", 1.0),
-                                                   sampling.get("frequency_penalty", 0.0),
-                                                   sampling.get("presence_penalty", 0.0)))
-    mirostat = sampling.get("mirostat_mode", 0)
-    tau, eta = sampling.get("mirostat_tau", 5.0), sampling.get("mirostat_eta", 0.1)
+        add(llama_cpp.llama_sampler_init_penalties(n_vocab, params.repeat_last_n, params.repeat_penalty,
+                                                   params.frequency_penalty, params.presence_penalty))
+    tau, eta = params.mirostat_tau, params.mirostat_eta
     if temp < 0.0:
         add(llama_cpp.llama_sampler_init_dist(seed))
     elif temp == 0.0:
         add(llama_cpp.llama_sampler_init_greedy())
-    elif mirostat == 1:
+    elif params.mirostat == 1:
         add(llama_cpp.llama_sampler_init_mirostat(n_vocab, seed, tau, eta, 100))
-    elif mirostat == 2:
+    elif params.mirostat == 2:
         add(llama_cpp.llama_sampler_init_mirostat_v2(seed, tau, eta))
     else:
-        add(llama_cpp.llama_sampler_init_top_k(int(sampling.get("top_k", 0))))
-        add(llama_cpp.llama_sampler_init_typical(sampling.get("typical_p", 1.0), 1))
-        add(llama_cpp.llama_sampler_init_top_p(sampling.get("top_p", 1.0), 1))
-        add(llama_cpp.llama_sampler_init_min_p(sampling.get("min_p", 0.0), 1))
+        add(llama_cpp.llama_sampler_init_top_k(int(params.top_k)))
+        add(llama_cpp.llama_sampler_init_typical(params.typical_p, 1))
+        add(llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
+        add(llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
         add(llama_cpp.llama_sampler_init_temp(temp))
         add(llama_cpp.llama_sampler_init_dist(seed))
     return chain

@@ -1,0 +1,74 @@
+"""A GBNF grammar as the engine applies it: to the most likely tokens first.
+
+Checking every token of a large vocabulary against a grammar can cost more than a forward pass
+of a small model; a few dozen tokens cost nothing. So, as llama.cpp's own server
+does, the grammar is tried on the :data:`CANDIDATES` most likely tokens, and on the whole
+vocabulary only when none of them fits.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+import llama_cpp
+import numpy as np
+
+from localai_runtime.errors import InvalidRequestError
+
+_TOKEN_DATA = np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True)
+CANDIDATES = 64
+"""Tokens tried against the grammar first, the most likely ones; the whole vocabulary is
+checked only when none of them fits."""
+
+
+class LazyGrammar:
+    """A compiled grammar; :meth:`start` gives one generation its own state. Sampling then
+    chooses among the allowed tokens of the most likely ones (as top_k would), or among all
+    allowed tokens."""
+
+    def __init__(self, vocab: Any, text: str, param: str) -> None:
+        self.text = text
+        """The GBNF source (a call grammar may offer it as an alternative)."""
+        self._vocab, self._text = vocab, text.encode("utf-8")
+        self.param = param
+        """The request field the grammar comes from (errors name it)."""
+        sampler = llama_cpp.llama_sampler_init_grammar(vocab, self._text, b"root")
+        if not sampler:  # llama.cpp would crash on a NULL sampler later
+            raise InvalidRequestError("the grammar is not valid GBNF with a 'root' rule", param=param)
+        llama_cpp.llama_sampler_free(sampler)
+        self._sampler: Any = None
+
+    def start(self) -> LazyGrammar:
+        """A fresh copy in the grammar's start state, for one generation (:meth:`close` it)."""
+        started = object.__new__(LazyGrammar)
+        started.text, started._vocab, started._text, started.param = self.text, self._vocab, self._text, self.param
+        started._sampler = llama_cpp.llama_sampler_init_grammar(self._vocab, self._text, b"root")
+        return started
+
+    def close(self) -> None:
+        if self._sampler:
+            llama_cpp.llama_sampler_free(self._sampler)
+            self._sampler = None
+
+    def accept(self, token: int) -> None:
+        llama_cpp.llama_sampler_accept(self._sampler, token)
+
+    def _allowed(self, ids: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        data = np.zeros(len(ids), dtype=_TOKEN_DATA)
+        data["id"], data["logit"] = ids, logits
+        candidates = llama_cpp.llama_token_data_array(
+            data=data.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token_data)), size=len(ids), selected=-1,
+            sorted=False)
+        llama_cpp.llama_sampler_apply(self._sampler, ctypes.byref(candidates))
+        return data["id"][np.isfinite(data["logit"])]
+
+    def allowed(self, scores: np.ndarray) -> np.ndarray:
+        """The ids the grammar allows next: among the :data:`CANDIDATES` most likely tokens, or
+        (when none of those fits) in the whole vocabulary; empty when it allows none."""
+        count = min(CANDIDATES, scores.size)
+        top = np.argpartition(scores, scores.size - count)[scores.size - count:]
+        allowed = self._allowed(top, scores[top])
+        if allowed.size == 0:
+            allowed = self._allowed(np.arange(scores.size, dtype=np.intc), scores)
+        return allowed
