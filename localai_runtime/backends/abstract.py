@@ -18,7 +18,10 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from localai_runtime.tools.request import ToolRequest
 
 COMMON_SETTINGS_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -83,7 +86,9 @@ def below_the_event_loop() -> None:
 
 @runtime_checkable
 class ModelInstance(Protocol):
-    def chat(self, request: Mapping[str, Any], should_stop: ShouldStop) -> Iterator[Piece]: ...
+    def chat(self, request: Mapping[str, Any], should_stop: ShouldStop, tools: ToolRequest) -> Iterator[Piece]:
+        """``tools``: the request's tools, parsed and checked once by the serving layer."""
+        ...
 
     def complete(self, request: Mapping[str, Any], should_stop: ShouldStop) -> Iterator[Piece]: ...
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from localai_runtime.errors import InvalidRequestError, UnsupportedParameterError
-from localai_runtime.tools.request import tool_request
+from localai_runtime.tools.request import ToolRequest, tool_request
 
 _COPIED = ("temperature", "top_p", "parallel_tool_calls", "x-localai-extensions")
 
@@ -101,8 +101,9 @@ def _responses_param(param: str | None) -> str | None:
     return param
 
 
-def chat_request(request: Mapping[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]:
-    """The chat request serving ``request`` (merged and admitted by the policy) on ``messages``."""
+def chat_request(request: Mapping[str, Any], messages: list[dict[str, Any]]) -> tuple[dict[str, Any], ToolRequest]:
+    """The chat request serving ``request`` (merged and admitted by the policy) on ``messages``,
+    and its tools."""
     chat: dict[str, Any] = {"model": request["model"], "messages": messages}
     chat.update({key: request[key] for key in _COPIED if request.get(key) is not None})
     if request.get("max_output_tokens") is not None:
@@ -115,8 +116,8 @@ def chat_request(request: Mapping[str, Any], messages: list[dict[str, Any]]) -> 
     if response_format is not None and response_format["type"] != "text":
         chat["response_format"] = response_format
     try:
-        tool_request(chat)  # a mistake in the tools is a 400 before any wait
+        tools = tool_request(chat)  # a mistake in the tools is a 400 before any wait
     except InvalidRequestError as exc:
         exc.param = _responses_param(exc.param)
         raise
-    return chat
+    return chat, tools

@@ -9,6 +9,7 @@ backend's pieces and, with ``truncation: auto``, drops the oldest items until th
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -120,7 +121,7 @@ async def open_turn(runtime: Runtime, body: Mapping[str, Any]) -> Turn:
     check_calls(history, new)
     if conversation:
         check_new_ids(history, new, "input")
-    chat = chat_request(request, to_messages(request.get("instructions"), history + new))
+    chat, prepared.tools = chat_request(request, to_messages(request.get("instructions"), history + new))
     return Turn(prepared, new_id("resp"), time.time(), new, history, stored, conversation, chat,
                 observer=runtime.observe(registration.model))
 
@@ -175,7 +176,8 @@ async def generate(runtime: Runtime, turn: Turn) -> AsyncIterator[Piece]:
             if registration.remote:
                 pieces = remote_pieces(lease, registration, turn.chat, turn.stop, turn.observer)
             else:
-                pieces = run_pieces(lease.instance.chat, turn.chat, stop=turn.stop, counter=runtime.generations,
+                chat = functools.partial(lease.instance.chat, tools=turn.prepared.tools)
+                pieces = run_pieces(chat, turn.chat, stop=turn.stop, counter=runtime.generations,
                                     executor=runtime.executor, lease=lease, observer=turn.observer)
             try:
                 first = await anext(pieces)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from localai_runtime.backends import ModelInstance
+from localai_runtime.serving.policy import Prepared
 from localai_runtime.serving.text import Call
 
 
@@ -18,8 +20,8 @@ class ChatFormat:
     object = "chat.completion"
     chunk_object = "chat.completion.chunk"
 
-    def method(self, instance: ModelInstance):  # noqa: ANN201 - the instance's generator
-        return instance.chat
+    def method(self, instance: ModelInstance, prepared: Prepared):  # noqa: ANN201 - the instance's generator
+        return functools.partial(instance.chat, tools=prepared.tools)
 
     def choice(self, index: int, text: str, finish: str, logprobs: list[dict[str, Any]] | None,
                calls: list[Call], legacy: bool) -> dict[str, Any]:

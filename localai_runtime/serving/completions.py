@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from localai_runtime.backends import ModelInstance
+from localai_runtime.serving.policy import Prepared
 
 
 def completion_logprobs(entries: list[dict[str, Any]] | None, offset: int = 0) -> dict[str, Any] | None:
@@ -29,7 +30,7 @@ class CompletionFormat:
     object = "text_completion"
     chunk_object = "text_completion"
 
-    def method(self, instance: ModelInstance):  # noqa: ANN201 - the instance's generator
+    def method(self, instance: ModelInstance, prepared: Prepared):  # noqa: ANN201 - the instance's generator
         return instance.complete
 
     def choice(self, index: int, text: str, finish: str, logprobs: list[dict[str, Any]] | None,

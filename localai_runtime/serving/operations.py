@@ -30,14 +30,12 @@ _TEXT: Mapping[str, text.TextFormat] = {CHAT: chat.FORMAT, COMPLETION: completio
 async def serve(runtime: Runtime, operation_id: str, body: Mapping[str, Any], receive: Callable[[], Any]) -> Response:
     registration = runtime.lookup(operation_id, body.get("model"))
     prepared = prepare(operation_id, body, registration, runtime.schemas, validated=True)  # by the document
+    if operation_id == CHAT:  # a mistake in tools or tool messages is a 400 before any wait
+        prepared.tools = tool_request(prepared.request)
     if registration.remote:
-        if operation_id == CHAT:
-            tool_request(prepared.request)
         return await upstream.relay(runtime, operation_id, prepared, receive)
     if operation_id == EMBEDDING:
         return await embeddings.answer(runtime, prepared, receive)
     if operation_id in (TOKENIZE, DETOKENIZE):
         return await tokenize.answer(runtime, operation_id, prepared, receive)
-    if operation_id == CHAT:
-        tool_request(prepared.request)  # a mistake in tools or tool messages is a 400 before any wait
     return await text.answer(runtime, _TEXT[operation_id], prepared, receive)

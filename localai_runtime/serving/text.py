@@ -34,8 +34,9 @@ class TextFormat(Protocol):
     object: str
     chunk_object: str
 
-    def method(self, instance: ModelInstance) -> Callable[[Mapping[str, Any], Callable[[], bool]], Iterator[Piece]]:
-        """The instance's generator for this API."""
+    def method(self, instance: ModelInstance,
+               prepared: Prepared) -> Callable[[Mapping[str, Any], Callable[[], bool]], Iterator[Piece]]:
+        """The instance's generator for this API, given what ``prepared`` parsed for it."""
         ...
 
     def choice(self, index: int, text: str, finish: str, logprobs: list[dict[str, Any]] | None,
@@ -159,8 +160,9 @@ async def _whole(
     async def generate() -> list[Piece]:
         async with runtime.pool(prepared.registration).acquire() as lease:
             observer.admitted()
-            return await collect_pieces(form.method(lease.instance), request, stop=stop, counter=runtime.generations,
-                                        executor=runtime.executor, lease=lease, observer=observer)
+            return await collect_pieces(form.method(lease.instance, prepared), request, stop=stop,
+                                        counter=runtime.generations, executor=runtime.executor, lease=lease,
+                                        observer=observer)
 
     for piece in await until_disconnected(generate(), receive, stop):
         choices.add(piece)
@@ -169,7 +171,7 @@ async def _whole(
     if prepared.filters.active:
         texts = await asyncio.to_thread(lambda: {i: prepared.filters.apply(text) for i, text in texts.items()})
     body = _envelope(form, prepared, form.object)
-    legacy = prepared.request.get("functions") is not None
+    legacy = prepared.tools.legacy
     body["choices"] = [form.choice(i, texts[i], choices.finish.get(i, "stop"), choices.logprobs.get(i),
                                    choices.calls.get(i, []), legacy) for i in choices.indices()]
     body["usage"] = choices.usage()
@@ -189,7 +191,7 @@ async def _stream(
     include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
     choices = Choices(int(request.get("n") or 1))
     sent: dict[int, int] = {}  # characters of each choice's text sent so far (text_offset starts there)
-    legacy = request.get("functions") is not None
+    legacy = prepared.tools.legacy
 
     def chunk(index: int, text: str | None, finish: str | None, logprobs=None, calls=()) -> bytes:
         choice = form.chunk_choice(index, text, finish, logprobs, sent.get(index, 0), list(calls), legacy)
@@ -201,7 +203,7 @@ async def _stream(
     try:
         async with runtime.pool(prepared.registration).acquire() as lease:
             observer.admitted()
-            pieces = run_pieces(form.method(lease.instance), request, stop=stop, counter=runtime.generations,
+            pieces = run_pieces(form.method(lease.instance, prepared), request, stop=stop, counter=runtime.generations,
                                 executor=runtime.executor, lease=lease, observer=observer)
             async for piece in pieces:
                 if not started:

@@ -26,7 +26,7 @@ from localai_runtime.errors import (
     InvalidRequestError,
 )
 from localai_runtime.tools.formats import FORMATS, recognise
-from localai_runtime.tools.request import ToolRequest, tool_request
+from localai_runtime.tools.request import ToolRequest
 
 logger = logging.getLogger(__name__)
 
@@ -115,8 +115,7 @@ class LlamaCppInstance(Tokens):
 
     # -- chat and completions ---------------------------------------------------------------
 
-    def chat(self, request: Mapping[str, Any], should_stop: ShouldStop) -> Iterator[Piece]:
-        tools = tool_request(request)
+    def chat(self, request: Mapping[str, Any], should_stop: ShouldStop, tools: ToolRequest) -> Iterator[Piece]:
         max_tokens = request_value(request, "max_completion_tokens", request_value(request, "max_tokens"))
         top = request_value(request, "top_logprobs", 0) if request_value(request, "logprobs", False) else None
         return self._choices([self.chat_tokens(request, tools)], request, max_tokens, top, "messages", should_stop,
