@@ -31,7 +31,7 @@ class Tool:
 
     def as_chat(self) -> dict[str, Any]:
         """The tool as a chat request lists it (for chat templates and upstream engines)."""
-        function: dict[str, Any] = {"name": self.name, "parameters": self.parameters}
+        function: dict[str, Any] = {"name": self.name, "parameters": dict(self.parameters)}
         if self.description:
             function["description"] = self.description
         if self.strict is not None:
