@@ -10,21 +10,21 @@ cancels the work; after it, an error arrives as an event before ``[DONE]``.
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from localai_runtime.backends import ModelInstance, Piece
-from localai_runtime.errors import APIError, internal_error, stream_error_event
+from localai_runtime.serving import streaming
 from localai_runtime.serving.generation import collect_pieces, run_pieces, until_disconnected
 from localai_runtime.serving.policy import Prepared
 from localai_runtime.serving.runtime import Runtime
+from localai_runtime.serving.streaming import sse
 
 
 class TextFormat(Protocol):
@@ -129,25 +129,9 @@ def _envelope(form: TextFormat, prepared: Prepared, kind: str) -> dict[str, Any]
 async def answer(runtime: Runtime, form: TextFormat, prepared: Prepared, receive: Callable[[], Any]) -> Response:
     stop = threading.Event()
     if prepared.request.get("stream"):
-        stream = _stream(runtime, form, prepared, stop)
-        first = await until_disconnected(anext(stream), receive, stop)
-        return StreamingResponse(
-            prepend(first, stream),
-            media_type="text/event-stream",
-            headers={**prepared.headers(), "Cache-Control": "no-cache"},
-        )
+        return await streaming.respond(runtime, _stream(runtime, form, prepared, stop), receive, stop,
+                                       prepared.headers)
     return await _whole(runtime, form, prepared, receive, stop)
-
-
-async def prepend(first: bytes, rest: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
-    """``first``, then ``rest``, which is closed with this (so it gives its work back at once
-    when the response ends early, not when the garbage collector finds it)."""
-    try:
-        yield first
-        async for item in rest:
-            yield item
-    finally:
-        await rest.aclose()
 
 
 async def _whole(
@@ -178,13 +162,9 @@ async def _whole(
     return JSONResponse(body, headers=prepared.headers())
 
 
-def sse(payload: Mapping[str, Any]) -> bytes:
-    return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"
-
-
 async def _stream(
     runtime: Runtime, form: TextFormat, prepared: Prepared, stop: threading.Event
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     request = prepared.request
     filters = prepared.filters
     envelope = _envelope(form, prepared, form.chunk_object)
@@ -198,41 +178,27 @@ async def _stream(
         sent[index] = sent.get(index, 0) + len(text or "")
         return sse({**envelope, "choices": [choice]})
 
-    started = False
+    opened = False
     observer = runtime.observe(prepared.registration.model)
-    try:
-        async with runtime.pool(prepared.registration).acquire() as lease:
-            observer.admitted()
-            pieces = run_pieces(form.method(lease.instance, prepared), request, stop=stop, counter=runtime.generations,
-                                executor=runtime.executor, lease=lease, observer=observer)
-            async for piece in pieces:
-                if not started:
-                    started = True
-                    for choice in form.opening_choices(choices.n):
-                        yield sse({**envelope, "choices": [choice]})
-                calls = choices.add(piece)
-                if not filters.active and (piece.text or piece.logprobs):
-                    yield chunk(piece.index, piece.text, None, piece.logprobs)
-                if calls:
-                    yield chunk(piece.index, None, None, calls=calls)
-                if piece.finish_reason is not None:
-                    if filters.active:  # cut/trim need the whole text: it arrives in one piece
-                        text = await asyncio.to_thread(filters.apply, choices.text[piece.index])
-                        yield chunk(piece.index, text, None, choices.logprobs.get(piece.index))
-                    yield chunk(piece.index, None, piece.finish_reason)
-        started = True
-        observer.finished(choices.finish.get(0, "stop"), choices.prompt_tokens, choices.completion_tokens)
-        if include_usage:
-            yield sse({**envelope, "choices": [], "usage": choices.usage()})
-    except Exception as exc:  # noqa: BLE001 - after the stream started, errors become an event
-        if not started:
-            raise
-        yield late_error(runtime, exc)
-    yield b"data: [DONE]\n\n"
-
-
-def late_error(runtime: Runtime, exc: Exception) -> bytes:
-    """The event that ends a stream which failed after it began (counted in /metrics)."""
-    error = exc if isinstance(exc, APIError) else internal_error(exc)
-    runtime.count_error(error)
-    return stream_error_event(error)
+    async with runtime.pool(prepared.registration).acquire() as lease:
+        observer.admitted()
+        pieces = run_pieces(form.method(lease.instance, prepared), request, stop=stop, counter=runtime.generations,
+                            executor=runtime.executor, lease=lease, observer=observer)
+        async for piece in pieces:
+            if not opened:
+                opened = True
+                for choice in form.opening_choices(choices.n):
+                    yield sse({**envelope, "choices": [choice]})
+            calls = choices.add(piece)
+            if not filters.active and (piece.text or piece.logprobs):
+                yield chunk(piece.index, piece.text, None, piece.logprobs)
+            if calls:
+                yield chunk(piece.index, None, None, calls=calls)
+            if piece.finish_reason is not None:
+                if filters.active:  # cut/trim need the whole text: it arrives in one piece
+                    text = await asyncio.to_thread(filters.apply, choices.text[piece.index])
+                    yield chunk(piece.index, text, None, choices.logprobs.get(piece.index))
+                yield chunk(piece.index, None, piece.finish_reason)
+    observer.finished(choices.finish.get(0, "stop"), choices.prompt_tokens, choices.completion_tokens)
+    if include_usage:
+        yield sse({**envelope, "choices": [], "usage": choices.usage()})
