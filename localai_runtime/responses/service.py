@@ -1,5 +1,9 @@
 """createResponse, answered whole, streamed or in the background; and the stored responses.
 
+:class:`ResponsesServing` serves createResponse as the other APIs are served
+(:class:`~localai_runtime.serving.base.Serving`): its local and relayed answers differ only in
+where the turn's pieces come from.
+
 A response is stored (when its ``store`` is true) before its final object or its
 ``response.completed`` event leaves, so a GET or a follow-up sent right after sees it. The
 ids in the stream, the final object and storage are the same objects (:mod:`.output`).
@@ -10,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from starlette.responses import JSONResponse, Response
@@ -19,9 +23,22 @@ from localai_runtime.errors import APIError, InvalidRequestError, NotFoundError,
 from localai_runtime.responses.events import EventStream
 from localai_runtime.responses.objects import TERMINAL, finished, page, response_object
 from localai_runtime.responses.output import Event, OutputBuilder
-from localai_runtime.responses.turn import Turn, generate, in_store, open_turn, require_store, store_unavailable
+from localai_runtime.responses.request import without_no_ops
+from localai_runtime.responses.turn import (
+    Turn,
+    generate,
+    in_store,
+    local_pieces,
+    open_turn,
+    relayed_pieces,
+    require_store,
+    store_unavailable,
+)
 from localai_runtime.serving import streaming
+from localai_runtime.serving.base import Serving
+from localai_runtime.serving.fields import RESPONSES
 from localai_runtime.serving.generation import until_disconnected
+from localai_runtime.serving.policy import Prepared
 from localai_runtime.serving.runtime import Runtime
 from localai_runtime.store import ResponseRecord, StoreError
 
@@ -31,8 +48,26 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-async def create(runtime: Runtime, body: dict[str, Any], receive: Callable[[], Any]) -> Response:
-    turn = await open_turn(runtime, body)
+class ResponsesServing(Serving):
+    operation_id = RESPONSES
+    validated = False  # the policy validates the request as it weighs it (without its no-ops)
+
+    def normalise(self, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        return without_no_ops(body)
+
+    async def answer(self, runtime: Runtime, body: Mapping[str, Any], prepared: Prepared,
+                     receive: Callable[[], Any]) -> Response:
+        return await _create(runtime, await open_turn(runtime, body, prepared, local_pieces), receive)
+
+    async def relay(self, runtime: Runtime, body: Mapping[str, Any], prepared: Prepared,
+                    receive: Callable[[], Any]) -> Response:
+        return await _create(runtime, await open_turn(runtime, body, prepared, relayed_pieces), receive)
+
+
+SERVING = ResponsesServing()
+
+
+async def _create(runtime: Runtime, turn: Turn, receive: Callable[[], Any]) -> Response:
     response = response_object(turn.response_id, turn.created_at, turn.prepared.registration.model, turn.request,
                                stored=turn.stored, conversation_id=turn.conversation_id)
     if turn.request.get("background"):

@@ -1,10 +1,10 @@
-"""Generated text, answered whole or streamed as server-sent events, for any API format.
+"""Generated text, answered whole or streamed as server-sent events, for any API of text.
 
-:func:`answer` runs one generation request on a leased instance and shapes its pieces with a
-:class:`TextFormat` (chat completions, legacy completions; ``chat`` and ``completions`` hold
-them), so nothing here branches on the operation. Until the first piece, errors (model
-unavailable, queue full, prompt too long) are plain HTTP errors and a client that leaves
-cancels the work; after it, an error arrives as an event before ``[DONE]``.
+:class:`TextServing` runs one generation request on a leased instance and shapes its pieces
+with its subclass's hooks (chat completions, legacy completions: ``chat`` and ``completions``),
+so nothing here branches on the operation. Until the first piece, errors (model unavailable,
+queue full, prompt too long) are plain HTTP errors and a client that leaves cancels the work;
+after it, an error arrives as an event before ``[DONE]`` (:mod:`.streaming`).
 """
 
 from __future__ import annotations
@@ -15,44 +15,53 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar
 
 from starlette.responses import JSONResponse, Response
 
 from localai_runtime.backends import ModelInstance, Piece
 from localai_runtime.serving import streaming
+from localai_runtime.serving.base import Serving
 from localai_runtime.serving.generation import collect_pieces, run_pieces, until_disconnected
 from localai_runtime.serving.policy import Prepared
 from localai_runtime.serving.runtime import Runtime
 from localai_runtime.serving.streaming import sse
 
 
-class TextFormat(Protocol):
-    """How one API shapes generated text."""
+class TextServing(Serving):
+    """An API of generated text: the hooks say how it calls the instance and shapes the text."""
 
-    id_prefix: str
-    object: str
-    chunk_object: str
+    id_prefix: ClassVar[str]
+    object: ClassVar[str]
+    chunk_object: ClassVar[str]
 
-    def method(self, instance: ModelInstance,
-               prepared: Prepared) -> Callable[[Mapping[str, Any], Callable[[], bool]], Iterator[Piece]]:
+    async def answer(self, runtime: Runtime, body: Mapping[str, Any], prepared: Prepared,
+                     receive: Callable[[], Any]) -> Response:
+        stop = threading.Event()
+        if prepared.request.get("stream"):
+            return await streaming.respond(runtime, _stream(runtime, self, prepared, stop), receive, stop,
+                                           prepared.headers)
+        return await _whole(runtime, self, prepared, receive, stop)
+
+    def generator(self, instance: ModelInstance,
+                  prepared: Prepared) -> Callable[[Mapping[str, Any], Callable[[], bool]], Iterator[Piece]]:
         """The instance's generator for this API, given what ``prepared`` parsed for it."""
-        ...
+        raise NotImplementedError
 
     def choice(self, index: int, text: str, finish: str, logprobs: list[dict[str, Any]] | None,
                calls: list[Call], legacy: bool) -> dict[str, Any]:
-        ...
+        raise NotImplementedError
 
     def chunk_choice(self, index: int, text: str | None, finish: str | None,
                      logprobs: list[dict[str, Any]] | None, offset: int,
                      calls: list[Call], legacy: bool) -> dict[str, Any]:
         """A stream chunk's choice; ``offset``: characters of this choice already sent; ``calls``:
         new output of tool calls (a call's id and name once, then argument text)."""
-        ...
+        raise NotImplementedError
 
     def opening_choices(self, n: int) -> list[dict[str, Any]]:
         """Choices of the chunks sent before the first text (chat announces the role)."""
-        ...
+        return []
 
 
 @dataclass
@@ -116,7 +125,7 @@ class Choices:
         return sorted(self.text)
 
 
-def _envelope(form: TextFormat, prepared: Prepared, kind: str) -> dict[str, Any]:
+def _envelope(form: TextServing, prepared: Prepared, kind: str) -> dict[str, Any]:
     return {
         "id": f"{form.id_prefix}-{uuid.uuid4().hex}",
         "object": kind,
@@ -126,16 +135,8 @@ def _envelope(form: TextFormat, prepared: Prepared, kind: str) -> dict[str, Any]
     }
 
 
-async def answer(runtime: Runtime, form: TextFormat, prepared: Prepared, receive: Callable[[], Any]) -> Response:
-    stop = threading.Event()
-    if prepared.request.get("stream"):
-        return await streaming.respond(runtime, _stream(runtime, form, prepared, stop), receive, stop,
-                                       prepared.headers)
-    return await _whole(runtime, form, prepared, receive, stop)
-
-
 async def _whole(
-    runtime: Runtime, form: TextFormat, prepared: Prepared, receive: Callable[[], Any], stop: threading.Event
+    runtime: Runtime, form: TextServing, prepared: Prepared, receive: Callable[[], Any], stop: threading.Event
 ) -> Response:
     request = prepared.request
     choices = Choices(int(request.get("n") or 1))
@@ -144,7 +145,7 @@ async def _whole(
     async def generate() -> list[Piece]:
         async with runtime.pool(prepared.registration).acquire() as lease:
             observer.admitted()
-            return await collect_pieces(form.method(lease.instance, prepared), request, stop=stop,
+            return await collect_pieces(form.generator(lease.instance, prepared), request, stop=stop,
                                         counter=runtime.generations, executor=runtime.executor, lease=lease,
                                         observer=observer)
 
@@ -163,7 +164,7 @@ async def _whole(
 
 
 async def _stream(
-    runtime: Runtime, form: TextFormat, prepared: Prepared, stop: threading.Event
+    runtime: Runtime, form: TextServing, prepared: Prepared, stop: threading.Event
 ) -> AsyncGenerator[bytes, None]:
     request = prepared.request
     filters = prepared.filters
@@ -182,7 +183,7 @@ async def _stream(
     observer = runtime.observe(prepared.registration.model)
     async with runtime.pool(prepared.registration).acquire() as lease:
         observer.admitted()
-        pieces = run_pieces(form.method(lease.instance, prepared), request, stop=stop, counter=runtime.generations,
+        pieces = run_pieces(form.generator(lease.instance, prepared), request, stop=stop, counter=runtime.generations,
                             executor=runtime.executor, lease=lease, observer=observer)
         async for piece in pieces:
             if not opened:

@@ -21,13 +21,13 @@ from localai_runtime.backends.openai_upstream.failures import UpstreamError, err
 from localai_runtime.backends.openai_upstream.streams import chat_pieces
 from localai_runtime.errors import ContextLengthExceededError, UnsupportedParameterError
 from localai_runtime.serving import streaming
-from localai_runtime.serving.embeddings import encode
 from localai_runtime.serving.fields import EXTENSIONS, METADATA_FIELDS, OUTPUT_FILTERS
 from localai_runtime.serving.generation import Observer, until_disconnected
 from localai_runtime.serving.policy import Prepared
 from localai_runtime.serving.pool import Lease
 from localai_runtime.serving.registrations import Registration
 from localai_runtime.serving.runtime import Runtime
+from localai_runtime.serving.vectors import encode
 
 PATHS = {"createChatCompletion": "/chat/completions", "createCompletion": "/completions",
          "createEmbedding": "/embeddings"}
