@@ -125,9 +125,9 @@ class Choices:
         return sorted(self.text)
 
 
-def _envelope(form: TextServing, prepared: Prepared, kind: str) -> dict[str, Any]:
+def _envelope(api: TextServing, prepared: Prepared, kind: str) -> dict[str, Any]:
     return {
-        "id": f"{form.id_prefix}-{uuid.uuid4().hex}",
+        "id": f"{api.id_prefix}-{uuid.uuid4().hex}",
         "object": kind,
         "created": int(time.time()),
         "model": prepared.registration.model,
@@ -136,7 +136,7 @@ def _envelope(form: TextServing, prepared: Prepared, kind: str) -> dict[str, Any
 
 
 async def _whole(
-    runtime: Runtime, form: TextServing, prepared: Prepared, receive: Callable[[], Any], stop: threading.Event
+    runtime: Runtime, api: TextServing, prepared: Prepared, receive: Callable[[], Any], stop: threading.Event
 ) -> Response:
     request = prepared.request
     choices = Choices(int(request.get("n") or 1))
@@ -145,7 +145,7 @@ async def _whole(
     async def generate() -> list[Piece]:
         async with runtime.pool(prepared.registration).acquire() as lease:
             observer.admitted()
-            return await collect_pieces(form.generator(lease.instance, prepared), request, stop=stop,
+            return await collect_pieces(api.generator(lease.instance, prepared), request, stop=stop,
                                         counter=runtime.generations, executor=runtime.executor, lease=lease,
                                         observer=observer)
 
@@ -155,27 +155,27 @@ async def _whole(
     texts = {i: choices.text[i] for i in choices.indices()}
     if prepared.filters.active:
         texts = await asyncio.to_thread(lambda: {i: prepared.filters.apply(text) for i, text in texts.items()})
-    body = _envelope(form, prepared, form.object)
+    body = _envelope(api, prepared, api.object)
     legacy = prepared.tools.legacy
-    body["choices"] = [form.choice(i, texts[i], choices.finish.get(i, "stop"), choices.logprobs.get(i),
+    body["choices"] = [api.choice(i, texts[i], choices.finish.get(i, "stop"), choices.logprobs.get(i),
                                    choices.calls.get(i, []), legacy) for i in choices.indices()]
     body["usage"] = choices.usage()
     return JSONResponse(body, headers=prepared.headers())
 
 
 async def _stream(
-    runtime: Runtime, form: TextServing, prepared: Prepared, stop: threading.Event
+    runtime: Runtime, api: TextServing, prepared: Prepared, stop: threading.Event
 ) -> AsyncGenerator[bytes, None]:
     request = prepared.request
     filters = prepared.filters
-    envelope = _envelope(form, prepared, form.chunk_object)
+    envelope = _envelope(api, prepared, api.chunk_object)
     include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
     choices = Choices(int(request.get("n") or 1))
     sent: dict[int, int] = {}  # characters of each choice's text sent so far (text_offset starts there)
     legacy = prepared.tools.legacy
 
     def chunk(index: int, text: str | None, finish: str | None, logprobs=None, calls=()) -> bytes:
-        choice = form.chunk_choice(index, text, finish, logprobs, sent.get(index, 0), list(calls), legacy)
+        choice = api.chunk_choice(index, text, finish, logprobs, sent.get(index, 0), list(calls), legacy)
         sent[index] = sent.get(index, 0) + len(text or "")
         return sse({**envelope, "choices": [choice]})
 
@@ -183,12 +183,12 @@ async def _stream(
     observer = runtime.observe(prepared.registration.model)
     async with runtime.pool(prepared.registration).acquire() as lease:
         observer.admitted()
-        pieces = run_pieces(form.generator(lease.instance, prepared), request, stop=stop, counter=runtime.generations,
+        pieces = run_pieces(api.generator(lease.instance, prepared), request, stop=stop, counter=runtime.generations,
                             executor=runtime.executor, lease=lease, observer=observer)
         async for piece in pieces:
             if not opened:
                 opened = True
-                for choice in form.opening_choices(choices.n):
+                for choice in api.opening_choices(choices.n):
                     yield sse({**envelope, "choices": [choice]})
             calls = choices.add(piece)
             if not filters.active and (piece.text or piece.logprobs):
