@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from localai_runtime.backends import Piece
@@ -125,9 +125,9 @@ async def open_turn(runtime: Runtime, body: Mapping[str, Any], prepared: Prepare
     check_calls(history, new)
     if conversation:
         check_new_ids(history, new, "input")
-    chat, prepared.tools = chat_request(request, to_messages(request.get("instructions"), history + new))
-    return Turn(prepared, new_id("resp"), time.time(), new, history, stored, conversation, chat, pieces,
-                observer=runtime.observe(prepared.registration.model))
+    chat, tools = chat_request(request, to_messages(request.get("instructions"), history + new))
+    return Turn(replace(prepared, tools=tools), new_id("resp"), time.time(), new, history, stored, conversation,
+                chat, pieces, observer=runtime.observe(prepared.registration.model))
 
 
 def _stored(runtime: Runtime, body: Mapping[str, Any], request: Mapping[str, Any], previous: str | None,

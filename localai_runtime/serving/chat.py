@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from localai_runtime.backends import ModelInstance
@@ -27,8 +28,7 @@ class ChatServing(TextServing):
 
     def prepare(self, runtime: Runtime, body: Mapping[str, Any], registration: Registration) -> Prepared:
         prepared = super().prepare(runtime, body, registration)
-        prepared.tools = tool_request(prepared.request)  # a mistake in tools or tool messages is a 400 now
-        return prepared
+        return replace(prepared, tools=tool_request(prepared.request))  # a mistake in the tools is a 400 now
 
     def generator(self, instance: ModelInstance, prepared: Prepared):  # noqa: ANN201 - the instance's generator
         return functools.partial(instance.chat, tools=prepared.tools)
