@@ -12,6 +12,7 @@ test decides when it ends. :class:`OverlapCounter` counts overlaps on the real b
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import threading
 import time
@@ -102,7 +103,7 @@ class EchoInstance:
         finally:
             EchoInstance.last_run = (produced, len(pieces) * choices)
 
-    def chat(self, request, should_stop):
+    def chat(self, request, should_stop, tools):
         return self._echo(request, "messages", should_stop)
 
     def complete(self, request, should_stop):
@@ -229,8 +230,8 @@ class _CountedInstance:
             raise
         return _CountedPieces(pieces, lambda: self._leave(should_stop()))
 
-    def chat(self, request, should_stop):
-        return self._generation(self._instance.chat, request, should_stop)
+    def chat(self, request, should_stop, tools):
+        return self._generation(functools.partial(self._instance.chat, tools=tools), request, should_stop)
 
     def complete(self, request, should_stop):
         return self._generation(self._instance.complete, request, should_stop)

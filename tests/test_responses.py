@@ -15,6 +15,8 @@ import httpx
 import openai
 import pytest
 
+from localai_runtime.errors import InvalidRequestError, UnsupportedParameterError
+from localai_runtime.responses.request import chat_request
 from tests.conftest import hold_instances, live_server, wait_until
 
 YES_NO = {"format": {"type": "json_schema", "name": "answer", "strict": True, "schema": {
@@ -335,3 +337,27 @@ def test_truncation_keeps_the_instructions_and_drops_calls_with_their_outputs():
     assert [i["id"] for i in _drop_oldest(items)] == ["rules", "fc_2", "out_2", "now"]
     assert _drop_oldest([message("system", "rules"), message("user", "now")]) == \
         [message("system", "rules"), message("user", "now")]  # nothing left to drop: the caller refuses
+
+
+@pytest.mark.parametrize(("request_tools", "error", "param"), [
+    ({"tools": [{**WEATHER, "parameters": {"type": "string"}}]}, InvalidRequestError, "tools[0].parameters"),
+    ({"tools": [WEATHER, WEATHER]}, InvalidRequestError, "tools[1].name"),
+    ({"tools": [WEATHER], "tool_choice": {"type": "allowed_tools", "mode": "auto", "tools": [
+        {"type": "function", "name": "other"}]}}, InvalidRequestError, "tool_choice.tools[0].name"),
+    ({"tools": [WEATHER], "tool_choice": {"type": "allowed_tools", "mode": "auto", "tools": [
+        {"type": "mcp", "server_label": "x"}]}}, UnsupportedParameterError, "tool_choice.tools[0].type"),
+    ({"tool_choice": "required"}, InvalidRequestError, "tool_choice"),
+])
+def test_tool_mistakes_name_the_responses_field(request_tools, error, param):
+    with pytest.raises(error) as caught:
+        chat_request({"model": "demo", **request_tools}, [{"role": "user", "content": "hi"}])
+    assert caught.value.param == param
+
+
+def test_tools_reach_the_chat_request_in_chat_shape():
+    chat, tools = chat_request({"model": "demo", "tools": [WEATHER], "tool_choice": {"type": "function",
+                                "name": "get_weather"}}, [{"role": "user", "content": "hi"}])
+    assert chat["tools"] == [{"type": "function", "function": {
+        k: WEATHER[k] for k in ("name", "parameters", "description", "strict")}}]
+    assert chat["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    assert (tools.mode, tools.allowed, [t.name for t in tools.tools]) == ("required", ("get_weather",), ["get_weather"])

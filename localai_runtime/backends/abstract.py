@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from localai_runtime.backends.openai_upstream.replicas import ReplicaSet
+    from localai_runtime.tools.request import ToolRequest
 
 COMMON_SETTINGS_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -86,7 +87,9 @@ def below_the_event_loop() -> None:
 
 @runtime_checkable
 class ModelInstance(Protocol):
-    def chat(self, request: Mapping[str, Any], should_stop: ShouldStop) -> Iterator[Piece]: ...
+    def chat(self, request: Mapping[str, Any], should_stop: ShouldStop, tools: ToolRequest) -> Iterator[Piece]:
+        """``tools``: the request's tools, parsed and checked once by the serving layer."""
+        ...
 
     def complete(self, request: Mapping[str, Any], should_stop: ShouldStop) -> Iterator[Piece]: ...
 

@@ -20,7 +20,7 @@ import logging
 import queue
 import threading
 from collections.abc import Generator, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 from gpt4all import GPT4All, _pyllmodel
@@ -42,6 +42,9 @@ from localai_runtime.errors import (
     NotImplementedAPIError,
     UnsupportedParameterError,
 )
+
+if TYPE_CHECKING:
+    from localai_runtime.tools.request import ToolRequest
 
 __all__ = ["GPT4AllBackend", "GPT4AllInstance", "HONOURED_EXTENSIONS", "render_chat"]
 
@@ -208,7 +211,7 @@ class GPT4AllInstance:
         result = self._model.embed(list(inputs), return_dict=True)
         return result["embeddings"], result["n_prompt_tokens"]
 
-    def chat(self, request: Mapping[str, Any], should_stop: ShouldStop) -> Iterator[Piece]:
+    def chat(self, request: Mapping[str, Any], should_stop: ShouldStop, tools: ToolRequest) -> Iterator[Piece]:
         prompt = render_chat(self._template, request["messages"], eos_token=self._eos_token)
         max_tokens = request_value(request, "max_completion_tokens", request_value(request, "max_tokens"))
         return self._run([prompt], request, max_tokens, "messages", should_stop)

@@ -12,4 +12,4 @@ from localai_runtime.serving import runtime
 
 
 async def createChatCompletion(body: dict[str, Any]) -> Response:  # noqa: N802 - operationId
-    return await serving.serve(runtime.current(), serving.CHAT, body, context.receive)
+    return await serving.CHAT.serve(runtime.current(), body, context.receive)

@@ -12,4 +12,4 @@ from localai_runtime.serving import runtime
 
 
 async def createCompletion(body: dict[str, Any]) -> Response:  # noqa: N802 - operationId
-    return await serving.serve(runtime.current(), serving.COMPLETION, body, context.receive)
+    return await serving.COMPLETION.serve(runtime.current(), body, context.receive)

@@ -12,4 +12,4 @@ from localai_runtime.serving import runtime
 
 
 async def createEmbedding(body: dict[str, Any]) -> Response:  # noqa: N802 - operationId
-    return await serving.serve(runtime.current(), serving.EMBEDDING, body, context.receive)
+    return await serving.EMBEDDING.serve(runtime.current(), body, context.receive)

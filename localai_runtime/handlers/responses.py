@@ -14,7 +14,7 @@ from localai_runtime.serving import runtime
 
 
 async def createResponse(body: dict[str, Any]) -> Response:  # noqa: N802 - operationId
-    return await service.create(runtime.current(), body, context.receive)
+    return await service.SERVING.serve(runtime.current(), body, context.receive)
 
 
 async def getResponse(response_id: str, include: list[str] | None = None, stream: bool = False,  # noqa: N802

@@ -12,8 +12,8 @@ from localai_runtime.serving import runtime
 
 
 async def tokenize(body: dict[str, Any]) -> Response:
-    return await serving.serve(runtime.current(), serving.TOKENIZE, body, context.receive)
+    return await serving.TOKENIZE.serve(runtime.current(), body, context.receive)
 
 
 async def detokenize(body: dict[str, Any]) -> Response:
-    return await serving.serve(runtime.current(), serving.DETOKENIZE, body, context.receive)
+    return await serving.DETOKENIZE.serve(runtime.current(), body, context.receive)

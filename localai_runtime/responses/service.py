@@ -1,5 +1,9 @@
 """createResponse, answered whole, streamed or in the background; and the stored responses.
 
+:class:`ResponsesServing` serves createResponse as the other APIs are served
+(:class:`~localai_runtime.serving.base.Serving`): its local and relayed answers differ only in
+where the turn's pieces come from.
+
 A response is stored (when its ``store`` is true) before its final object or its
 ``response.completed`` event leaves, so a GET or a follow-up sent right after sees it. The
 ids in the stream, the final object and storage are the same objects (:mod:`.output`).
@@ -10,17 +14,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from localai_runtime.errors import APIError, InvalidRequestError, NotFoundError, internal_error
 from localai_runtime.responses.events import EventStream
 from localai_runtime.responses.objects import TERMINAL, finished, page, response_object
 from localai_runtime.responses.output import Event, OutputBuilder
-from localai_runtime.responses.turn import Turn, generate, in_store, open_turn, require_store, store_unavailable
+from localai_runtime.responses.request import without_no_ops
+from localai_runtime.responses.turn import (
+    Turn,
+    generate,
+    in_store,
+    local_pieces,
+    open_turn,
+    relayed_pieces,
+    require_store,
+    store_unavailable,
+)
+from localai_runtime.serving import streaming
+from localai_runtime.serving.base import Serving
+from localai_runtime.serving.fields import RESPONSES
 from localai_runtime.serving.generation import until_disconnected
+from localai_runtime.serving.policy import Prepared
 from localai_runtime.serving.runtime import Runtime
 from localai_runtime.store import ResponseRecord, StoreError
 
@@ -30,25 +48,34 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-async def create(runtime: Runtime, body: dict[str, Any], receive: Callable[[], Any]) -> Response:
-    turn = await open_turn(runtime, body)
+class ResponsesServing(Serving):
+    operation_id = RESPONSES
+    validated = False  # the policy validates the request as it weighs it (without its no-ops)
+
+    def normalise(self, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        return without_no_ops(body)
+
+    async def answer(self, runtime: Runtime, body: Mapping[str, Any], prepared: Prepared,
+                     receive: Callable[[], Any]) -> Response:
+        return await _create(runtime, await open_turn(runtime, body, prepared, local_pieces), receive)
+
+    async def relay(self, runtime: Runtime, body: Mapping[str, Any], prepared: Prepared,
+                    receive: Callable[[], Any]) -> Response:
+        return await _create(runtime, await open_turn(runtime, body, prepared, relayed_pieces), receive)
+
+
+SERVING = ResponsesServing()
+
+
+async def _create(runtime: Runtime, turn: Turn, receive: Callable[[], Any]) -> Response:
     response = response_object(turn.response_id, turn.created_at, turn.prepared.registration.model, turn.request,
                                stored=turn.stored, conversation_id=turn.conversation_id)
     if turn.request.get("background"):
         return JSONResponse(await _start_background(runtime, turn, response), headers=turn.headers())
     if turn.request.get("stream"):
-        stream = _stream(runtime, turn, response)
-        first = await until_disconnected(anext(stream), receive, turn.stop)
-        return StreamingResponse(_prepend(first, stream), media_type="text/event-stream",
-                                 headers={**turn.headers(), "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return await _stream(runtime, turn, response, receive)
     final = await until_disconnected(_whole(runtime, turn, response), receive, turn.stop)
     return JSONResponse(final, headers=turn.headers())
-
-
-async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield first
-    async for item in rest:
-        yield item
 
 
 async def _whole(runtime: Runtime, turn: Turn, response: dict[str, Any]) -> dict[str, Any]:
@@ -89,11 +116,12 @@ async def _save(runtime: Runtime, turn: Turn, body: dict[str, Any]) -> None:
         raise store_unavailable(exc) from exc
 
 
-async def _stream(runtime: Runtime, turn: Turn, response: dict[str, Any]) -> AsyncIterator[bytes]:
+async def _stream(runtime: Runtime, turn: Turn, response: dict[str, Any], receive: Callable[[], Any]) -> Response:
     events = EventStream(obfuscate=(turn.request.get("stream_options") or {}).get("include_obfuscation") is not False)
     builder = OutputBuilder(buffer_text=turn.prepared.filters.active)
-    started = False
-    try:
+
+    async def stream() -> AsyncGenerator[bytes, None]:
+        started = False
         async for piece in generate(runtime, turn):
             if not started:
                 started = True
@@ -101,18 +129,18 @@ async def _stream(runtime: Runtime, turn: Turn, response: dict[str, Any]) -> Asy
             yield b"".join(events.frame(event) for event in builder.add(piece))
         closing, final = await _finish(runtime, turn, response, builder)
         yield b"".join(events.frame(event) for event in closing) + events.response(final["status"], final)
-    except Exception as exc:  # noqa: BLE001 - after the stream started, errors become events
-        if not started:
-            raise
-        error = exc if isinstance(exc, APIError) else internal_error(exc)
-        runtime.count_error(error)
+
+    async def failed(error: APIError) -> bytes:
         failed = finished(response, "failed", output=builder.items, prompt_tokens=builder.prompt_tokens,
                           completion_tokens=builder.completion_tokens,
                           error={"code": error.code or "server_error", "message": error.message})
         if not turn.finishing:  # the client saw the id: GET tells how it ended
             with contextlib.suppress(APIError):
                 await _save(runtime, turn, failed)
-        yield events.error(error.code, error.message, error.param) + events.response("failed", failed)
+        return events.error(error.code, error.message, error.param) + events.response("failed", failed)
+
+    return await streaming.respond(runtime, stream(), receive, turn.stop, turn.headers, failed=failed, done=b"",
+                                   unbuffered=True)
 
 
 # -- background ---------------------------------------------------------------------------

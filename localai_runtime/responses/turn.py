@@ -1,19 +1,21 @@
 """One createResponse request, admitted: its context (chain or conversation, then its input),
 its chat request, and the generation that serves it.
 
-:func:`open_turn` runs the policy, checks what the store must do, reads the history and builds
-the chat request; every mistake is an error before any wait. :func:`generate` yields the
-backend's pieces and, with ``truncation: auto``, drops the oldest items until the prompt fits.
+:func:`open_turn` checks what the store must do, reads the history and builds the chat request
+of a request the policy admitted; every mistake is an error before any wait. :func:`generate`
+yields the pieces of the turn's source (:func:`local_pieces` or :func:`relayed_pieces`) and,
+with ``truncation: auto``, drops the oldest items until the prompt fits.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from localai_runtime.backends import Piece
@@ -25,10 +27,10 @@ from localai_runtime.errors import (
     UnsupportedParameterError,
 )
 from localai_runtime.responses.items import check_calls, check_new_ids, input_items, new_id, to_messages
-from localai_runtime.responses.request import chat_request, without_no_ops
-from localai_runtime.serving.fields import RESPONSES
+from localai_runtime.responses.request import chat_request
 from localai_runtime.serving.generation import run_pieces
-from localai_runtime.serving.policy import Prepared, prepare
+from localai_runtime.serving.policy import Prepared
+from localai_runtime.serving.pool import Lease
 from localai_runtime.serving.runtime import Runtime
 from localai_runtime.serving.upstream import remote_pieces
 from localai_runtime.store import MissingResponse, StoreError
@@ -41,6 +43,9 @@ T = TypeVar("T")
 
 TRUNCATED_HEADER = "x-localai-truncated-input-items"
 
+Pieces = Callable[[Runtime, Lease, "Turn"], AsyncIterator[Piece]]
+"""A turn's generation on a leased instance."""
+
 
 @dataclass
 class Turn:
@@ -52,6 +57,8 @@ class Turn:
     stored: bool
     conversation_id: str | None
     chat: dict[str, Any]
+    pieces: Pieces
+    """Where the generation runs: :func:`local_pieces` or :func:`relayed_pieces`."""
     truncated: int = 0
     """Items of the context dropped to fit (``truncation: auto``)."""
     stop: threading.Event = field(default_factory=threading.Event)
@@ -98,10 +105,8 @@ def _conversation_id(value: Any) -> str | None:
     return value.get("id") if isinstance(value, Mapping) else value
 
 
-async def open_turn(runtime: Runtime, body: Mapping[str, Any]) -> Turn:
-    body = without_no_ops(body)
-    registration = runtime.lookup(RESPONSES, body.get("model"))
-    prepared = prepare(RESPONSES, body, registration, runtime.schemas)
+async def open_turn(runtime: Runtime, body: Mapping[str, Any], prepared: Prepared, pieces: Pieces) -> Turn:
+    """The turn of ``prepared`` (``body``: the request as sent, less its no-ops)."""
     request = prepared.request
     previous = request.get("previous_response_id")
     conversation = _conversation_id(request.get("conversation"))
@@ -120,9 +125,9 @@ async def open_turn(runtime: Runtime, body: Mapping[str, Any]) -> Turn:
     check_calls(history, new)
     if conversation:
         check_new_ids(history, new, "input")
-    chat = chat_request(request, to_messages(request.get("instructions"), history + new))
-    return Turn(prepared, new_id("resp"), time.time(), new, history, stored, conversation, chat,
-                observer=runtime.observe(registration.model))
+    chat, tools = chat_request(request, to_messages(request.get("instructions"), history + new))
+    return Turn(replace(prepared, tools=tools), new_id("resp"), time.time(), new, history, stored, conversation,
+                chat, pieces, observer=runtime.observe(prepared.registration.model))
 
 
 def _stored(runtime: Runtime, body: Mapping[str, Any], request: Mapping[str, Any], previous: str | None,
@@ -172,11 +177,7 @@ async def generate(runtime: Runtime, turn: Turn) -> AsyncIterator[Piece]:
         if turn.on_admitted is not None:
             await turn.on_admitted()
         while True:
-            if registration.remote:
-                pieces = remote_pieces(lease, registration, turn.chat, turn.stop, turn.observer)
-            else:
-                pieces = run_pieces(lease.instance.chat, turn.chat, stop=turn.stop, counter=runtime.generations,
-                                    executor=runtime.executor, lease=lease, observer=turn.observer)
+            pieces = turn.pieces(runtime, lease, turn)
             try:
                 first = await anext(pieces)
             except StopAsyncIteration:
@@ -194,6 +195,18 @@ async def generate(runtime: Runtime, turn: Turn) -> AsyncIterator[Piece]:
                 async for piece in pieces:
                     yield piece
             return
+
+
+def local_pieces(runtime: Runtime, lease: Lease, turn: Turn) -> AsyncIterator[Piece]:
+    """The turn's chat request generated by the leased local instance."""
+    chat = functools.partial(lease.instance.chat, tools=turn.prepared.tools)
+    return run_pieces(chat, turn.chat, stop=turn.stop, counter=runtime.generations, executor=runtime.executor,
+                      lease=lease, observer=turn.observer)
+
+
+def relayed_pieces(runtime: Runtime, lease: Lease, turn: Turn) -> AsyncIterator[Piece]:
+    """The turn's chat request relayed to the registration's upstream engine."""
+    return remote_pieces(lease, turn.prepared.registration, turn.chat, turn.stop, turn.observer)
 
 
 def _drop_oldest(items: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -8,8 +8,11 @@
 - ``pool``: model instances, loading and the bounded queue; ``generation``: running a backend in
   worker threads, tracked per instance, cancelled when the client leaves;
 - ``runtime``: the per-server object handlers reach through the lifespan state;
-- ``operations``: what handlers call; ``text``: generated text, whole or streamed, shaped by an
-  API format (``chat``, ``completions``); ``embeddings``.
+- ``base``: a per-API serving class (prepare once, answer locally or relay upstream);
+  ``operations``: the serving object of each operation, which handlers call; ``text``: generated
+  text, whole or streamed, shaped by the API (``chat``, ``completions``); ``embeddings``,
+  ``tokenize``; ``streaming``: the SSE response, its first event and its late error event;
+  ``upstream``: the relay to an ``openai-upstream`` engine.
 
 May import :mod:`localai_runtime.spec`, :mod:`localai_runtime.backends` and
 :mod:`localai_runtime.errors`; never :mod:`localai_runtime.http`. Handlers import

@@ -1,11 +1,18 @@
-"""Chat completions: the ``chat.completion`` object and its stream chunks."""
+"""Chat completions: the request's tools parsed once, the ``chat.completion`` object and its stream chunks."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from localai_runtime.backends import ModelInstance
-from localai_runtime.serving.text import Call
+from localai_runtime.serving.policy import Prepared
+from localai_runtime.serving.registrations import Registration
+from localai_runtime.serving.runtime import Runtime
+from localai_runtime.serving.text import Call, TextServing
+from localai_runtime.tools.request import tool_request
 
 
 def chat_logprobs(entries: list[dict[str, Any]] | None) -> dict[str, Any] | None:
@@ -13,13 +20,18 @@ def chat_logprobs(entries: list[dict[str, Any]] | None) -> dict[str, Any] | None
     return None if entries is None else {"content": entries, "refusal": None}
 
 
-class ChatFormat:
+class ChatServing(TextServing):
+    operation_id = "createChatCompletion"
     id_prefix = "chatcmpl"
     object = "chat.completion"
     chunk_object = "chat.completion.chunk"
 
-    def method(self, instance: ModelInstance):  # noqa: ANN201 - the instance's generator
-        return instance.chat
+    def prepare(self, runtime: Runtime, body: Mapping[str, Any], registration: Registration) -> Prepared:
+        prepared = super().prepare(runtime, body, registration)
+        return replace(prepared, tools=tool_request(prepared.request))  # a mistake in the tools is a 400 now
+
+    def generator(self, instance: ModelInstance, prepared: Prepared):  # noqa: ANN201 - the instance's generator
+        return functools.partial(instance.chat, tools=prepared.tools)
 
     def choice(self, index: int, text: str, finish: str, logprobs: list[dict[str, Any]] | None,
                calls: list[Call], legacy: bool) -> dict[str, Any]:
@@ -55,6 +67,3 @@ def _call_delta(call: Call) -> dict[str, Any]:
         return {"index": call.index, "id": call.id, "type": "function",
                 "function": {"name": call.name, "arguments": call.arguments}}
     return {"index": call.index, "function": {"arguments": call.arguments}}
-
-
-FORMAT = ChatFormat()

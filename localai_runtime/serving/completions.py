@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from localai_runtime.backends import ModelInstance
+from localai_runtime.serving.policy import Prepared
+from localai_runtime.serving.text import TextServing
 
 
 def completion_logprobs(entries: list[dict[str, Any]] | None, offset: int = 0) -> dict[str, Any] | None:
@@ -24,12 +26,13 @@ def completion_logprobs(entries: list[dict[str, Any]] | None, offset: int = 0) -
     }
 
 
-class CompletionFormat:
+class CompletionServing(TextServing):
+    operation_id = "createCompletion"
     id_prefix = "cmpl"
     object = "text_completion"
     chunk_object = "text_completion"
 
-    def method(self, instance: ModelInstance):  # noqa: ANN201 - the instance's generator
+    def generator(self, instance: ModelInstance, prepared: Prepared):  # noqa: ANN201 - the instance's generator
         return instance.complete
 
     def choice(self, index: int, text: str, finish: str, logprobs: list[dict[str, Any]] | None,
@@ -41,9 +44,3 @@ class CompletionFormat:
                      calls: list[Any], legacy: bool) -> dict[str, Any]:
         return {"index": index, "text": text or "", "finish_reason": finish,
                 "logprobs": completion_logprobs(logprobs, offset)}
-
-    def opening_choices(self, n: int) -> list[dict[str, Any]]:
-        return []
-
-
-FORMAT = CompletionFormat()

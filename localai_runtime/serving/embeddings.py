@@ -3,29 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import functools
-import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from starlette.responses import JSONResponse, Response
 
 from localai_runtime.errors import InvalidRequestError
+from localai_runtime.serving.base import Serving
 from localai_runtime.serving.generation import start_work, until_disconnected
 from localai_runtime.serving.policy import Prepared
 from localai_runtime.serving.runtime import Runtime
+from localai_runtime.serving.vectors import encode
 
 
-def encode(vector: list[float], encoding: str) -> list[float] | str:
-    """A vector as the client asked for it: floats, or ``base64`` of little-endian float32."""
-    if encoding == "base64":
-        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-    return vector
+class EmbeddingServing(Serving):
+    operation_id = "createEmbedding"
+
+    async def answer(self, runtime: Runtime, body: Mapping[str, Any], prepared: Prepared,
+                     receive: Callable[[], Any]) -> Response:
+        return await _answer(runtime, prepared, receive)
 
 
-async def answer(runtime: Runtime, prepared: Prepared, receive: Callable[[], Any]) -> Response:
+async def _answer(runtime: Runtime, prepared: Prepared, receive: Callable[[], Any]) -> Response:
     request = prepared.request
     inputs = request["input"]
     if isinstance(inputs, str) or (isinstance(inputs, list) and inputs and isinstance(inputs[0], int)):

@@ -1,43 +1,21 @@
-"""The operations handlers call: a validated request body in, the OpenAI response out.
+"""The serving object of each operation handlers call (:class:`~localai_runtime.serving.base.Serving`).
 
-:func:`serve` finds the registration, applies the policy (nothing silently ignored) and hands
-the prepared request to the operation's family: ``chat`` and ``completions`` through the shared
-text path (``text``), ``embeddings`` and ``tokenize`` (tokenize, detokenize) on their own. Adding an
-API format is a row in ``_TEXT``.
+Chat and completions share the text path (``text``), embeddings and tokenize (tokenize,
+detokenize) have their own; the Responses API has its own in :mod:`localai_runtime.responses`.
+Adding an API is a :class:`~localai_runtime.serving.base.Serving` subclass and a row here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from localai_runtime.serving.chat import ChatServing
+from localai_runtime.serving.completions import CompletionServing
+from localai_runtime.serving.embeddings import EmbeddingServing
+from localai_runtime.serving.tokenize import DETOKENIZE as _DETOKENIZE
+from localai_runtime.serving.tokenize import TOKENIZE as _TOKENIZE
+from localai_runtime.serving.tokenize import TokenizeServing
 
-from starlette.responses import Response
-
-from localai_runtime.serving import chat, completions, embeddings, text, tokenize, upstream
-from localai_runtime.serving.policy import prepare
-from localai_runtime.serving.runtime import Runtime
-from localai_runtime.tools.request import tool_request
-
-CHAT = "createChatCompletion"
-COMPLETION = "createCompletion"
-EMBEDDING = "createEmbedding"
-TOKENIZE = tokenize.TOKENIZE
-DETOKENIZE = tokenize.DETOKENIZE
-
-_TEXT: Mapping[str, text.TextFormat] = {CHAT: chat.FORMAT, COMPLETION: completions.FORMAT}
-
-
-async def serve(runtime: Runtime, operation_id: str, body: Mapping[str, Any], receive: Callable[[], Any]) -> Response:
-    registration = runtime.lookup(operation_id, body.get("model"))
-    prepared = prepare(operation_id, body, registration, runtime.schemas, validated=True)  # by the document
-    if registration.remote:
-        if operation_id == CHAT:
-            tool_request(prepared.request)
-        return await upstream.relay(runtime, operation_id, prepared, receive)
-    if operation_id == EMBEDDING:
-        return await embeddings.answer(runtime, prepared, receive)
-    if operation_id in (TOKENIZE, DETOKENIZE):
-        return await tokenize.answer(runtime, operation_id, prepared, receive)
-    if operation_id == CHAT:
-        tool_request(prepared.request)  # a mistake in tools or tool messages is a 400 before any wait
-    return await text.answer(runtime, _TEXT[operation_id], prepared, receive)
+CHAT = ChatServing()
+COMPLETION = CompletionServing()
+EMBEDDING = EmbeddingServing()
+TOKENIZE = TokenizeServing(_TOKENIZE)
+DETOKENIZE = TokenizeServing(_DETOKENIZE)

@@ -31,6 +31,7 @@ from localai_runtime.serving.registrations import Registration
 from localai_runtime.spec.integers import integral
 from localai_runtime.spec.request_schemas import RequestSchemas
 from localai_runtime.spec.schemas import describe
+from localai_runtime.tools.request import NO_TOOLS, ToolRequest
 
 DROPPED_HEADER = "x-localai-dropped-fields"
 REGISTRATION_HEADER = "x-localai-registration"
@@ -38,12 +39,14 @@ REGISTRATION_HEADER = "x-localai-registration"
 
 @dataclass
 class Prepared:
-    """A request ready for the backend: the merged fields, and what the policy dropped."""
+    """A request ready for the backend: the merged fields, what the policy dropped, and what it
+    parsed once for the backend (the output filters; the tools, set by the API that has them)."""
 
     registration: Registration
     request: dict[str, Any]
     dropped: list[str] = field(default_factory=list)
     filters: OutputFilters = NONE
+    tools: ToolRequest = NO_TOOLS
 
     def headers(self) -> dict[str, str]:
         headers = {REGISTRATION_HEADER: _header_value(self.registration.label)}

@@ -1,57 +1,67 @@
-"""Generated text, answered whole or streamed as server-sent events, for any API format.
+"""Generated text, answered whole or streamed as server-sent events, for any API of text.
 
-:func:`answer` runs one generation request on a leased instance and shapes its pieces with a
-:class:`TextFormat` (chat completions, legacy completions; ``chat`` and ``completions`` hold
-them), so nothing here branches on the operation. Until the first piece, errors (model
-unavailable, queue full, prompt too long) are plain HTTP errors and a client that leaves
-cancels the work; after it, an error arrives as an event before ``[DONE]``.
+:class:`TextServing` runs one generation request on a leased instance and shapes its pieces
+with its subclass's hooks (chat completions, legacy completions: ``chat`` and ``completions``),
+so nothing here branches on the operation. Until the first piece, errors (model unavailable,
+queue full, prompt too long) are plain HTTP errors and a client that leaves cancels the work;
+after it, an error arrives as an event before ``[DONE]`` (:mod:`.streaming`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar
 
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from localai_runtime.backends import ModelInstance, Piece
-from localai_runtime.errors import APIError, internal_error, stream_error_event
+from localai_runtime.serving import streaming
+from localai_runtime.serving.base import Serving
 from localai_runtime.serving.generation import collect_pieces, run_pieces, until_disconnected
 from localai_runtime.serving.policy import Prepared
 from localai_runtime.serving.runtime import Runtime
+from localai_runtime.serving.streaming import sse
 
 
-class TextFormat(Protocol):
-    """How one API shapes generated text."""
+class TextServing(Serving):
+    """An API of generated text: the hooks say how it calls the instance and shapes the text."""
 
-    id_prefix: str
-    object: str
-    chunk_object: str
+    id_prefix: ClassVar[str]
+    object: ClassVar[str]
+    chunk_object: ClassVar[str]
 
-    def method(self, instance: ModelInstance) -> Callable[[Mapping[str, Any], Callable[[], bool]], Iterator[Piece]]:
-        """The instance's generator for this API."""
-        ...
+    async def answer(self, runtime: Runtime, body: Mapping[str, Any], prepared: Prepared,
+                     receive: Callable[[], Any]) -> Response:
+        stop = threading.Event()
+        if prepared.request.get("stream"):
+            return await streaming.respond(runtime, _stream(runtime, self, prepared, stop), receive, stop,
+                                           prepared.headers)
+        return await _whole(runtime, self, prepared, receive, stop)
+
+    def generator(self, instance: ModelInstance,
+                  prepared: Prepared) -> Callable[[Mapping[str, Any], Callable[[], bool]], Iterator[Piece]]:
+        """The instance's generator for this API, given what ``prepared`` parsed for it."""
+        raise NotImplementedError
 
     def choice(self, index: int, text: str, finish: str, logprobs: list[dict[str, Any]] | None,
                calls: list[Call], legacy: bool) -> dict[str, Any]:
-        ...
+        raise NotImplementedError
 
     def chunk_choice(self, index: int, text: str | None, finish: str | None,
                      logprobs: list[dict[str, Any]] | None, offset: int,
                      calls: list[Call], legacy: bool) -> dict[str, Any]:
         """A stream chunk's choice; ``offset``: characters of this choice already sent; ``calls``:
         new output of tool calls (a call's id and name once, then argument text)."""
-        ...
+        raise NotImplementedError
 
     def opening_choices(self, n: int) -> list[dict[str, Any]]:
         """Choices of the chunks sent before the first text (chat announces the role)."""
-        ...
+        return []
 
 
 @dataclass
@@ -115,9 +125,9 @@ class Choices:
         return sorted(self.text)
 
 
-def _envelope(form: TextFormat, prepared: Prepared, kind: str) -> dict[str, Any]:
+def _envelope(api: TextServing, prepared: Prepared, kind: str) -> dict[str, Any]:
     return {
-        "id": f"{form.id_prefix}-{uuid.uuid4().hex}",
+        "id": f"{api.id_prefix}-{uuid.uuid4().hex}",
         "object": kind,
         "created": int(time.time()),
         "model": prepared.registration.model,
@@ -125,32 +135,8 @@ def _envelope(form: TextFormat, prepared: Prepared, kind: str) -> dict[str, Any]
     }
 
 
-async def answer(runtime: Runtime, form: TextFormat, prepared: Prepared, receive: Callable[[], Any]) -> Response:
-    stop = threading.Event()
-    if prepared.request.get("stream"):
-        stream = _stream(runtime, form, prepared, stop)
-        first = await until_disconnected(anext(stream), receive, stop)
-        return StreamingResponse(
-            prepend(first, stream),
-            media_type="text/event-stream",
-            headers={**prepared.headers(), "Cache-Control": "no-cache"},
-        )
-    return await _whole(runtime, form, prepared, receive, stop)
-
-
-async def prepend(first: bytes, rest: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
-    """``first``, then ``rest``, which is closed with this (so it gives its work back at once
-    when the response ends early, not when the garbage collector finds it)."""
-    try:
-        yield first
-        async for item in rest:
-            yield item
-    finally:
-        await rest.aclose()
-
-
 async def _whole(
-    runtime: Runtime, form: TextFormat, prepared: Prepared, receive: Callable[[], Any], stop: threading.Event
+    runtime: Runtime, api: TextServing, prepared: Prepared, receive: Callable[[], Any], stop: threading.Event
 ) -> Response:
     request = prepared.request
     choices = Choices(int(request.get("n") or 1))
@@ -159,8 +145,9 @@ async def _whole(
     async def generate() -> list[Piece]:
         async with runtime.pool(prepared.registration).acquire() as lease:
             observer.admitted()
-            return await collect_pieces(form.method(lease.instance), request, stop=stop, counter=runtime.generations,
-                                        executor=runtime.executor, lease=lease, observer=observer)
+            return await collect_pieces(api.generator(lease.instance, prepared), request, stop=stop,
+                                        counter=runtime.generations, executor=runtime.executor, lease=lease,
+                                        observer=observer)
 
     for piece in await until_disconnected(generate(), receive, stop):
         choices.add(piece)
@@ -168,69 +155,51 @@ async def _whole(
     texts = {i: choices.text[i] for i in choices.indices()}
     if prepared.filters.active:
         texts = await asyncio.to_thread(lambda: {i: prepared.filters.apply(text) for i, text in texts.items()})
-    body = _envelope(form, prepared, form.object)
-    legacy = prepared.request.get("functions") is not None
-    body["choices"] = [form.choice(i, texts[i], choices.finish.get(i, "stop"), choices.logprobs.get(i),
+    body = _envelope(api, prepared, api.object)
+    legacy = prepared.tools.legacy
+    body["choices"] = [api.choice(i, texts[i], choices.finish.get(i, "stop"), choices.logprobs.get(i),
                                    choices.calls.get(i, []), legacy) for i in choices.indices()]
     body["usage"] = choices.usage()
     return JSONResponse(body, headers=prepared.headers())
 
 
-def sse(payload: Mapping[str, Any]) -> bytes:
-    return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"
-
-
 async def _stream(
-    runtime: Runtime, form: TextFormat, prepared: Prepared, stop: threading.Event
-) -> AsyncIterator[bytes]:
+    runtime: Runtime, api: TextServing, prepared: Prepared, stop: threading.Event
+) -> AsyncGenerator[bytes, None]:
     request = prepared.request
     filters = prepared.filters
-    envelope = _envelope(form, prepared, form.chunk_object)
+    envelope = _envelope(api, prepared, api.chunk_object)
     include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
     choices = Choices(int(request.get("n") or 1))
     sent: dict[int, int] = {}  # characters of each choice's text sent so far (text_offset starts there)
-    legacy = request.get("functions") is not None
+    legacy = prepared.tools.legacy
 
     def chunk(index: int, text: str | None, finish: str | None, logprobs=None, calls=()) -> bytes:
-        choice = form.chunk_choice(index, text, finish, logprobs, sent.get(index, 0), list(calls), legacy)
+        choice = api.chunk_choice(index, text, finish, logprobs, sent.get(index, 0), list(calls), legacy)
         sent[index] = sent.get(index, 0) + len(text or "")
         return sse({**envelope, "choices": [choice]})
 
-    started = False
+    opened = False
     observer = runtime.observe(prepared.registration.model)
-    try:
-        async with runtime.pool(prepared.registration).acquire() as lease:
-            observer.admitted()
-            pieces = run_pieces(form.method(lease.instance), request, stop=stop, counter=runtime.generations,
-                                executor=runtime.executor, lease=lease, observer=observer)
-            async for piece in pieces:
-                if not started:
-                    started = True
-                    for choice in form.opening_choices(choices.n):
-                        yield sse({**envelope, "choices": [choice]})
-                calls = choices.add(piece)
-                if not filters.active and (piece.text or piece.logprobs):
-                    yield chunk(piece.index, piece.text, None, piece.logprobs)
-                if calls:
-                    yield chunk(piece.index, None, None, calls=calls)
-                if piece.finish_reason is not None:
-                    if filters.active:  # cut/trim need the whole text: it arrives in one piece
-                        text = await asyncio.to_thread(filters.apply, choices.text[piece.index])
-                        yield chunk(piece.index, text, None, choices.logprobs.get(piece.index))
-                    yield chunk(piece.index, None, piece.finish_reason)
-        started = True
-        observer.finished(choices.finish.get(0, "stop"), choices.prompt_tokens, choices.completion_tokens)
-        if include_usage:
-            yield sse({**envelope, "choices": [], "usage": choices.usage()})
-    except Exception as exc:  # noqa: BLE001 - after the stream started, errors become an event
-        if not started:
-            raise
-        yield late_error(runtime, exc)
-    yield b"data: [DONE]\n\n"
-
-
-def late_error(runtime: Runtime, exc: Exception) -> bytes:
-    """The event that ends a stream which failed after it began (counted in /metrics)."""
-    error = exc if isinstance(exc, APIError) else internal_error(exc)
-    runtime.count_error(error)
-    return stream_error_event(error)
+    async with runtime.pool(prepared.registration).acquire() as lease:
+        observer.admitted()
+        pieces = run_pieces(api.generator(lease.instance, prepared), request, stop=stop, counter=runtime.generations,
+                            executor=runtime.executor, lease=lease, observer=observer)
+        async for piece in pieces:
+            if not opened:
+                opened = True
+                for choice in api.opening_choices(choices.n):
+                    yield sse({**envelope, "choices": [choice]})
+            calls = choices.add(piece)
+            if not filters.active and (piece.text or piece.logprobs):
+                yield chunk(piece.index, piece.text, None, piece.logprobs)
+            if calls:
+                yield chunk(piece.index, None, None, calls=calls)
+            if piece.finish_reason is not None:
+                if filters.active:  # cut/trim need the whole text: it arrives in one piece
+                    text = await asyncio.to_thread(filters.apply, choices.text[piece.index])
+                    yield chunk(piece.index, text, None, choices.logprobs.get(piece.index))
+                yield chunk(piece.index, None, piece.finish_reason)
+    observer.finished(choices.finish.get(0, "stop"), choices.prompt_tokens, choices.completion_tokens)
+    if include_usage:
+        yield sse({**envelope, "choices": [], "usage": choices.usage()})

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 
 from localai_runtime.backends import ModelInstance
 from localai_runtime.errors import InvalidRequestError
+from localai_runtime.serving.base import Serving
 from localai_runtime.serving.generation import start_work, until_disconnected
 from localai_runtime.serving.policy import Prepared
 from localai_runtime.serving.runtime import Runtime
@@ -36,7 +37,18 @@ def _detokenize(instance: ModelInstance, request: Mapping[str, Any]) -> dict[str
     return {"prompt": instance.detokenize(list(request["tokens"]))}
 
 
-async def answer(runtime: Runtime, operation_id: str, prepared: Prepared, receive: Callable[[], Any]) -> Response:
+class TokenizeServing(Serving):
+    """``tokenize`` or ``detokenize``, one object for each."""
+
+    def __init__(self, operation_id: str) -> None:
+        self.operation_id = operation_id  # type: ignore[misc] - a ClassVar elsewhere
+
+    async def answer(self, runtime: Runtime, body: Mapping[str, Any], prepared: Prepared,
+                     receive: Callable[[], Any]) -> Response:
+        return await _answer(runtime, self.operation_id, prepared, receive)
+
+
+async def _answer(runtime: Runtime, operation_id: str, prepared: Prepared, receive: Callable[[], Any]) -> Response:
     request = prepared.request
     if operation_id == TOKENIZE and request.get("messages") is None:
         for name, default in CHAT_ONLY.items():

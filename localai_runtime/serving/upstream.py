@@ -10,25 +10,24 @@ not to buffer it); the pool still admits requests (``parallel`` in flight, then 
 
 from __future__ import annotations
 
-import json
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any
 
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from localai_runtime.backends import Piece
 from localai_runtime.backends.openai_upstream.failures import UpstreamError, error_in, is_context_overflow
 from localai_runtime.backends.openai_upstream.streams import chat_pieces
 from localai_runtime.errors import ContextLengthExceededError, UnsupportedParameterError
-from localai_runtime.serving.embeddings import encode
+from localai_runtime.serving import streaming
 from localai_runtime.serving.fields import EXTENSIONS, METADATA_FIELDS, OUTPUT_FILTERS
 from localai_runtime.serving.generation import Observer, until_disconnected
 from localai_runtime.serving.policy import Prepared
 from localai_runtime.serving.pool import Lease
 from localai_runtime.serving.registrations import Registration
 from localai_runtime.serving.runtime import Runtime
-from localai_runtime.serving.text import late_error, prepend
+from localai_runtime.serving.vectors import encode
 
 PATHS = {"createChatCompletion": "/chat/completions", "createCompletion": "/completions",
          "createEmbedding": "/embeddings"}
@@ -53,10 +52,8 @@ async def relay(runtime: Runtime, operation_id: str, prepared: Prepared, receive
     stop = threading.Event()
     path = PATHS[operation_id]
     if prepared.request.get("stream"):
-        stream = _stream(runtime, prepared, path)
-        first = await until_disconnected(anext(stream), receive, stop)
-        return StreamingResponse(prepend(first, stream), media_type="text/event-stream", headers={
-            **prepared.headers(), "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return await streaming.respond(runtime, _stream(runtime, prepared, path), receive, stop, prepared.headers,
+                                       unbuffered=True)
     return await until_disconnected(_whole(runtime, prepared, path), receive, stop)
 
 
@@ -86,43 +83,34 @@ def _finished(observer: Observer, answer: Mapping[str, Any]) -> None:
                       int(usage.get("completion_tokens") or 0))
 
 
-async def _stream(runtime: Runtime, prepared: Prepared, path: str) -> AsyncIterator[bytes]:
+async def _stream(runtime: Runtime, prepared: Prepared, path: str) -> AsyncGenerator[bytes, None]:
     registration = prepared.registration
     wants_usage = bool((prepared.request.get("stream_options") or {}).get("include_usage"))
     body = upstream_body(prepared.request, registration, stream=True)
     observer = runtime.observe(registration.model)
-    started = False
     last: dict[str, Any] = {}
-    try:
-        async with runtime.pool(registration).acquire() as lease:
-            observer.admitted()
-            opened = await _upstream(lease).open(path, body)
-            async with opened.reading():
-                async for chunk in opened.chunks():
-                    if (error := error_in(chunk, opened.url)) is not None:
-                        opened.count_as("stream_error")
-                        started = True
-                        yield late_error(runtime, error)
+    async with runtime.pool(registration).acquire() as lease:
+        observer.admitted()
+        opened = await _upstream(lease).open(path, body)
+        async with opened.reading():
+            async for chunk in opened.chunks():
+                if (error := error_in(chunk, opened.url)) is not None:
+                    opened.count_as("stream_error")
+                    yield streaming.error_event(runtime, error)
+                    continue
+                if chunk.get("usage"):
+                    last["usage"] = chunk["usage"]
+                    if not chunk.get("choices") and not wants_usage:
                         continue
-                    if chunk.get("usage"):
-                        last["usage"] = chunk["usage"]
-                        if not chunk.get("choices") and not wants_usage:
-                            continue
-                    for choice in chunk.get("choices") or ():
-                        if choice.get("finish_reason"):
-                            last.setdefault("choices", [choice])
-                    if chunk.get("choices"):
-                        observer.piece()
-                    if "model" in chunk:
-                        chunk["model"] = registration.model
-                    started = True
-                    yield b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n\n"
-        _finished(observer, last)
-    except Exception as exc:  # noqa: BLE001 - after the stream started, errors become an event
-        if not started:
-            raise
-        yield late_error(runtime, exc)
-    yield b"data: [DONE]\n\n"
+                for choice in chunk.get("choices") or ():
+                    if choice.get("finish_reason"):
+                        last.setdefault("choices", [choice])
+                if chunk.get("choices"):
+                    observer.piece()
+                if "model" in chunk:
+                    chunk["model"] = registration.model
+                yield streaming.sse(chunk)
+    _finished(observer, last)
 
 
 def _upstream(lease: Lease) -> Any:

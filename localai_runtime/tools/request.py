@@ -10,7 +10,7 @@ assistant message whose arguments are not JSON, a ``tool`` message answering no 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,16 @@ class Tool:
     name: str
     description: str
     parameters: Mapping[str, Any]
-    strict: bool = False
+    strict: bool | None = None
+
+    def as_chat(self) -> dict[str, Any]:
+        """The tool as a chat request lists it (for chat templates and upstream engines)."""
+        function: dict[str, Any] = {"name": self.name, "parameters": dict(self.parameters)}
+        if self.description:
+            function["description"] = self.description
+        if self.strict is not None:
+            function["strict"] = self.strict
+        return {"type": "function", "function": function}
 
 
 @dataclass(frozen=True)
@@ -49,7 +58,7 @@ class ToolRequest:
         return next(tool for tool in self.tools if tool.name == name)
 
 
-_EMPTY_PARAMETERS: Mapping[str, Any] = {"type": "object", "properties": {}}
+EMPTY_PARAMETERS: Mapping[str, Any] = {"type": "object", "properties": {}}
 
 
 def _tool(function: Any, param: str) -> Tool:
@@ -57,7 +66,14 @@ def _tool(function: Any, param: str) -> Tool:
         raise InvalidRequestError("a function needs a 'name'", param=param)
     parameters = function.get("parameters")
     if parameters is None:
-        parameters = _EMPTY_PARAMETERS
+        parameters = EMPTY_PARAMETERS
+    return function_tool(function["name"], function.get("description") or "", parameters, function.get("strict"),
+                         param)
+
+
+def function_tool(name: str, description: str, parameters: Any, strict: bool | None, param: str) -> Tool:
+    """A function tool whose ``parameters`` is checked as a JSON Schema of an object (a mistake
+    names ``{param}.parameters``)."""
     try:
         validator_for(parameters).check_schema(parameters)
     except jsonschema.SchemaError as error:
@@ -66,7 +82,15 @@ def _tool(function: Any, param: str) -> Tool:
                                   param=f"{param}.parameters") from error
     if not isinstance(parameters, Mapping) or parameters.get("type", "object") != "object":
         raise InvalidRequestError("'parameters' must describe a JSON object", param=f"{param}.parameters")
-    return Tool(function["name"], function.get("description") or "", parameters, bool(function.get("strict")))
+    return Tool(name, description, parameters, strict)
+
+
+def check_unique(tools: Sequence[Tool], param: Callable[[int], str]) -> None:
+    """No two tools share a name (``param(i)`` names the second one's name field)."""
+    names = [tool.name for tool in tools]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise InvalidRequestError(f"two tools are named {name!r}", param=param(i))
 
 
 def _tools(request: Mapping[str, Any]) -> tuple[tuple[Tool, ...], bool]:
@@ -80,10 +104,7 @@ def _tools(request: Mapping[str, Any]) -> tuple[tuple[Tool, ...], bool]:
             raise UnsupportedParameterError(f"tools of type {item.get('type')!r} are not supported; "
                                             "function tools are", param=f"tools[{i}].type")
         tools.append(_tool(item.get("function"), f"tools[{i}].function"))
-    names = [tool.name for tool in tools]
-    for i, name in enumerate(names):
-        if name in names[:i]:
-            raise InvalidRequestError(f"two tools are named {name!r}", param=f"tools[{i}].function.name")
+    check_unique(tools, lambda i: f"tools[{i}].function.name")
     return tuple(tools), False
 
 
@@ -92,29 +113,37 @@ def _choice(request: Mapping[str, Any], tools: tuple[Tool, ...], legacy: bool) -
     key = "function_call" if legacy else "tool_choice"
     choice = request.get(key)
     names = tuple(tool.name for tool in tools)
-    if choice is None:
-        return (AUTO if tools else NONE), names
+    if choice is None or isinstance(choice, str):
+        return simple_choice(choice, names, key, legacy)
     if not tools:
         raise InvalidRequestError(f"'{key}' is only allowed when tools are given", param=key)
-    if isinstance(choice, str):
-        if choice not in (NONE, AUTO, REQUIRED) or (legacy and choice == REQUIRED):
-            raise InvalidRequestError(f"unknown {key} {choice!r}", param=key)
-        return choice, names
     if legacy:
-        return REQUIRED, (_known(choice.get("name"), names, f"{key}.name"),)
+        return REQUIRED, (known(choice.get("name"), names, f"{key}.name"),)
     if choice.get("type") == "function":
-        return REQUIRED, (_known((choice.get("function") or {}).get("name"), names, f"{key}.function.name"),)
+        return REQUIRED, (known((choice.get("function") or {}).get("name"), names, f"{key}.function.name"),)
     if choice.get("type") == "allowed_tools":
         allowed = choice.get("allowed_tools") or {}
         picked = []
         for i, tool in enumerate(allowed.get("tools") or ()):
             name = (tool.get("function") or {}).get("name") if tool.get("type") == "function" else None
-            picked.append(_known(name, names, f"{key}.allowed_tools.tools[{i}].function.name"))
+            picked.append(known(name, names, f"{key}.allowed_tools.tools[{i}].function.name"))
         return allowed.get("mode", AUTO), tuple(picked)
     raise UnsupportedParameterError(f"tool_choice of type {choice.get('type')!r} is not supported", param=key)
 
 
-def _known(name: Any, names: Sequence[str], param: str) -> str:
+def simple_choice(choice: str | None, names: tuple[str, ...], key: str,
+                  legacy: bool = False) -> tuple[str, tuple[str, ...]]:
+    """(mode, allowed names) of no choice or a choice given as a string (``key`` names the field)."""
+    if choice is None:
+        return (AUTO if names else NONE), names
+    if not names:
+        raise InvalidRequestError(f"'{key}' is only allowed when tools are given", param=key)
+    if choice not in (NONE, AUTO, REQUIRED) or (legacy and choice == REQUIRED):
+        raise InvalidRequestError(f"unknown {key} {choice!r}", param=key)
+    return choice, names
+
+
+def known(name: Any, names: Sequence[str], param: str) -> str:
     if name not in names:
         raise InvalidRequestError(f"{name!r} is not one of the tools given ({', '.join(names)})", param=param)
     return name
@@ -127,6 +156,10 @@ def tool_request(request: Mapping[str, Any]) -> ToolRequest:
     parallel = False if legacy else request.get("parallel_tool_calls") is not False
     check_messages(request.get("messages") or ())
     return ToolRequest(tools if mode != NONE else (), mode, allowed, parallel, legacy)
+
+
+NO_TOOLS = ToolRequest((), NONE, (), True)
+"""The tools of a request that can call none (a completion, a chat request without tools)."""
 
 
 def check_messages(messages: Sequence[Mapping[str, Any]]) -> None:

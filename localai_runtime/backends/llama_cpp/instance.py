@@ -28,7 +28,7 @@ from localai_runtime.errors import (
     InvalidRequestError,
 )
 from localai_runtime.tools.formats import FORMATS, recognise
-from localai_runtime.tools.request import ToolRequest, tool_request
+from localai_runtime.tools.request import ToolRequest
 
 logger = logging.getLogger(__name__)
 
@@ -122,12 +122,9 @@ class LlamaCppInstance(Tokens):
 
     # -- chat and completions ---------------------------------------------------------------
 
-    def chat(self, request: Mapping[str, Any], should_stop: ShouldStop,
-             tools: ToolRequest | None = None) -> Iterator[Piece]:
-        """A chat completion's pieces; ``tools`` is the request's tools as the server parsed them
-        (None: parsed here). Checks the request now, then generates lazily."""
-        if tools is None:
-            tools = tool_request(request)
+    def chat(self, request: Mapping[str, Any], should_stop: ShouldStop, tools: ToolRequest) -> Iterator[Piece]:
+        """A chat completion's pieces; ``tools`` is the request's tools as the server parsed them.
+        Checks the request now, then generates lazily."""
         prompt = self.chat_tokens(request, tools)
         self._check_length(prompt, "messages")
         params = read_params(self, request, chat=True)

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from localai_runtime.backends.abstract import LocalSettings, Piece
 from localai_runtime.backends.openai_upstream.client import Upstream
 from localai_runtime.backends.openai_upstream.replicas import ReplicaSet
 from localai_runtime.backends.openai_upstream.settings import DEFAULT_PARALLEL, SETTINGS_SCHEMA, UpstreamSettings
 from localai_runtime.backends.openai_upstream.transport import Origin
+
+if TYPE_CHECKING:
+    from localai_runtime.tools.request import ToolRequest
 
 EXTENSION_PREFIX = "x-localai-extensions."
 SERVED = ("createChatCompletion", "createCompletion", "createEmbedding")
@@ -108,10 +111,11 @@ class UpstreamInstance:
         return self.upstream.replicas
 
     # The blocking contract of local backends does not apply: serving relays these requests.
-    def chat(self, request: Mapping[str, Any], should_stop: Any) -> Iterator[Piece]:
+    def chat(self, request: Mapping[str, Any], should_stop: Any, tools: ToolRequest) -> Iterator[Piece]:
         raise NotImplementedError("openai-upstream requests are relayed by localai_runtime.serving.upstream")
 
-    complete = chat
+    def complete(self, request: Mapping[str, Any], should_stop: Any) -> Iterator[Piece]:
+        raise NotImplementedError("openai-upstream requests are relayed by localai_runtime.serving.upstream")
 
     def embed(self, inputs: Any) -> tuple[list[list[float]], int]:
         raise NotImplementedError("openai-upstream requests are relayed by localai_runtime.serving.upstream")
