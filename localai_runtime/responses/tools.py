@@ -67,7 +67,7 @@ def tool_request(request: Mapping[str, Any], given: tuple[Tool, ...],
     mode, allowed = _choice(request.get("tool_choice"), tuple(tool.name for tool in given))
     parallel = request.get("parallel_tool_calls") is not False
     check_messages(messages)
-    return ToolRequest(given if mode != NONE else (), mode, allowed, parallel)
+    return ToolRequest(given if mode != NONE else (), mode, allowed, parallel, offered=bool(given))
 
 
 def _choice(choice: Any, names: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:

@@ -42,13 +42,15 @@ class Tool:
 @dataclass(frozen=True)
 class ToolRequest:
     """What the model may call: ``mode`` is none, auto or required; ``allowed`` the names a
-    call may use (one name for a named choice); ``legacy`` answers with ``function_call``."""
+    call may use (one name for a named choice); ``legacy`` answers with ``function_call``;
+    ``offered``: the request listed tools (``tools`` is empty when it may call none of them)."""
 
     tools: tuple[Tool, ...]
     mode: str
     allowed: tuple[str, ...]
     parallel: bool
     legacy: bool = False
+    offered: bool = False
 
     @property
     def calls(self) -> bool:
@@ -155,7 +157,7 @@ def tool_request(request: Mapping[str, Any]) -> ToolRequest:
     mode, allowed = _choice(request, tools, legacy)
     parallel = False if legacy else request.get("parallel_tool_calls") is not False
     check_messages(request.get("messages") or ())
-    return ToolRequest(tools if mode != NONE else (), mode, allowed, parallel, legacy)
+    return ToolRequest(tools if mode != NONE else (), mode, allowed, parallel, legacy, offered=bool(tools))
 
 
 NO_TOOLS = ToolRequest((), NONE, (), True)

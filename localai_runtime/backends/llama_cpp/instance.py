@@ -130,7 +130,7 @@ class LlamaCppInstance(Tokens):
         params = read_params(self, request, chat=True)
         form = self.template.form
         plan = plan_calls(self.vocab, form, tools, params.grammar)
-        if plan is None and any(request.get(key) for key in ("tools", "functions")):
+        if plan is None and tools.offered:
             # Tools the model may not call (tool_choice none drops them from ``tools``): no call markup either.
             params = replace(params, stop=(*params.stop, form.trigger))
         return iter(self._generation([prompt], params, should_stop, plan))
