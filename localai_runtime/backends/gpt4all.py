@@ -19,26 +19,24 @@ import ctypes
 import logging
 import queue
 import threading
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import jinja2
 from gpt4all import GPT4All, _pyllmodel
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from localai_runtime.backends._chat_template import CHATML_TEMPLATE, compile_template, render_chat
 from localai_runtime.backends._gguf import inspect as inspect_gguf
 from localai_runtime.backends._gguf import metadata
 from localai_runtime.backends._gguf import missing as missing_model
 from localai_runtime.backends._text import (
     DEFAULT_CONTEXT_SIZE,
     TextStream,
-    plain_messages,
     request_value,
 )
 from localai_runtime.backends.abstract import LocalSettings, Piece, ShouldStop
 from localai_runtime.errors import (
     ContextLengthExceededError,
-    InvalidRequestError,
     NotImplementedAPIError,
     UnsupportedParameterError,
 )
@@ -74,35 +72,7 @@ SETTINGS_SCHEMA: Mapping[str, Any] = {
 }
 
 EMBEDDING_ARCHITECTURES = frozenset({"bert", "nomic-bert"})
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
 _POLL_S = 0.05
-
-
-def compile_template(template: str) -> jinja2.Template:
-    """A chat template compiled the way Hugging Face and llama.cpp render them."""
-    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                                extensions=["jinja2.ext.loopcontrols"])
-
-    def raise_exception(message: str) -> None:
-        raise ValueError(message)
-
-    environment.globals["raise_exception"] = raise_exception
-    return environment.from_string(template)
-
-
-def render_chat(template: jinja2.Template, messages: Sequence[Mapping[str, Any]], *,
-                bos_token: str = "", eos_token: str = "", add_generation_prompt: bool = True) -> str:
-    """The prompt for ``messages``; gpt4all adds BOS itself, so ``bos_token`` stays empty."""
-    try:
-        return template.render(messages=plain_messages(messages), bos_token=bos_token, eos_token=eos_token,
-                               add_generation_prompt=add_generation_prompt)
-    except (ValueError, jinja2.TemplateError) as exc:
-        raise InvalidRequestError(f"the chat template cannot render these messages: {exc}",
-                                  param="messages") from exc
 
 
 class GPT4AllBackend:
