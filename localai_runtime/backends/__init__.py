@@ -15,11 +15,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from localai_runtime.backends.abstract import Backend, LocalSettings, ModelInstance, Piece
+    from localai_runtime.backends.abstract import Backend, LocalSettings, ModelInstance, Piece, Pieces
     from localai_runtime.backends.registry import BackendRegistry, BackendUnavailable
 
-__all__ = ["Backend", "BackendRegistry", "BackendUnavailable", "LocalSettings", "ModelInstance", "Piece"]
+__all__ = ["Backend", "BackendRegistry", "BackendUnavailable", "LocalSettings", "ModelInstance", "Piece", "Pieces"]
 _HOMES = {"Backend": "abstract", "LocalSettings": "abstract", "ModelInstance": "abstract", "Piece": "abstract",
+          "Pieces": "abstract",
           "BackendRegistry": "registry", "BackendUnavailable": "registry"}
 
 

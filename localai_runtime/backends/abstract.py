@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -70,6 +70,8 @@ class Piece:
 
 
 ShouldStop = Callable[[], bool]
+Pieces = Generator[Piece, None, None]
+"""What ``chat`` and ``complete`` return: generated lazily, closed by the server when a request ends early."""
 
 INFERENCE_NICENESS = 5
 
@@ -87,11 +89,11 @@ def below_the_event_loop() -> None:
 
 @runtime_checkable
 class ModelInstance(Protocol):
-    def chat(self, request: Mapping[str, Any], should_stop: ShouldStop, tools: ToolRequest) -> Iterator[Piece]:
+    def chat(self, request: Mapping[str, Any], should_stop: ShouldStop, tools: ToolRequest) -> Pieces:
         """``tools``: the request's tools, parsed and checked once by the serving layer."""
         ...
 
-    def complete(self, request: Mapping[str, Any], should_stop: ShouldStop) -> Iterator[Piece]: ...
+    def complete(self, request: Mapping[str, Any], should_stop: ShouldStop) -> Pieces: ...
 
     def embed(self, inputs: list[str] | list[list[int]]) -> tuple[list[list[float]], int]:
         """Embeddings of each input, and the prompt tokens used."""

@@ -19,7 +19,7 @@ import ctypes
 import logging
 import queue
 import threading
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Generator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import jinja2
@@ -34,7 +34,7 @@ from localai_runtime.backends._text import (
     TextStream,
     request_value,
 )
-from localai_runtime.backends.abstract import LocalSettings, Piece, ShouldStop
+from localai_runtime.backends.abstract import LocalSettings, Piece, Pieces, ShouldStop
 from localai_runtime.errors import (
     ContextLengthExceededError,
     NotImplementedAPIError,
@@ -181,12 +181,12 @@ class GPT4AllInstance:
         result = self._model.embed(list(inputs), return_dict=True)
         return result["embeddings"], result["n_prompt_tokens"]
 
-    def chat(self, request: Mapping[str, Any], should_stop: ShouldStop, tools: ToolRequest) -> Iterator[Piece]:
+    def chat(self, request: Mapping[str, Any], should_stop: ShouldStop, tools: ToolRequest) -> Pieces:
         prompt = render_chat(self._template, request["messages"], eos_token=self._eos_token)
         max_tokens = request_value(request, "max_completion_tokens", request_value(request, "max_tokens"))
         return self._run([prompt], request, max_tokens, "messages", should_stop)
 
-    def complete(self, request: Mapping[str, Any], should_stop: ShouldStop) -> Iterator[Piece]:
+    def complete(self, request: Mapping[str, Any], should_stop: ShouldStop) -> Pieces:
         prompt = request["prompt"]
         prompts = [prompt] if isinstance(prompt, str) else prompt
         if not prompts or not all(isinstance(p, str) for p in prompts):
@@ -194,7 +194,7 @@ class GPT4AllInstance:
         return self._run(prompts, request, request_value(request, "max_tokens", 16), "prompt", should_stop)
 
     def _run(self, prompts: list[str], request: Mapping[str, Any], max_tokens: int | None, param: str,
-             should_stop: ShouldStop) -> Iterator[Piece]:
+             should_stop: ShouldStop) -> Pieces:
         """Sequential choices (``n``, then each prompt of a list), indexed prompt-major."""
         ext = request.get("x-localai-extensions") or {}
         stop = request_value(request, "stop", [])

@@ -24,6 +24,7 @@ def new_id(prefix: str) -> str:
 
 def _text_parts(content: Any, role: str, where: str, field: str = "content") -> list[dict[str, Any]]:
     kind = "output_text" if role == "assistant" else "input_text"
+    parts: list[dict[str, Any]]
     if isinstance(content, str):
         parts = [{"type": kind, "text": content}]
     elif isinstance(content, Sequence):

@@ -53,7 +53,8 @@ class OutputBuilder:
         return events
 
     def text(self, text: str) -> list[Event]:
-        events = self._open_message() if self._message is None else []
+        events = self._open_message()
+        assert self._message is not None  # opened above
         item = self.items[self._message]
         item["content"][0]["text"] += text
         events.append({"type": "response.output_text.delta", "item_id": item["id"], "output_index": self._message,
@@ -64,8 +65,8 @@ class OutputBuilder:
         events: list[Event] = []
         if self._message is None:
             self._message = len(self.items)
-            item = {"id": new_id("msg"), "type": "message", "status": "in_progress", "role": "assistant",
-                    "content": []}
+            item: dict[str, Any] = {"id": new_id("msg"), "type": "message", "status": "in_progress",
+                                    "role": "assistant", "content": []}
             self.items.append(item)
             events.append({"type": "response.output_item.added", "output_index": self._message,
                            "item": _copy(item)})

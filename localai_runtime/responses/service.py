@@ -108,8 +108,9 @@ async def _save(runtime: Runtime, turn: Turn, body: dict[str, Any]) -> None:
     record = ResponseRecord(turn.response_id, turn.created_at, body["model"], body["status"], body, turn.input,
                             turn.request.get("previous_response_id"), turn.conversation_id)
     try:  # the conversation first: a response is never stored naming a conversation without its items
-        appended = turn.conversation_id and body["status"] in ("completed", "incomplete")
-        if appended and not await runtime.store.add_items(turn.conversation_id, turn.input + body["output"]):
+        conversation = turn.conversation_id
+        appended = body["status"] in ("completed", "incomplete")
+        if conversation and appended and not await runtime.store.add_items(conversation, turn.input + body["output"]):
             raise NotFoundError(f"Conversation with id '{turn.conversation_id}' not found.", param="conversation")
         await runtime.store.put_response(record)
     except StoreError as exc:

@@ -23,7 +23,7 @@ from localai_runtime.serving.runtime import Runtime
 class Serving:
     """One operation's serving; subclasses override the hooks."""
 
-    operation_id: ClassVar[str]
+    operation_id: str
     validated: ClassVar[bool] = True
     """The document validated the body on arrival (else the policy validates it)."""
 

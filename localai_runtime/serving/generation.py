@@ -14,11 +14,11 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from concurrent.futures import Executor, Future
 from typing import Any, TypeVar
 
-from localai_runtime.backends import Piece
+from localai_runtime.backends import Piece, Pieces
 from localai_runtime.errors import ClientClosedRequest
 from localai_runtime.observability.metrics import UNOBSERVED, RequestMetrics, Unobserved
 from localai_runtime.serving.pool import Lease
@@ -88,7 +88,7 @@ def _settle(ended: asyncio.Future[None]) -> None:
 
 
 async def run_pieces(
-    method: Callable[[Mapping[str, Any], Callable[[], bool]], Iterator[Piece]],
+    method: Callable[[Mapping[str, Any], Callable[[], bool]], Pieces],
     request: Mapping[str, Any],
     *,
     stop: threading.Event | None = None,
@@ -96,7 +96,7 @@ async def run_pieces(
     executor: Executor,
     lease: Lease | None = None,
     observer: Observer = UNOBSERVED,
-) -> AsyncIterator[Piece]:
+) -> AsyncGenerator[Piece, None]:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()
     stop = stop or threading.Event()
@@ -140,7 +140,7 @@ async def run_pieces(
 
 
 async def collect_pieces(
-    method: Callable[[Mapping[str, Any], Callable[[], bool]], Iterator[Piece]],
+    method: Callable[[Mapping[str, Any], Callable[[], bool]], Pieces],
     request: Mapping[str, Any],
     *,
     stop: threading.Event,

@@ -13,13 +13,13 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from starlette.responses import JSONResponse, Response
 
-from localai_runtime.backends import ModelInstance, Piece
+from localai_runtime.backends import ModelInstance, Piece, Pieces
 from localai_runtime.serving import streaming
 from localai_runtime.serving.base import Serving
 from localai_runtime.serving.generation import collect_pieces, run_pieces, until_disconnected
@@ -44,7 +44,7 @@ class TextServing(Serving):
         return await _whole(runtime, self, prepared, receive, stop)
 
     def generator(self, instance: ModelInstance,
-                  prepared: Prepared) -> Callable[[Mapping[str, Any], Callable[[], bool]], Iterator[Piece]]:
+                  prepared: Prepared) -> Callable[[Mapping[str, Any], Callable[[], bool]], Pieces]:
         """The instance's generator for this API, given what ``prepared`` parsed for it."""
         raise NotImplementedError
 

@@ -41,7 +41,7 @@ class TokenizeServing(Serving):
     """``tokenize`` or ``detokenize``, one object for each."""
 
     def __init__(self, operation_id: str) -> None:
-        self.operation_id = operation_id  # type: ignore[misc] - a ClassVar elsewhere
+        self.operation_id = operation_id
 
     async def answer(self, runtime: Runtime, body: Mapping[str, Any], prepared: Prepared,
                      receive: Callable[[], Any]) -> Response:

@@ -11,12 +11,14 @@ not to buffer it); the pool still admits requests (``parallel`` in flight, then 
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
 from starlette.responses import JSONResponse, Response
 
 from localai_runtime.backends import Piece
+from localai_runtime.backends.openai_upstream.backend import UpstreamInstance
+from localai_runtime.backends.openai_upstream.client import Upstream
 from localai_runtime.backends.openai_upstream.failures import UpstreamError, error_in, is_context_overflow
 from localai_runtime.backends.openai_upstream.streams import chat_pieces
 from localai_runtime.errors import ContextLengthExceededError, UnsupportedParameterError
@@ -113,12 +115,14 @@ async def _stream(runtime: Runtime, prepared: Prepared, path: str) -> AsyncGener
     _finished(observer, last)
 
 
-def _upstream(lease: Lease) -> Any:
-    return lease.instance.upstream  # type: ignore[attr-defined] - an openai-upstream instance
+def _upstream(lease: Lease) -> Upstream:
+    instance = lease.instance
+    assert isinstance(instance, UpstreamInstance), instance  # only openai-upstream registrations relay
+    return instance.upstream
 
 
 async def remote_pieces(lease: Lease, registration: Registration, chat: Mapping[str, Any],
-                        stop: threading.Event, observer: Observer) -> AsyncIterator[Piece]:
+                        stop: threading.Event, observer: Observer) -> AsyncGenerator[Piece, None]:
     """A chat request's pieces from the upstream (the Responses API's path for this backend)."""
     body = upstream_body(chat, registration, stream=True)
     try:

@@ -194,7 +194,7 @@ def modern_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
     """Messages of the legacy function API in today's shape: an assistant ``function_call``
     becomes a ``tool_calls`` entry, a ``function`` message the ``tool`` message answering it."""
     result: list[dict[str, Any]] = []
-    pending: dict[str, str] = {}
+    pending: dict[Any, str] = {}  # a legacy call's name (as the client wrote it) -> its id
     for i, message in enumerate(messages):
         message = dict(message)
         if message.get("role") == "assistant" and message.get("function_call"):

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -13,7 +13,7 @@ import numpy as np
 
 from localai_runtime.backends._gguf import missing as missing_model
 from localai_runtime.backends._text import DEFAULT_CONTEXT_SIZE
-from localai_runtime.backends.abstract import LocalSettings, Piece, ShouldStop
+from localai_runtime.backends.abstract import LocalSettings, Pieces, ShouldStop
 from localai_runtime.backends.llama_cpp.embedding import embed_tokens
 from localai_runtime.backends.llama_cpp.engine.params import SamplingParams
 from localai_runtime.backends.llama_cpp.engine.scheduler import Engine
@@ -122,7 +122,7 @@ class LlamaCppInstance(Tokens):
 
     # -- chat and completions ---------------------------------------------------------------
 
-    def chat(self, request: Mapping[str, Any], should_stop: ShouldStop, tools: ToolRequest) -> Iterator[Piece]:
+    def chat(self, request: Mapping[str, Any], should_stop: ShouldStop, tools: ToolRequest) -> Pieces:
         """A chat completion's pieces; ``tools`` is the request's tools as the server parsed them.
         Checks the request now, then generates lazily."""
         prompt = self.chat_tokens(request, tools)
@@ -135,7 +135,7 @@ class LlamaCppInstance(Tokens):
             params = replace(params, stop=(*params.stop, form.trigger))
         return iter(self._generation([prompt], params, should_stop, plan))
 
-    def complete(self, request: Mapping[str, Any], should_stop: ShouldStop) -> Iterator[Piece]:
+    def complete(self, request: Mapping[str, Any], should_stop: ShouldStop) -> Pieces:
         """A completion's pieces, choice by choice for each prompt; checks the request now."""
         prompt = request["prompt"]
         if isinstance(prompt, str):

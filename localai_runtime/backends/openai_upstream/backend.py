@@ -4,10 +4,10 @@ checks, and instances that share one :class:`~.client.Upstream` per registration
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from localai_runtime.backends.abstract import LocalSettings, Piece
+from localai_runtime.backends.abstract import LocalSettings, Pieces
 from localai_runtime.backends.openai_upstream.client import Upstream
 from localai_runtime.backends.openai_upstream.replicas import ReplicaSet
 from localai_runtime.backends.openai_upstream.settings import DEFAULT_PARALLEL, SETTINGS_SCHEMA, UpstreamSettings
@@ -111,10 +111,10 @@ class UpstreamInstance:
         return self.upstream.replicas
 
     # The blocking contract of local backends does not apply: serving relays these requests.
-    def chat(self, request: Mapping[str, Any], should_stop: Any, tools: ToolRequest) -> Iterator[Piece]:
+    def chat(self, request: Mapping[str, Any], should_stop: Any, tools: ToolRequest) -> Pieces:
         raise NotImplementedError("openai-upstream requests are relayed by localai_runtime.serving.upstream")
 
-    def complete(self, request: Mapping[str, Any], should_stop: Any) -> Iterator[Piece]:
+    def complete(self, request: Mapping[str, Any], should_stop: Any) -> Pieces:
         raise NotImplementedError("openai-upstream requests are relayed by localai_runtime.serving.upstream")
 
     def embed(self, inputs: Any) -> tuple[list[list[float]], int]:
