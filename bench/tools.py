@@ -25,6 +25,7 @@ from localai_runtime.backends import LocalSettings  # noqa: E402
 from localai_runtime.backends.llama_cpp import LlamaCppBackend, templates  # noqa: E402
 from localai_runtime.model_packages import packaged_model  # noqa: E402
 from localai_runtime.tools.request import tool_request  # noqa: E402
+from localai_runtime.tools.response_format import chat_response_format  # noqa: E402
 
 NOTE = {"type": "function", "function": {"name": "save_note", "description": "Save a long note",
                                          "parameters": {"type": "object", "properties": {"text": {"type": "string"}},
@@ -39,7 +40,7 @@ def say(lines: list[str], line: str) -> None:
 
 def rate(instance, request: dict) -> tuple[float, int]:
     started = time.perf_counter()
-    pieces = list(instance.chat(request, lambda: False, tool_request(request)))
+    pieces = list(instance.chat(request, lambda: False, tool_request(request), chat_response_format(request)))
     elapsed = time.perf_counter() - started
     tokens = pieces[-1].completion_tokens
     return tokens / elapsed, tokens

@@ -103,7 +103,7 @@ class EchoInstance:
         finally:
             EchoInstance.last_run = (produced, len(pieces) * choices)
 
-    def chat(self, request, should_stop, tools):
+    def chat(self, request, should_stop, tools, response_format):
         return self._echo(request, "messages", should_stop)
 
     def complete(self, request, should_stop):
@@ -230,8 +230,9 @@ class _CountedInstance:
             raise
         return _CountedPieces(pieces, lambda: self._leave(should_stop()))
 
-    def chat(self, request, should_stop, tools):
-        return self._generation(functools.partial(self._instance.chat, tools=tools), request, should_stop)
+    def chat(self, request, should_stop, tools, response_format):
+        chat = functools.partial(self._instance.chat, tools=tools, response_format=response_format)
+        return self._generation(chat, request, should_stop)
 
     def complete(self, request, should_stop):
         return self._generation(self._instance.complete, request, should_stop)

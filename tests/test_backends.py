@@ -25,6 +25,7 @@ from localai_runtime.errors import (
     UnsupportedParameterError,
 )
 from localai_runtime.tools.request import NO_TOOLS
+from localai_runtime.tools.response_format import TEXT, chat_response_format
 
 BACKENDS = {"llama-cpp": LlamaCppBackend, "gpt4all": GPT4AllBackend}
 CONTEXT = 512
@@ -99,7 +100,7 @@ def test_adapters_implement_the_protocols(instance: ModelInstance, backend: str)
 
 
 def test_chat_streams_pieces_with_usage(instance: ModelInstance) -> None:
-    pieces = list(instance.chat({"messages": CHAT, "max_tokens": 8, "temperature": 0}, never, NO_TOOLS))
+    pieces = list(instance.chat({"messages": CHAT, "max_tokens": 8, "temperature": 0}, never, NO_TOOLS, TEXT))
     text, last = one(pieces)
     assert text and len(pieces) > 2
     assert last.finish_reason == "length" and last.completion_tokens == 8
@@ -152,7 +153,7 @@ def test_stop_sequence(instance: ModelInstance) -> None:
 
 def test_n_choices(instance: ModelInstance) -> None:
     request = {"messages": CHAT, "max_tokens": 6, "temperature": 1.0, "n": 2}
-    result = choices(instance.chat(request, never, NO_TOOLS))
+    result = choices(instance.chat(request, never, NO_TOOLS, TEXT))
     assert sorted(result) == [0, 1]
     for _, last in result.values():
         assert last.finish_reason == "length" and last.completion_tokens == 6
@@ -207,10 +208,11 @@ def test_llama_cpp_json_schema_response_format(llama: ModelInstance) -> None:
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
     request = {"messages": CHAT, "max_tokens": 200, "temperature": 0,
                "response_format": {"type": "json_schema", "json_schema": {"name": "t", "schema": schema}}}
-    text, last = one(llama.chat(request, never, NO_TOOLS))
+    text, last = one(llama.chat(request, never, NO_TOOLS, chat_response_format(request)))
     assert last.finish_reason == "stop"
     assert isinstance(json.loads(text)["a"], int)
-    text, _ = one(llama.chat({**request, "response_format": {"type": "json_object"}}, never, NO_TOOLS))
+    any_object = {**request, "response_format": {"type": "json_object"}}
+    text, _ = one(llama.chat(any_object, never, NO_TOOLS, chat_response_format(any_object)))
     assert isinstance(json.loads(text), dict)
 
 
@@ -219,10 +221,11 @@ def test_llama_cpp_grammar_extension(llama: ModelInstance) -> None:
     for seed in range(3):
         request = {"messages": CHAT, "temperature": 1.0, "seed": seed,
                    "x-localai-extensions": {"grammar": 'root ::= "yes" | "no"'}}
-        text, last = one(llama.chat(request, never, NO_TOOLS))
+        text, last = one(llama.chat(request, never, NO_TOOLS, TEXT))
         assert text in {"yes", "no"} and last.finish_reason == "stop"
     with pytest.raises(InvalidRequestError) as caught:
-        llama.chat({"messages": CHAT, "x-localai-extensions": {"grammar": 'root ::= "unterminated'}}, never, NO_TOOLS)
+        llama.chat({"messages": CHAT, "x-localai-extensions": {"grammar": 'root ::= "unterminated'}}, never, NO_TOOLS,
+                   TEXT)
     assert caught.value.param == "x-localai-extensions.grammar"
 
 
@@ -238,7 +241,7 @@ def test_llama_cpp_logit_bias_and_ignore_eos(llama: ModelInstance) -> None:
 
 def test_llama_cpp_logprobs(llama: ModelInstance) -> None:
     request = {"messages": CHAT, "max_tokens": 5, "temperature": 0, "logprobs": True, "top_logprobs": 3}
-    pieces = list(llama.chat(request, never, NO_TOOLS))
+    pieces = list(llama.chat(request, never, NO_TOOLS, TEXT))
     entries = [entry for piece in pieces for entry in piece.logprobs or ()]
     assert len(entries) == 5 == pieces[-1].completion_tokens
     for entry in entries:

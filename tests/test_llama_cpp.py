@@ -21,6 +21,7 @@ from localai_runtime.backends.llama_cpp import templates as templates_module
 from localai_runtime.backends.llama_cpp.engine import shared as shared_module
 from localai_runtime.demo_model import DemoModelSpec, write_demo_model
 from localai_runtime.tools.request import NO_TOOLS, tool_request
+from localai_runtime.tools.response_format import TEXT, chat_response_format
 from tests.conftest import wait_until
 
 LONG_PIECE = "x" * 300  # longer than the 256-byte buffer pieces are first read into
@@ -67,7 +68,7 @@ def test_top_logprobs_are_the_most_likely_tokens_in_order(demo_model):
         def entries(top: int) -> list[dict]:
             request = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 6, "temperature": 0,
                        "logprobs": True, "top_logprobs": top}
-            return [entry for piece in instance.chat(request, never, NO_TOOLS) for entry in piece.logprobs or []]
+            return [entry for piece in instance.chat(request, never, NO_TOOLS, TEXT) for entry in piece.logprobs or []]
 
         five, two = entries(5), entries(2)
         assert len(five) == len(two) == 6
@@ -143,7 +144,7 @@ def test_registrations_loading_a_model_the_same_way_share_it(demo_model):
     try:
         assert chat._shared is embeddings._shared and chat._shared is not other._shared
         assert embeddings.embed(["hi"])[1] > 0 and text_of(chat.chat({"messages": [{"role": "user", "content": "hi"}],
-                                                                       "max_tokens": 3}, never, NO_TOOLS))
+                                                                       "max_tokens": 3}, never, NO_TOOLS, TEXT))
         embeddings.close()
         assert chat._shared.weights is not None  # still used by chat
     finally:
@@ -187,13 +188,13 @@ def test_strings_generated_under_a_schema_are_valid_json(demo_model):
         for seed in range(40):
             calls = {"model": "demo", "messages": [{"role": "user", "content": "Save a note"}], "tools": [tool],
                      "tool_choice": "required", "temperature": 1.5, "seed": seed, "max_tokens": 200}
-            pieces = list(instance.chat(calls, never, tool_request(calls)))
+            pieces = list(instance.chat(calls, never, tool_request(calls), TEXT))
             arguments = "".join(d.arguments for p in pieces for d in p.tool_calls or () if d.arguments)
             assert isinstance(json.loads(arguments)["note"], str), arguments  # json.loads is strict
             answer = {"model": "demo", "messages": [{"role": "user", "content": "A note"}], "temperature": 1.5,
                       "seed": seed, "max_tokens": 200,
                       "response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": schema}}}
-            assert isinstance(json.loads(text_of(instance.chat(answer, never, NO_TOOLS)))["note"], str)
+            assert isinstance(json.loads(text_of(instance.chat(answer, never, NO_TOOLS, chat_response_format(answer))))["note"], str)
     finally:
         instance.close()
 

@@ -235,6 +235,8 @@ def test_background_runs_after_answering_queued_and_can_be_cancelled(client):
     ({"input": "x", "reasoning": {"effort": "high"}}, 400, "reasoning"),
     ({"input": "x", "include": ["message.output_text.logprobs"]}, 400, "include"),
     ({"input": "x", "text": {"verbosity": "low"}}, 400, "text.verbosity"),
+    ({"input": "x", "text": {"format": {"type": "json_object"}}, "x-localai-extensions": {"grammar": 'root ::= "a"'}},
+     400, "text.format"),
     ({"input": "x", "background": True, "stream": True}, 400, "stream"),
     ({"input": "x", "previous_response_id": "resp_a", "conversation": "conv_b"}, 400, "conversation"),
 ])
@@ -355,9 +357,20 @@ def test_tool_mistakes_name_the_responses_field(request_tools, error, param):
 
 
 def test_tools_reach_the_chat_request_in_chat_shape():
-    chat, tools = chat_request({"model": "demo", "tools": [WEATHER], "tool_choice": {"type": "function",
+    chat, tools, _ = chat_request({"model": "demo", "tools": [WEATHER], "tool_choice": {"type": "function",
                                 "name": "get_weather"}}, [{"role": "user", "content": "hi"}])
     assert chat["tools"] == [{"type": "function", "function": {
         k: WEATHER[k] for k in ("name", "parameters", "description", "strict")}}]
     assert chat["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
     assert (tools.mode, tools.allowed, [t.name for t in tools.tools]) == ("required", ("get_weather",), ["get_weather"])
+
+
+def test_text_format_is_parsed_once_naming_the_responses_fields():
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    chat, _, form = chat_request({"model": "demo", "text": {"format": {"type": "json_schema", "name": "t",
+                                  "schema": schema}}}, [{"role": "user", "content": "hi"}])
+    assert (form.type, form.schema, form.param, form.schema_param) == (
+        "json_schema", schema, "text.format", "text.format.schema")
+    assert chat["response_format"] == {"type": "json_schema", "json_schema": {"name": "t", "schema": schema}}
+    _, _, plain = chat_request({"model": "demo"}, [{"role": "user", "content": "hi"}])
+    assert not plain.constrained

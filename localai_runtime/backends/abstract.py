@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from localai_runtime.backends.openai_upstream.replicas import ReplicaSet
     from localai_runtime.tools.request import ToolRequest
+    from localai_runtime.tools.response_format import ResponseFormat
 
 COMMON_SETTINGS_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -89,7 +90,8 @@ def below_the_event_loop() -> None:
 
 @runtime_checkable
 class ModelInstance(Protocol):
-    def chat(self, request: Mapping[str, Any], should_stop: ShouldStop, tools: ToolRequest) -> Pieces:
+    def chat(self, request: Mapping[str, Any], should_stop: ShouldStop, tools: ToolRequest,
+             response_format: ResponseFormat) -> Pieces:
         """``tools``: the request's tools, parsed and checked once by the serving layer."""
         ...
 

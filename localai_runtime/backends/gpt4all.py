@@ -43,6 +43,7 @@ from localai_runtime.errors import (
 
 if TYPE_CHECKING:
     from localai_runtime.tools.request import ToolRequest
+    from localai_runtime.tools.response_format import ResponseFormat
 
 __all__ = ["GPT4AllBackend", "GPT4AllInstance", "HONOURED_EXTENSIONS", "render_chat"]
 
@@ -181,7 +182,9 @@ class GPT4AllInstance:
         result = self._model.embed(list(inputs), return_dict=True)
         return result["embeddings"], result["n_prompt_tokens"]
 
-    def chat(self, request: Mapping[str, Any], should_stop: ShouldStop, tools: ToolRequest) -> Pieces:
+    def chat(self, request: Mapping[str, Any], should_stop: ShouldStop, tools: ToolRequest,
+             response_format: ResponseFormat) -> Pieces:
+        """The policy refuses tools and response formats for this backend: both ask for nothing here."""
         prompt = render_chat(self._template, request["messages"], eos_token=self._eos_token)
         max_tokens = request_value(request, "max_completion_tokens", request_value(request, "max_tokens"))
         return self._run([prompt], request, max_tokens, "messages", should_stop)

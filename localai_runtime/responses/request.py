@@ -15,6 +15,7 @@ from typing import Any
 from localai_runtime.errors import UnsupportedParameterError
 from localai_runtime.responses.tools import chat_choice, check_kinds, tool_request, tools
 from localai_runtime.tools.request import ToolRequest
+from localai_runtime.tools.response_format import ResponseFormat, text_format
 
 _COPIED = ("temperature", "top_p", "parallel_tool_calls", "x-localai-extensions")
 
@@ -56,9 +57,11 @@ def _response_format(text: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return {"type": form["type"]}
 
 
-def chat_request(request: Mapping[str, Any], messages: list[dict[str, Any]]) -> tuple[dict[str, Any], ToolRequest]:
-    """The chat request serving ``request`` (merged and admitted by the policy) on ``messages``,
-    and its tools; a mistake in the tools is a 400 before any wait."""
+def chat_request(request: Mapping[str, Any], messages: list[dict[str, Any]]
+                 ) -> tuple[dict[str, Any], ToolRequest, ResponseFormat]:
+    """The chat request serving ``request`` (merged and admitted by the policy) on ``messages``
+    (as an upstream engine is sent it), its tools and its format; a mistake in the tools is a 400
+    before any wait."""
     chat: dict[str, Any] = {"model": request["model"], "messages": messages}
     chat.update({key: request[key] for key in _COPIED if request.get(key) is not None})
     if request.get("max_output_tokens") is not None:
@@ -72,4 +75,4 @@ def chat_request(request: Mapping[str, Any], messages: list[dict[str, Any]]) -> 
         chat["tool_choice"] = chat_choice(request["tool_choice"])
     if response_format is not None and response_format["type"] != "text":
         chat["response_format"] = response_format
-    return chat, tool_request(request, given, messages)
+    return chat, tool_request(request, given, messages), text_format((request.get("text") or {}).get("format"))

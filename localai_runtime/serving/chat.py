@@ -13,6 +13,7 @@ from localai_runtime.serving.registrations import Registration
 from localai_runtime.serving.runtime import Runtime
 from localai_runtime.serving.text import Call, TextServing
 from localai_runtime.tools.request import tool_request
+from localai_runtime.tools.response_format import chat_response_format
 
 
 def chat_logprobs(entries: list[dict[str, Any]] | None) -> dict[str, Any] | None:
@@ -28,10 +29,12 @@ class ChatServing(TextServing):
 
     def prepare(self, runtime: Runtime, body: Mapping[str, Any], registration: Registration) -> Prepared:
         prepared = super().prepare(runtime, body, registration)
-        return replace(prepared, tools=tool_request(prepared.request))  # a mistake in the tools is a 400 now
+        # a mistake in the tools is a 400 now
+        return replace(prepared, tools=tool_request(prepared.request),
+                       response_format=chat_response_format(prepared.request))
 
     def generator(self, instance: ModelInstance, prepared: Prepared):  # noqa: ANN201 - the instance's generator
-        return functools.partial(instance.chat, tools=prepared.tools)
+        return functools.partial(instance.chat, tools=prepared.tools, response_format=prepared.response_format)
 
     def choice(self, index: int, text: str, finish: str, logprobs: list[dict[str, Any]] | None,
                calls: list[Call], legacy: bool) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from localai_runtime.spec.integers import integral
 from localai_runtime.spec.request_schemas import RequestSchemas
 from localai_runtime.spec.schemas import describe
 from localai_runtime.tools.request import NO_TOOLS, ToolRequest
+from localai_runtime.tools.response_format import TEXT, ResponseFormat
 
 DROPPED_HEADER = "x-localai-dropped-fields"
 REGISTRATION_HEADER = "x-localai-registration"
@@ -40,13 +41,15 @@ REGISTRATION_HEADER = "x-localai-registration"
 @dataclass
 class Prepared:
     """A request ready for the backend: the merged fields, what the policy dropped, and what it
-    parsed once for the backend (the output filters; the tools, set by the API that has them)."""
+    parsed once for the backend (the output filters; the tools and the response format, set by the
+    API that has them)."""
 
     registration: Registration
     request: dict[str, Any]
     dropped: list[str] = field(default_factory=list)
     filters: OutputFilters = NONE
     tools: ToolRequest = NO_TOOLS
+    response_format: ResponseFormat = TEXT
 
     def headers(self) -> dict[str, str]:
         headers = {REGISTRATION_HEADER: _header_value(self.registration.label)}

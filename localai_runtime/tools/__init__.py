@@ -1,4 +1,4 @@
-"""Tool calling, the same for every backend that can do it.
+"""Tool calling and structured output, the same for every backend that can do them.
 
 - ``request``: a chat request's tools, tool choice and tool messages, normalised (the legacy
   ``functions``/``function_call`` pair included) and checked: every mistake is a 400 naming the
@@ -7,7 +7,8 @@
   call is written, how calls are found in text), and how a template's format is recognised;
 - ``grammar``: GBNF for a model's native call wrapper around ``{"name", "arguments"}``, so
   arguments always parse and match the tool's schema;
-- ``parsing``: splitting generated text into content and calls, whole or as it streams.
+- ``parsing``: splitting generated text into content and calls, whole or as it streams;
+- ``response_format``: what the answer must be (text, a JSON object, JSON of a schema), parsed once.
 
 Imports nothing of the server but :mod:`localai_runtime.errors`; ``serving`` and the backends
 import it.

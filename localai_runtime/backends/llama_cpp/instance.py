@@ -29,6 +29,7 @@ from localai_runtime.errors import (
 )
 from localai_runtime.tools.formats import FORMATS, recognise
 from localai_runtime.tools.request import ToolRequest
+from localai_runtime.tools.response_format import TEXT, ResponseFormat
 
 logger = logging.getLogger(__name__)
 
@@ -122,12 +123,13 @@ class LlamaCppInstance(Tokens):
 
     # -- chat and completions ---------------------------------------------------------------
 
-    def chat(self, request: Mapping[str, Any], should_stop: ShouldStop, tools: ToolRequest) -> Pieces:
-        """A chat completion's pieces; ``tools`` is the request's tools as the server parsed them.
+    def chat(self, request: Mapping[str, Any], should_stop: ShouldStop, tools: ToolRequest,
+             response_format: ResponseFormat) -> Pieces:
+        """A chat completion's pieces; ``tools`` and ``response_format`` as the server parsed them.
         Checks the request now, then generates lazily."""
         prompt = self.chat_tokens(request, tools)
         self._check_length(prompt, "messages")
-        params = read_params(self, request, chat=True)
+        params = read_params(self, request, response_format, chat=True)
         form = self.template.form
         plan = plan_calls(self.vocab, form, tools, params.grammar)
         if plan is None and tools.offered:
@@ -148,7 +150,7 @@ class LlamaCppInstance(Tokens):
             prompts = [self._checked_ids(prompt, "prompt")]
         for tokens in prompts:
             self._check_length(tokens, "prompt")
-        return iter(self._generation(prompts, read_params(self, request, chat=False), should_stop))
+        return iter(self._generation(prompts, read_params(self, request, TEXT, chat=False), should_stop))
 
     def _check_length(self, tokens: list[int], param: str) -> None:
         if len(tokens) >= self._n_ctx:

@@ -17,6 +17,7 @@ from localai_runtime.backends.llama_cpp.engine.grammar import LazyGrammar
 from localai_runtime.backends.llama_cpp.engine.params import Bias, SamplingParams
 from localai_runtime.backends.llama_cpp.json_grammar import schema_to_gbnf
 from localai_runtime.errors import InvalidRequestError
+from localai_runtime.tools.response_format import JSON_OBJECT, JSON_SCHEMA, ResponseFormat
 
 _BANNED = -1e30  # a finite "never": a grammar may still force the token when nothing else is allowed
 _REQUEST = ("temperature", "top_p", "presence_penalty", "frequency_penalty", "seed", "n")
@@ -48,7 +49,8 @@ def compile_grammar(vocab: Any, text: str, param: str) -> LazyGrammar:
     return LazyGrammar(vocab, text, param)
 
 
-def read_params(vocabulary: Vocabulary, request: Mapping[str, Any], *, chat: bool) -> SamplingParams:
+def read_params(vocabulary: Vocabulary, request: Mapping[str, Any], response_format: ResponseFormat, *,
+                chat: bool) -> SamplingParams:
     """The request's sampling values (a chat completion's, else a completion's: they name the
     budget and logprobs differently); every error is a 400 now."""
     ext = request.get("x-localai-extensions") or {}
@@ -66,31 +68,28 @@ def read_params(vocabulary: Vocabulary, request: Mapping[str, Any], *, chat: boo
         max_tokens = request_value(request, "max_tokens", COMPLETION_MAX_TOKENS)
         top = request_value(request, "logprobs")
     bias = _bias(vocabulary, request, ext)
-    text, param = _answer_gbnf(request, ext)
+    text, param = _answer_gbnf(response_format, ext)
     grammar = None if text is None else compile_grammar(vocabulary.vocab, text, param)
     return SamplingParams(**given, bias=bias, top_logprobs=top, grammar=grammar,
                           max_tokens=max_tokens, stop=(stop,) if isinstance(stop, str) else tuple(stop))
 
 
-def _answer_gbnf(request: Mapping[str, Any], ext: Mapping[str, Any]) -> tuple[str | None, str]:
-    """The GBNF the answer must follow (a grammar, or a JSON response_format), and its field."""
-    response_format = request_value(request, "response_format", {"type": "text"})
-    kind = response_format.get("type")
-    if "grammar" in ext and kind != "text":
-        raise InvalidRequestError("give either a grammar or a JSON response_format, not both",
-                                  param="response_format")
+def _answer_gbnf(response_format: ResponseFormat, ext: Mapping[str, Any]) -> tuple[str | None, str]:
+    """The GBNF the answer must follow (a grammar, or a JSON response format), and its field."""
+    if "grammar" in ext and response_format.constrained:
+        raise InvalidRequestError(f"give either a grammar or a JSON {response_format.param}, not both",
+                                  param=response_format.param)
     if "grammar" in ext:
         return ext["grammar"], "x-localai-extensions.grammar"
-    if kind == "json_object":
-        return JSON_GBNF, "response_format"
-    if kind == "json_schema":
-        schema = (response_format.get("json_schema") or {}).get("schema", {})
+    if response_format.type == JSON_OBJECT:
+        return JSON_GBNF, response_format.param
+    if response_format.type == JSON_SCHEMA:
         try:
-            return schema_to_gbnf(json.dumps(schema)), "response_format"
+            return schema_to_gbnf(json.dumps(response_format.schema)), response_format.param
         except Exception as exc:  # the converter raises assorted errors for unsupported schemas
             raise InvalidRequestError(f"this JSON schema cannot be enforced: {exc}",
-                                      param="response_format.json_schema.schema") from exc
-    return None, "response_format"
+                                      param=response_format.schema_param) from exc
+    return None, response_format.param
 
 
 def _bias(vocabulary: Vocabulary, request: Mapping[str, Any], ext: Mapping[str, Any]) -> Bias | None:

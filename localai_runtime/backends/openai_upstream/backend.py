@@ -15,6 +15,7 @@ from localai_runtime.backends.openai_upstream.transport import Origin
 
 if TYPE_CHECKING:
     from localai_runtime.tools.request import ToolRequest
+    from localai_runtime.tools.response_format import ResponseFormat
 
 EXTENSION_PREFIX = "x-localai-extensions."
 SERVED = ("createChatCompletion", "createCompletion", "createEmbedding")
@@ -111,7 +112,8 @@ class UpstreamInstance:
         return self.upstream.replicas
 
     # The blocking contract of local backends does not apply: serving relays these requests.
-    def chat(self, request: Mapping[str, Any], should_stop: Any, tools: ToolRequest) -> Pieces:
+    def chat(self, request: Mapping[str, Any], should_stop: Any, tools: ToolRequest,
+             response_format: ResponseFormat) -> Pieces:
         raise NotImplementedError("openai-upstream requests are relayed by localai_runtime.serving.upstream")
 
     def complete(self, request: Mapping[str, Any], should_stop: Any) -> Pieces:
