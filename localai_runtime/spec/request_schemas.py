@@ -94,8 +94,8 @@ class RequestSchemas:
         be valid; the top-level fields it leaves out for the client to send are not errors.
 
         Registrations are checked while the server starts, so this uses the Python validator
-        only: the compiled one needs a registry built from a copy of the whole document (0.1 s
-        for OpenAI's), which start-up builds after it is ready."""
+        only: the compiled one needs a registry built from a copy of the whole document, which
+        start-up builds after it is ready."""
         errors = self.validators.validator(request.schema).iter_errors(part)
         return best_match(e for e in errors if not _left_out(e))
 

@@ -29,7 +29,7 @@ _LAZY = {"Store": "database", "SCHEMA_VERSION": "schema", "migrate": "schema"}
 
 
 def __getattr__(name: str) -> Any:
-    """What needs SQLAlchemy, imported on first use (0.2 s of start-up; none with --no-store)."""
+    """What needs SQLAlchemy, imported on first use (so never with --no-store)."""
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import importlib

@@ -1,11 +1,10 @@
 """The engine's ``llama_batch``, its arrays owned by numpy.
 
 ``llama_batch_init`` allocates each token's sequence-id array on its own, so writing a token's
-sequence meant one numpy view per token (2,048 views, 0.05 s at start-up) or one ctypes call per
-token per step. Here the sequence ids are one contiguous array and each token's ``seq_id``
-pointer points at its element: a chunk of tokens is written with a few slice assignments. The
-struct is only read by ``llama_decode``; nothing here is freed by llama.cpp.
-"""
+sequence would mean one numpy view per token or one ctypes call per token per step. Here the
+sequence ids are one contiguous array and each token's ``seq_id`` pointer points at its element: a
+chunk of tokens is written with a few slice assignments. The struct is only read by
+``llama_decode``; nothing here is freed by llama.cpp."""
 
 from __future__ import annotations
 
