@@ -3,7 +3,8 @@
 The header is read directly (``gguf.GGUFReader`` would also build every token string of the
 vocabulary to answer three keys): the key/value pairs, skipping the values not needed, then every
 tensor's description, checked against the file's size. So a truncated or damaged file still fails
-here (at ``check`` and start-up) instead of at the first request."""
+here (at ``check`` and start-up) instead of at the first request.
+"""
 
 from __future__ import annotations
 

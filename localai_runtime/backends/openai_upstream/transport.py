@@ -1,12 +1,13 @@
 """A lean HTTP/1.1 client for the upstream: kept-alive connections per replica, on asyncio streams.
 
-The front door's added latency is the point of this backend, and a general-purpose client adds about
-as much per request as the engine takes to answer a short completion (BENCHMARKS.md). This one does
-what an OpenAI-compatible engine needs and no more: POST and GET with a JSON body, ``Content-
-Length`` or chunked answers, TLS for ``https``, and an idle connection reused for the next request
-(a reused connection the engine had closed is retried once on a fresh one, when nothing at all was
-read back). Errors of the network are :class:`TransportError`; timeouts are the caller's
-(``asyncio.timeout``)."""
+The front door's added latency is the point of this backend, and a general-purpose client adds
+about as much per request as the engine takes to answer a short completion (BENCHMARKS.md). This
+one does what an OpenAI-compatible engine needs and no more: POST and GET with a JSON body,
+``Content-Length`` or chunked answers, TLS for ``https``, and an idle connection reused for the
+next request (a reused connection the engine had closed is retried once on a fresh one, when
+nothing at all was read back). Errors of the network are :class:`TransportError`; timeouts are the
+caller's (``asyncio.timeout``).
+"""
 
 from __future__ import annotations
 

@@ -4,7 +4,8 @@
 sequence would mean one numpy view per token or one ctypes call per token per step. Here the
 sequence ids are one contiguous array and each token's ``seq_id`` pointer points at its element: a
 chunk of tokens is written with a few slice assignments. The struct is only read by
-``llama_decode``; nothing here is freed by llama.cpp."""
+``llama_decode``; nothing here is freed by llama.cpp.
+"""
 
 from __future__ import annotations
 
