@@ -333,6 +333,17 @@ def test_an_error_after_the_stream_started_is_an_error_event_then_done(echo_serv
         list(echo_server.client().completions.create(model="echo", prompt="fail after two pieces", stream=True))
 
 
+def test_a_filtered_stream_that_fails_before_its_first_chunk_still_ends_with_an_error_event(echo_server):
+    # With trimstrings the text waits for the end of its choice: the stream began at the first piece all the same.
+    body = {"model": "echo", "prompt": "fail after two pieces", "stream": True,
+            "x-localai-extensions": {"trimstrings": ["x"]}}
+    with echo_server.http() as http:
+        raw = http.post("/v1/completions", json=body)
+    assert raw.status_code == 200 and raw.headers["content-type"].startswith("text/event-stream")
+    events = [line[len("data: "):] for line in raw.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]" and json.loads(events[-2])["error"]["type"] == "api_error"
+
+
 def test_parallel_instances_serve_at_once_and_load_once(echo_server):
     before = EchoBackend.loads
 

@@ -2,9 +2,10 @@
 
 :func:`respond` awaits a stream's first event while watching for the client to leave (until
 then an error is a plain HTTP error and a client that leaves cancels the work), then answers
-with a ``text/event-stream`` response that sends it and the rest. After the first event an
-error becomes the stream's last event(s), counted in /metrics: each API says what they look
-like (``failed``) and what ends the stream (``done``: ``[DONE]`` for chat and completions).
+with a ``text/event-stream`` response that sends it and the rest. An API whose stream has begun
+with nothing to send yet yields ``b""`` as its first event. After the first event an error
+becomes the stream's last event(s), counted in /metrics: each API says what they look like
+(``failed``) and what ends the stream (``done``: ``[DONE]`` for chat and completions).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def api_error(exc: Exception) -> APIError:
 
 
 def error_event(runtime: Runtime, exc: Exception) -> bytes:
-    """Chat's and completions' event for an error after the stream began (counted in /metrics)."""
+    """The event for an error after a stream began, counted in /metrics (the upstream relay's,
+    for an error the engine reports inside its stream)."""
     error = api_error(exc)
     runtime.count_error(error)
     return stream_error_event(error)

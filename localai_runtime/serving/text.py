@@ -186,10 +186,9 @@ async def _stream(
         pieces = run_pieces(api.generator(lease.instance, prepared), request, stop=stop, counter=runtime.generations,
                             executor=runtime.executor, lease=lease, observer=observer)
         async for piece in pieces:
-            if not opened:
+            if not opened:  # the stream has begun, even with nothing to send yet (filtered completions)
                 opened = True
-                for choice in api.opening_choices(choices.n):
-                    yield sse({**envelope, "choices": [choice]})
+                yield b"".join(sse({**envelope, "choices": [choice]}) for choice in api.opening_choices(choices.n))
             calls = choices.add(piece)
             if not filters.active and (piece.text or piece.logprobs):
                 yield chunk(piece.index, piece.text, None, piece.logprobs)
