@@ -45,18 +45,6 @@ def refuse_include(include: Sequence[str] | None) -> None:
         raise UnsupportedParameterError(f"include {include[0]!r} is not supported by local models", param="include")
 
 
-def _response_format(text: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    if not text:
-        return None
-    if text.get("verbosity") not in (None, "medium"):
-        raise UnsupportedParameterError("text.verbosity is not supported by local models", param="text.verbosity")
-    form = text.get("format") or {"type": "text"}
-    if form["type"] == "json_schema":
-        schema = {key: form[key] for key in ("name", "schema", "strict", "description") if form.get(key) is not None}
-        return {"type": "json_schema", "json_schema": schema}
-    return {"type": form["type"]}
-
-
 def chat_request(request: Mapping[str, Any], messages: list[dict[str, Any]]
                  ) -> tuple[dict[str, Any], ToolRequest, ResponseFormat]:
     """The chat request serving ``request`` (merged and admitted by the policy) on ``messages``
@@ -67,12 +55,15 @@ def chat_request(request: Mapping[str, Any], messages: list[dict[str, Any]]
     if request.get("max_output_tokens") is not None:
         chat["max_tokens"] = request["max_output_tokens"]
     check_kinds(request)
-    response_format = _response_format(request.get("text"))
+    text = request.get("text") or {}
+    if text.get("verbosity") not in (None, "medium"):
+        raise UnsupportedParameterError("text.verbosity is not supported by local models", param="text.verbosity")
+    response_format = text_format(text.get("format"))
     given = tools(request)
     if given:
         chat["tools"] = [tool.as_chat() for tool in given]
     if request.get("tool_choice") is not None:
         chat["tool_choice"] = chat_choice(request["tool_choice"])
-    if response_format is not None and response_format["type"] != "text":
-        chat["response_format"] = response_format
-    return chat, tool_request(request, given, messages), text_format((request.get("text") or {}).get("format"))
+    if response_format.constrained:
+        chat["response_format"] = response_format.as_chat()
+    return chat, tool_request(request, given, messages), response_format

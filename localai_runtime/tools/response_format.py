@@ -24,10 +24,20 @@ class ResponseFormat:
     """The request field it came from."""
     schema_param: str = "response_format.json_schema.schema"
     """The request field holding :attr:`schema`."""
+    name: str | None = None
+    strict: bool | None = None
+    description: str | None = None
 
     @property
     def constrained(self) -> bool:
         return self.type != TEXT_TYPE
+
+    def as_chat(self) -> dict[str, Any]:
+        """The format as a chat request gives it (for an upstream engine)."""
+        if self.type != JSON_SCHEMA:
+            return {"type": self.type}
+        given = {"name": self.name, "schema": self.schema, "strict": self.strict, "description": self.description}
+        return {"type": JSON_SCHEMA, "json_schema": {key: value for key, value in given.items() if value is not None}}
 
 
 TEXT = ResponseFormat()
@@ -45,8 +55,11 @@ def chat_response_format(request: Mapping[str, Any]) -> ResponseFormat:
 
 def text_format(form: Mapping[str, Any] | None) -> ResponseFormat:
     """A Responses request's ``text.format`` (validated by the document)."""
-    kind = (form or {}).get("type", TEXT_TYPE)
+    form = form or {}
+    kind = form.get("type", TEXT_TYPE)
     if kind == TEXT_TYPE:
         return TEXT
-    schema = (form or {}).get("schema", {}) if kind == JSON_SCHEMA else None
-    return ResponseFormat(kind, schema, "text.format", "text.format.schema")
+    if kind != JSON_SCHEMA:
+        return ResponseFormat(kind, param="text.format", schema_param="text.format.schema")
+    return ResponseFormat(kind, form.get("schema"), "text.format", "text.format.schema", form.get("name"),
+                          form.get("strict"), form.get("description"))

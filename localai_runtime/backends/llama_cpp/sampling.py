@@ -85,7 +85,8 @@ def _answer_gbnf(response_format: ResponseFormat, ext: Mapping[str, Any]) -> tup
         return JSON_GBNF, response_format.param
     if response_format.type == JSON_SCHEMA:
         try:
-            return schema_to_gbnf(json.dumps(response_format.schema)), response_format.param
+            schema = {} if response_format.schema is None else response_format.schema
+            return schema_to_gbnf(json.dumps(schema)), response_format.param
         except Exception as exc:  # the converter raises assorted errors for unsupported schemas
             raise InvalidRequestError(f"this JSON schema cannot be enforced: {exc}",
                                       param=response_format.schema_param) from exc
