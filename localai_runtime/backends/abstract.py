@@ -103,7 +103,7 @@ class ModelInstance(Protocol):
 
     def tokenize(self, text: str) -> list[int]: ...
 
-    def tokenize_request(self, request: Mapping[str, Any]) -> tuple[list[int], list[str] | None]:
+    def tokenize_request(self, request: Mapping[str, Any], tools: ToolRequest) -> tuple[list[int], list[str] | None]:
         """The tokens of a ``tokenize`` request (the fields the backend declares it honours), and
         with ``return_token_strs`` each token's string in the vocabulary (else None). Its
         ``prompt`` is tokenized as a completion prompt is; its ``messages`` (and ``tools``) are

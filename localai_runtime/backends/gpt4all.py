@@ -164,7 +164,7 @@ class GPT4AllInstance:
             raise self._error(error, param)
         return ids
 
-    def tokenize_request(self, request: Mapping[str, Any]) -> tuple[list[int], list[str] | None]:
+    def tokenize_request(self, request: Mapping[str, Any], tools: ToolRequest) -> tuple[list[int], list[str] | None]:
         if request.get("messages") is None:
             return self.tokenize(request["prompt"], "prompt"), None
         prompt = render_chat(self._template, request["messages"], eos_token=self._eos_token,

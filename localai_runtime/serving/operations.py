@@ -10,12 +10,10 @@ from __future__ import annotations
 from localai_runtime.serving.chat import ChatServing
 from localai_runtime.serving.completions import CompletionServing
 from localai_runtime.serving.embeddings import EmbeddingServing
-from localai_runtime.serving.tokenize import DETOKENIZE as _DETOKENIZE
-from localai_runtime.serving.tokenize import TOKENIZE as _TOKENIZE
-from localai_runtime.serving.tokenize import TokenizeServing
+from localai_runtime.serving.tokenize import DetokenizeServing, TokenizeServing
 
 CHAT = ChatServing()
 COMPLETION = CompletionServing()
 EMBEDDING = EmbeddingServing()
-TOKENIZE = TokenizeServing(_TOKENIZE)
-DETOKENIZE = TokenizeServing(_DETOKENIZE)
+TOKENIZE = TokenizeServing()
+DETOKENIZE = DetokenizeServing()

@@ -20,7 +20,7 @@ from llama_cpp import _internals as internals
 from localai_runtime.backends._text import plain_messages, request_value
 from localai_runtime.backends.llama_cpp.templates import ChatTemplate
 from localai_runtime.errors import InvalidRequestError
-from localai_runtime.tools.request import ToolRequest, modern_messages, tool_request
+from localai_runtime.tools.request import ToolRequest, modern_messages
 
 
 class Tokens:
@@ -61,12 +61,11 @@ class Tokens:
         head = [bos] if bos >= 0 and llama_cpp.llama_vocab_get_add_bos(self.vocab) else []
         return head + self.tokenize_more(prompt)
 
-    def tokenize_request(self, request: Mapping[str, Any]) -> tuple[list[int], list[str] | None]:
-        """A tokenize request's tokens (its ``prompt``, or its ``messages`` and ``tools``) and,
-        with ``return_token_strs``, each token's string in the vocabulary."""
+    def tokenize_request(self, request: Mapping[str, Any], tools: ToolRequest) -> tuple[list[int], list[str] | None]:
+        """A tokenize request's tokens (its ``prompt``, or its ``messages`` and ``tools``, parsed as
+        chat parses them) and, with ``return_token_strs``, each token's string in the vocabulary."""
         special = request.get("add_special_tokens")
         if request.get("messages") is not None:
-            tools = tool_request(request)  # what chat does: tool_choice auto, the same checks
             tokens = self.chat_tokens(request, tools, request_value(request, "add_generation_prompt", True),
                                       special=bool(special))
         elif special is False:
