@@ -4,9 +4,12 @@
 - ``openapi31``: OpenAPI 3.1 in connexion 3.3 through its documented extension points;
 - ``errors``: exceptions as OpenAI's error envelope, the app's error handler;
 - ``middleware``: keys, body limits, 501s; ``dispatch``: calling handlers with the
-  validated body; ``routing``: handler or 501 per operation;
-- ``document_views``: ``/openapi.json``, ``/openapi.yaml`` and Swagger UI.
+  validated body; ``routing``: handler or 501 per operation; ``fast_routes`` and
+  ``fast_validation``: the hot operations' routing and body validation without connexion's
+  per-request work;
+- ``document_views``: ``/openapi.json``, ``/openapi.yaml`` and Swagger UI; ``metrics``:
+  ``/metrics``; ``reloading``: taking a changed configuration while serving.
 
-May import :mod:`localai_runtime.spec`, :mod:`localai_runtime.serving.operations` and the backends; nothing
-but the CLI and the package's ``create_app`` imports it.
+What it may import is in README's package table (``tests/test_layout.py``); nothing but the CLI
+and the package's ``create_app`` imports it.
 """

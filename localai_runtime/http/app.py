@@ -145,8 +145,8 @@ def _assemble(settings: Settings, config: Configuration, runtime: Runtime, lifes
         validator_map=openapi31.validator_map(config.schemas),
         uri_parser_class=openapi31.OpenAPI31URIParser,
         strict_validation=True,  # an unknown query parameter is a 400, not silently ignored
-        # connexion would serve its resolved copy: references expanded into 19 MB of JSON,
-        # re-serialized on the event loop for every request. DocumentViews serves the document.
+        # connexion would serve its resolved copy, references expanded, re-serialized on the
+        # event loop for every request. DocumentViews serves the document.
         swagger_ui_options=SwaggerUIOptions(swagger_ui_path=UI_PATH, serve_spec=False),
     )
     app.runtime = runtime

@@ -44,7 +44,7 @@ class OpenAPI31Specification(OpenAPISpecification):
     def __init__(self, raw_spec: dict[str, Any], *, base_uri: str = "") -> None:
         # The base class deep-copies the document twice, checks it against the OpenAPI 3.0
         # meta-schema (which rejects 3.1) and resolves references with copy.deepcopy, which
-        # takes most of start-up for OpenAI's 3 MB document. Here: one copy, and references
+        # would take most of start-up for OpenAI's document. Here: one copy, and references
         # resolved in place by sharing the referenced objects.
         self._raw_spec = raw_spec
         self._set_defaults(raw_spec)

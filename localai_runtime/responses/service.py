@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.responses import JSONResponse, Response
 
-from localai_runtime.errors import APIError, InvalidRequestError, NotFoundError, internal_error
+from localai_runtime.errors import APIError, InvalidRequestError, NotFoundError
 from localai_runtime.responses.events import EventStream
 from localai_runtime.responses.objects import TERMINAL, finished, page, response_object
 from localai_runtime.responses.output import Event, OutputBuilder
@@ -172,7 +172,7 @@ async def _background(runtime: Runtime, turn: Turn, response: dict[str, Any]) ->
                 await _save(runtime, turn, finished(response, "cancelled"))
         raise
     except Exception as exc:  # noqa: BLE001 - the failure is the response's outcome
-        error = exc if isinstance(exc, APIError) else internal_error(exc)
+        error = streaming.api_error(exc)
         logger.warning("background response %s failed: %s", turn.response_id, error.message)
         with contextlib.suppress(APIError):
             await _save(runtime, turn, finished(response, "failed", error={

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import AsyncGenerator, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from starlette.responses import JSONResponse, Response
 
 from localai_runtime.backends import Piece
-from localai_runtime.backends.openai_upstream.backend import UpstreamInstance
-from localai_runtime.backends.openai_upstream.client import Upstream
 from localai_runtime.backends.openai_upstream.failures import UpstreamError, error_in, is_context_overflow
 from localai_runtime.backends.openai_upstream.streams import chat_pieces
 from localai_runtime.errors import ContextLengthExceededError, UnsupportedParameterError
@@ -30,6 +28,10 @@ from localai_runtime.serving.pool import Lease
 from localai_runtime.serving.registrations import Registration
 from localai_runtime.serving.runtime import Runtime
 from localai_runtime.serving.vectors import encode
+
+if TYPE_CHECKING:
+    from localai_runtime.backends.openai_upstream.backend import UpstreamInstance
+    from localai_runtime.backends.openai_upstream.client import Upstream
 
 PATHS = {"createChatCompletion": "/chat/completions", "createCompletion": "/completions",
          "createEmbedding": "/embeddings"}
@@ -116,9 +118,8 @@ async def _stream(runtime: Runtime, prepared: Prepared, path: str) -> AsyncGener
 
 
 def _upstream(lease: Lease) -> Upstream:
-    instance = lease.instance
-    assert isinstance(instance, UpstreamInstance), instance  # only openai-upstream registrations relay
-    return instance.upstream
+    """The client of an openai-upstream registration's instance (only those relay)."""
+    return cast("UpstreamInstance", lease.instance).upstream
 
 
 async def remote_pieces(lease: Lease, registration: Registration, chat: Mapping[str, Any],
