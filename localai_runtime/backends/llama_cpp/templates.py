@@ -82,6 +82,8 @@ class ChatTemplate:
             formatter.add_generation_prompt = False
         kwargs: dict[str, Any] = {}
         if active is not None and self.abilities.tools:
+            # Not Tool.as_chat(): templates are shown a description always (empty or not) and no
+            # ``strict``, as they have been rendered so far; a change would change every prompt.
             kwargs["tools"] = [{"type": "function", "function": {"name": t.name, "description": t.description,
                                                                   "parameters": dict(t.parameters)}}
                                for t in active.tools if t.name in active.allowed]
