@@ -73,7 +73,9 @@ def test_failures_name_file_index_path_and_reason(tmp_path, content, expected):
 
 
 SHIPPED_PATCHES = ["00-info.yaml", "10-localai-extensions.yaml", "20-completion-stream.yaml", "30-embedding-base64.yaml",
-                   "40-input-item-any-of.yaml", "41-easy-assistant-output-parts.yaml"]
+                   "40-input-item-any-of.yaml", "41-easy-assistant-output-parts.yaml",
+                   "45-responses-client-metadata.yaml", "46-function-tool-strict-optional.yaml",
+                   "47-reasoning-item-param.yaml"]
 EXTENSIONS_REF = {"$ref": "#/components/schemas/LocalAIExtensions"}
 
 
@@ -125,3 +127,19 @@ def test_shipped_patches_apply_to_the_upstream_document(built_spec):
     content = schemas["EasyInputMessage"]["properties"]["content"]
     assert content["anyOf"][:2] == upstream["components"]["schemas"]["EasyInputMessage"]["properties"]["content"]["oneOf"]
     assert content["anyOf"][2]["items"]["anyOf"][0] == {"$ref": "#/components/schemas/OutputTextContent"}
+
+    # 45-responses-client-metadata: the Responses request names client_metadata (string values)
+    assert responses["properties"]["client_metadata"]["anyOf"][0]["additionalProperties"] == {"type": "string"}
+    upstream_responses = next(part for part in upstream["components"]["schemas"]["CreateResponse"]["allOf"]
+                              if "input" in part.get("properties", {}))
+    assert "client_metadata" not in upstream_responses["properties"]
+
+    # 46-function-tool-strict-optional: a function tool may leave strict out
+    assert schemas["FunctionTool"]["required"] == ["type", "name", "parameters"]
+    assert "strict" in upstream["components"]["schemas"]["FunctionTool"]["required"]
+
+    # 47-reasoning-item-param: an input reasoning item needs only its type; output keeps ReasoningItem
+    reasoning_ref = {"$ref": "#/components/schemas/ReasoningItemParam"}
+    assert reasoning_ref in schemas["Item"]["oneOf"] and schemas["ReasoningItemParam"]["required"] == ["type"]
+    assert {"$ref": "#/components/schemas/ReasoningItem"} in upstream["components"]["schemas"]["Item"]["oneOf"]
+    assert schemas["ReasoningItem"] == upstream["components"]["schemas"]["ReasoningItem"]

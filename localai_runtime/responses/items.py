@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from localai_runtime.errors import InvalidRequestError, UnsupportedParameterError
 
 _TEXT_PARTS = frozenset({"input_text", "output_text", "text", "summary_text", "reasoning_text"})
+_MEDIA_PARTS = {"input_image": "image", "input_file": "file", "input_audio": "audio"}
 _ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 
 
@@ -31,9 +32,7 @@ def _text_parts(content: Any, role: str, where: str, field: str = "content") -> 
         parts = []
         for j, part in enumerate(content):
             if not isinstance(part, Mapping) or part.get("type") not in _TEXT_PARTS | {"refusal"}:
-                kind_given = part.get("type") if isinstance(part, Mapping) else type(part).__name__
-                raise UnsupportedParameterError(f"content parts of type {kind_given!r} are not supported; text "
-                                                "parts are", param=f"{where}.{field}[{j}]")
+                _refuse_part(part, f"{where}.{field}[{j}]")
             text = part.get("refusal") if part.get("type") == "refusal" else part.get("text")
             if not isinstance(text, str):
                 raise InvalidRequestError("a text content part needs its 'text'", param=f"{where}.{field}[{j}].text")
@@ -43,6 +42,14 @@ def _text_parts(content: Any, role: str, where: str, field: str = "content") -> 
     if kind == "output_text":
         parts = [{**part, "annotations": [], "logprobs": []} for part in parts]
     return parts
+
+
+def _refuse_part(part: Any, param: str) -> NoReturn:
+    kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
+    if kind in _MEDIA_PARTS:
+        raise UnsupportedParameterError(f"{param} is an {kind}, but the models this server serves read text only: "
+                                        f"give the {_MEDIA_PARTS[kind]} as text, or leave it out", param=param)
+    raise UnsupportedParameterError(f"content parts of type {kind!r} are not supported; text parts are", param=param)
 
 
 def _message(item: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -75,7 +82,10 @@ def _function_output(item: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 
 def _reasoning(item: Mapping[str, Any], where: str) -> dict[str, Any]:
-    return {**item, "id": item.get("id") or new_id("rs")}
+    """A reasoning item as the API lists it: an id, a list summary (a null one is []), and its
+    content and encrypted content where given. It is kept, not rendered."""
+    kept = {key: value for key, value in item.items() if value is not None}
+    return {**kept, "id": item.get("id") or new_id("rs"), "summary": list(item.get("summary") or ())}
 
 
 _KINDS = {"message": _message, "function_call": _function_call, "function_call_output": _function_output,

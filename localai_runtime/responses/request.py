@@ -1,7 +1,10 @@
 """A Responses request as the chat request that serves it.
 
-:func:`without_no_ops` first removes values that ask for nothing (``include: []``, a plain-text
-``text.format``, an empty ``reasoning``), so the policy only weighs what a request really asks.
+:func:`without_no_ops` first removes values that ask for nothing of a model that does not reason
+(``include: []`` or ``["reasoning.encrypted_content"]``, a plain-text ``text.format``, a
+``reasoning`` with effort ``none``, ``minimal`` or none at all, whatever its ``summary``), so the
+policy only weighs what a request really asks; :func:`without_hints` removes ``text.verbosity``,
+a hint local models do not follow, and names it for ``x-localai-dropped-fields``.
 :func:`chat_request` then maps the fields (``max_output_tokens`` to ``max_tokens``, the tools
 parsed by :mod:`.tools`, ``text.format`` to ``response_format``); anything without a chat
 counterpart here (built-in tools, hosted tool choices) is a 400 naming it.
@@ -20,22 +23,40 @@ from localai_runtime.tools.response_format import ResponseFormat, text_format
 _COPIED = ("temperature", "top_p", "parallel_tool_calls", "x-localai-extensions")
 
 
+_NO_REASONING = (None, "none", "minimal")
+_NO_OP_INCLUDES = frozenset({"reasoning.encrypted_content"})  # no reasoning items: nothing to encrypt
+_DEFAULT_VERBOSITY = (None, "medium")
+
+
 def without_no_ops(body: Mapping[str, Any]) -> dict[str, Any]:
     request = dict(body)
-    if request.get("include") == []:
-        request.pop("include")
+    include = request.get("include")
+    if isinstance(include, list):
+        request["include"] = [entry for entry in include if entry not in _NO_OP_INCLUDES]
+        if not request["include"]:
+            request.pop("include")
     text = request.get("text")
     if isinstance(text, Mapping) and (text.get("format") or {}).get("type", "text") == "text" \
-            and text.get("verbosity") in (None, "medium"):
+            and text.get("verbosity") in _DEFAULT_VERBOSITY:
         request.pop("text")
     reasoning = request.get("reasoning")
-    if isinstance(reasoning, Mapping) and not any(value is not None for value in reasoning.values()):
-        request.pop("reasoning")
+    if reasoning is None or isinstance(reasoning, Mapping) and reasoning.get("effort") in _NO_REASONING:
+        request.pop("reasoning", None)
     if request.get("service_tier") in ("auto", "default"):
         request.pop("service_tier")
     if request.get("top_logprobs") == 0:
         request.pop("top_logprobs")
     return request
+
+
+def without_hints(body: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``body`` without ``text.verbosity`` when it asks for other than the default (local models
+    are not trained to follow it), and the names of what was so removed."""
+    text = body.get("text")
+    if not isinstance(text, Mapping) or text.get("verbosity") in _DEFAULT_VERBOSITY:
+        return dict(body), []
+    return without_no_ops({**body, "text": {key: value for key, value in text.items() if key != "verbosity"}}), \
+        ["text.verbosity"]
 
 
 def refuse_include(include: Sequence[str] | None) -> None:
@@ -55,10 +76,7 @@ def chat_request(request: Mapping[str, Any], messages: list[dict[str, Any]]
     if request.get("max_output_tokens") is not None:
         chat["max_tokens"] = request["max_output_tokens"]
     check_kinds(request)
-    text = request.get("text") or {}
-    if text.get("verbosity") not in (None, "medium"):
-        raise UnsupportedParameterError("text.verbosity is not supported by local models", param="text.verbosity")
-    response_format = text_format(text.get("format"))
+    response_format = text_format((request.get("text") or {}).get("format"))
     given = tools(request)
     if given:
         chat["tools"] = [tool.as_chat() for tool in given]

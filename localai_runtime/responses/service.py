@@ -23,7 +23,7 @@ from localai_runtime.errors import APIError, InvalidRequestError, NotFoundError
 from localai_runtime.responses.events import EventStream
 from localai_runtime.responses.objects import TERMINAL, finished, page, response_object
 from localai_runtime.responses.output import Event, OutputBuilder
-from localai_runtime.responses.request import without_no_ops
+from localai_runtime.responses.request import without_hints, without_no_ops
 from localai_runtime.responses.turn import (
     Turn,
     generate,
@@ -39,6 +39,7 @@ from localai_runtime.serving.base import Serving
 from localai_runtime.serving.fields import RESPONSES
 from localai_runtime.serving.generation import until_disconnected
 from localai_runtime.serving.policy import Prepared
+from localai_runtime.serving.registrations import Registration
 from localai_runtime.serving.runtime import Runtime
 from localai_runtime.store import ResponseRecord, StoreError
 
@@ -54,6 +55,12 @@ class ResponsesServing(Serving):
 
     def normalise(self, body: Mapping[str, Any]) -> Mapping[str, Any]:
         return without_no_ops(body)
+
+    def prepare(self, runtime: Runtime, body: Mapping[str, Any], registration: Registration) -> Prepared:
+        request, hinted = without_hints(body)
+        prepared = super().prepare(runtime, request, registration)
+        prepared.dropped[:0] = hinted
+        return prepared
 
     async def answer(self, runtime: Runtime, body: Mapping[str, Any], prepared: Prepared,
                      receive: Callable[[], Any]) -> Response:

@@ -16,8 +16,30 @@ EXTENSIONS = "x-localai-extensions"
 
 METADATA_FIELDS = frozenset({
     "user", "metadata", "store", "safety_identifier", "prompt_cache_key", "prompt_cache_retention",
+    "client_metadata",
 })
 """Fields that describe a request rather than shape its output: accepted, not passed on."""
+
+NO_OP_VALUES: Mapping[str, frozenset[Any]] = {
+    "reasoning_effort": frozenset({"none", "minimal"}),  # the model does not reason (medium asks it to)
+    "service_tier": frozenset({"auto", "default"}),  # every request is served the one way there is here
+    "verbosity": frozenset({"medium"}),
+}
+"""Values that ask for nothing of the backend, like the field left out (the document gives these
+fields' defaults inside an ``anyOf``, where :meth:`RequestSchema.default_of` does not look)."""
+
+HINT_FIELDS = frozenset({"service_tier", "verbosity"})
+"""Fields that ask for a way of serving (a processing tier, a concise or verbose style) that a
+backend not honouring them does not follow: accepted whatever the policy, and reported in
+``x-localai-dropped-fields`` as not applied."""
+
+REFUSAL_REASONS: Mapping[str, tuple[str, str]] = {
+    "reasoning": ("reasoning.effort", "the model does not reason; effort 'none' or 'minimal', or no effort, "
+                  "asks for no reasoning"),
+    "reasoning_effort": ("reasoning_effort", "the model does not reason; 'none' or 'minimal', or leaving it out, "
+                         "asks for no reasoning"),
+}
+"""Why a field is refused, and the param named, where the plain refusal would not say it."""
 
 OUTPUT_FILTERS = ("cutstrings", "trimstrings")
 """Extension keys the server applies to generated text itself (see ``output_filters``)."""
@@ -77,7 +99,8 @@ def is_metadata(name: str) -> bool:
 def set_fields(values: Mapping[str, Any], request: RequestSchema | None = None) -> list[str]:
     """Names a request sets: top-level fields and ``x-localai-extensions.<key>``.
 
-    With ``request``, a field that is null or equal to its documented default is left out.
+    With ``request``, a field that is null, equal to its documented default or (for a field of
+    ``NO_OP_VALUES``) one of its no-op values instead is left out.
     """
     names: list[str] = []
     for key, value in values.items():
@@ -85,9 +108,16 @@ def set_fields(values: Mapping[str, Any], request: RequestSchema | None = None) 
             continue
         if key == EXTENSIONS and isinstance(value, Mapping):
             names.extend(f"{key}.{sub}" for sub, inner in value.items() if inner is not None)
-        elif request is None or request.default_of(key) is MISSING or request.default_of(key) != value:
+        elif request is None or not _asks_nothing(request, key, value):
             names.append(key)
     return names
+
+
+def _asks_nothing(request: RequestSchema, key: str, value: Any) -> bool:
+    if key in NO_OP_VALUES:
+        return value in NO_OP_VALUES[key]
+    default = request.default_of(key)
+    return default is not MISSING and default == value
 
 
 def relay_problems(backend: Any, settings: Any, operations: frozenset[str], schemas: RequestSchemas,

@@ -5,12 +5,14 @@ Every field a request sets is one of:
 - honoured by the backend (its ``honoured`` table for the operation);
 - honoured by the server itself (``fields.SERVER_FIELDS``: streaming, output cutting and trimming);
 - metadata (``fields.METADATA_FIELDS``): describes the request without shaping its output;
+- a hint (``fields.HINT_FIELDS``: a service tier, a verbosity) the backend does not follow:
+  accepted under any policy, and reported in the ``x-localai-dropped-fields`` response header;
 - anything else: ``unsupported_parameter`` (400), or dropped and reported in the
   ``x-localai-dropped-fields`` response header when the registration's policy says ``drop``.
 
 A field not in the patched request schema at all is ``unknown_parameter`` (400) under the
-default policy. A field set to ``null`` or to its documented default asks for nothing, so it is
-never unsupported.
+default policy. A field set to ``null``, to its documented default or to a value of
+``fields.NO_OP_VALUES`` (``reasoning_effort: none``) asks for nothing, so it is never unsupported.
 """
 
 from __future__ import annotations
@@ -24,7 +26,15 @@ from localai_runtime.errors import (
     UnknownParameterError,
     UnsupportedParameterError,
 )
-from localai_runtime.serving.fields import EXTENSIONS, SERVER_FIELDS, honoured, is_metadata, set_fields
+from localai_runtime.serving.fields import (
+    EXTENSIONS,
+    HINT_FIELDS,
+    REFUSAL_REASONS,
+    SERVER_FIELDS,
+    honoured,
+    is_metadata,
+    set_fields,
+)
 from localai_runtime.serving.merging import effective_request
 from localai_runtime.serving.output_filters import NONE, OutputFilters, request_filters
 from localai_runtime.serving.registrations import Registration
@@ -73,6 +83,15 @@ def _remove(body: dict[str, Any], name: str) -> None:
         body.pop(name, None)
 
 
+def _unsupported(name: str, registration: Registration, operation_id: str) -> UnsupportedParameterError:
+    param, reason = REFUSAL_REASONS.get(name, (name, ""))
+    return UnsupportedParameterError(
+        f"'{name}' is not supported by the {registration.settings.backend} backend serving model "
+        f"'{registration.model}' for {operation_id}{f': {reason}' if reason else ''}",
+        param=param,
+    )
+
+
 def prepare(
     operation_id: str, body: Mapping[str, Any], registration: Registration, schemas: RequestSchemas,
     *, validated: bool = False,
@@ -98,15 +117,11 @@ def prepare(
     for name in set_fields(incoming, request):
         if name in served or name in SERVER_FIELDS or is_metadata(name):
             continue
-        if registration.unsupported_policy == "drop":
+        if name in HINT_FIELDS or registration.unsupported_policy == "drop":
             _remove(incoming, name)
             dropped.append(name)
             continue
-        raise UnsupportedParameterError(
-            f"'{name}' is not supported by the {registration.settings.backend} backend serving model "
-            f"'{registration.model}' for {operation_id}",
-            param=name,
-        )
+        raise _unsupported(name, registration, operation_id)
 
     merged = effective_request(registration.defaults, incoming, registration.overrides)
     unchanged = validated and not dropped and not registration.defaults and not registration.overrides
