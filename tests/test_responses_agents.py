@@ -53,12 +53,33 @@ def test_fields_that_ask_for_nothing_are_accepted_and_nothing_is_reported(client
     ({"text": {"verbosity": "high", "format": {"type": "text"}}}, "text.verbosity"),
     ({"service_tier": "flex"}, "service_tier"),
     ({"service_tier": "priority", "text": {"verbosity": "low"}}, "text.verbosity, service_tier"),
+    ({"reasoning": {"effort": "none"}, "text": {"verbosity": "low"}}, "text.verbosity"),  # the Agents SDK, gpt-5.1
 ])
 def test_hints_are_accepted_and_reported_as_dropped(client, fields, reported):
     raw = client.responses.with_raw_response.create(model="demo", input="Hi", max_output_tokens=16, **fields)
     assert raw.headers[DROPPED] == reported
     answer = raw.parse()
     assert answer.status == "incomplete" and answer.text.verbosity == "medium"  # what the answer was written with
+
+
+def test_an_agents_sdk_stream_is_answered_and_reports_the_hint(server, response_schemas):
+    response, events = sse_events(server, {"model": "demo", "input": "Hi", "max_output_tokens": 16,
+                                           "reasoning": {"effort": "none"}, "text": {"verbosity": "low"}})
+    assert response.status_code == 200 and response.headers[DROPPED] == "text.verbosity"
+    assert events[0]["type"] == "response.created" and events[-1]["type"] == "response.incomplete"
+    response_schemas.check("Response", events[-1]["response"])
+
+
+def test_reading_a_response_back_may_include_encrypted_reasoning(server, client):
+    answer = client.responses.create(model="demo", input="Hi", max_output_tokens=16,
+                                     include=["reasoning.encrypted_content"])
+    encrypted = {"include": "reasoning.encrypted_content"}
+    with server.http() as http:  # raw: the SDK writes the query as include[]=
+        assert http.get(f"/v1/responses/{answer.id}", params=encrypted).json()["id"] == answer.id
+        listed = http.get(f"/v1/responses/{answer.id}/input_items", params=encrypted).json()
+        refused = http.get(f"/v1/responses/{answer.id}", params={"include": "message.output_text.logprobs"})
+    assert [item["type"] for item in listed["data"]] == ["message"]
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "include"
 
 
 def test_chat_takes_the_same_fields(client):

@@ -61,9 +61,10 @@ def without_hints(body: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
 
 def refuse_include(include: Sequence[str] | None) -> None:
     """``include`` asks for extra output (logprobs, search sources...) no local model gives: any
-    entry is a 400 naming it."""
-    if include:
-        raise UnsupportedParameterError(f"include {include[0]!r} is not supported by local models", param="include")
+    entry but ``reasoning.encrypted_content`` (there are no reasoning items) is a 400 naming it."""
+    for entry in include or ():
+        if entry not in _NO_OP_INCLUDES:
+            raise UnsupportedParameterError(f"include {entry!r} is not supported by local models", param="include")
 
 
 def chat_request(request: Mapping[str, Any], messages: list[dict[str, Any]]
