@@ -16,6 +16,7 @@ from localai_runtime.errors import InvalidRequestError, UnsupportedParameterErro
 
 _TEXT_PARTS = frozenset({"input_text", "output_text", "text", "summary_text", "reasoning_text"})
 _MEDIA_PARTS = {"input_image": "image", "input_file": "file", "input_audio": "audio"}
+"""Content parts refused because they are not text, and what each one gives."""
 _ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 
 
@@ -47,8 +48,9 @@ def _text_parts(content: Any, role: str, where: str, field: str = "content") -> 
 def _refuse_part(part: Any, param: str) -> NoReturn:
     kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
     if kind in _MEDIA_PARTS:
-        raise UnsupportedParameterError(f"{param} is an {kind}, but the models this server serves read text only: "
-                                        f"give the {_MEDIA_PARTS[kind]} as text, or leave it out", param=param)
+        raise UnsupportedParameterError(f"{param} is an {kind}, but the models this server serves read text only "
+                                        f"(no {_MEDIA_PARTS[kind]} reaches them): describe it in text, or leave it "
+                                        "out", param=param)
     raise UnsupportedParameterError(f"content parts of type {kind!r} are not supported; text parts are", param=param)
 
 
