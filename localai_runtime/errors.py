@@ -9,7 +9,7 @@ has started (:func:`stream_error_event`). No web framework is imported here, so 
 the document's included, can raise these. The exception tree::
 
     APIError                       (500 api_error)
-    ├── InvalidRequestError        (400 invalid_request_error)
+    ├── InvalidRequestError        (400 invalid_request_error, code invalid_value unless given)
     │   ├── UnknownParameterError  (400, code unknown_parameter)
     │   ├── UnsupportedParameterError (400, code unsupported_parameter)
     │   └── ContextLengthExceededError (400, code context_length_exceeded)
@@ -73,8 +73,12 @@ class APIError(Exception):
 
 
 class InvalidRequestError(APIError):
+    """A request this server cannot take. Every 400 has a code: ``invalid_value`` unless the
+    raiser (or a subclass) names a more precise one."""
+
     status = 400
     type = "invalid_request_error"
+    code = "invalid_value"
 
 
 class UnknownParameterError(InvalidRequestError):
