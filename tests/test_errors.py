@@ -6,6 +6,8 @@ exercises request validation end to end over HTTP.
 
 from __future__ import annotations
 
+import logging
+
 import httpx
 import openai
 import pytest
@@ -178,12 +180,42 @@ def test_unimplemented_operation_makes_openai_raise_with_the_message(server):
     assert raised.value.code == "not_implemented"
 
 
-def test_internal_error_is_500_without_traceback(monkeypatch, built_spec):
+def test_internal_error_is_500_without_traceback(monkeypatch, built_spec, caplog):
     async def broken():
         raise RuntimeError("secret internals /home/somebody/file.py")
 
     monkeypatch.setattr(localai_runtime.handlers.health, "getHealth", broken)
-    with live_server(built_spec) as live, live.http() as http:
+    with caplog.at_level(logging.INFO), live_server(built_spec) as live, live.http() as http:
         error = assert_envelope(http.get("/healthz"), 500, type_="api_error")
         assert "secret" not in error["message"] and "Traceback" not in error["message"]
         assert http.get("/readyz").status_code == 200  # still serving
+    # One line at ERROR, with the traceback; the traceback logged once only.
+    [line] = error_lines(caplog, "getHealth")
+    assert line.levelno == logging.ERROR and line.getMessage().startswith("getHealth -> 500 param=None code=None:")
+    assert isinstance(line.exc_info[1], RuntimeError)
+    assert [record for record in caplog.records if record.exc_info] == [line]
+
+
+def error_lines(caplog, where: str) -> list[logging.LogRecord]:
+    """The error lines (localai_runtime.errors.log_error) logged for ``where``."""
+    return [record for record in caplog.records
+            if record.name == "localai_runtime.errors" and record.getMessage().startswith(f"{where} -> ")]
+
+
+def test_every_refusal_is_logged_at_info_with_its_operation_param_and_code(server, caplog):
+    with caplog.at_level(logging.INFO, logger="localai_runtime.errors"):
+        with pytest.raises(openai.BadRequestError):
+            server.client().responses.create(model="demo", input="hi", tools=[
+                {"type": "function", "parameters": FUNCTION_PARAMETERS, "strict": True}])
+        with pytest.raises(openai.NotFoundError):
+            server.client().models.retrieve("no-such-model")
+        with server.http() as http:
+            assert http.get("/v1/no/such/thing").status_code == 404
+    [refused] = error_lines(caplog, "createResponse")
+    assert refused.levelno == logging.INFO
+    assert refused.getMessage() == ("createResponse -> 400 param=tools[0].name code=missing_required_parameter: "
+                                    "Missing required parameter: 'tools[0].name'.")
+    [unknown] = error_lines(caplog, "retrieveModel")
+    assert unknown.levelno == logging.INFO and "-> 404 param=model code=model_not_found:" in unknown.getMessage()
+    [unrouted] = error_lines(caplog, "GET /v1/no/such/thing")  # no operation matched: the path
+    assert unrouted.levelno == logging.INFO and "-> 404 param=None code=not_found:" in unrouted.getMessage()

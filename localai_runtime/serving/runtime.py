@@ -222,6 +222,16 @@ def current_key() -> Key | None:
     return context.scope.get("extensions", {}).get(SCOPE_KEY)
 
 
+def current_request() -> tuple[str | None, str | None]:
+    """The operationId of the current request and the name of its API key, for a log line;
+    ``(None, None)`` outside a request (connexion's context unbound)."""
+    try:
+        key = current_key()
+        return context.operation.operation_id, key.name if key is not None else None
+    except (LookupError, RuntimeError):
+        return None, None
+
+
 def current() -> Runtime:
     """The runtime of the server handling the current request."""
     return context.scope["state"]["runtime"]
