@@ -141,7 +141,7 @@ class Runtime:
             if self.reloader is not None:
                 if self.metrics is not None:
                     self.metrics.configuration(self.reloader.state.digest)
-                if self.settings.watch:
+                if self.settings.watch or self.settings.reload_on_sighup:
                     watching = asyncio.create_task(self.reloader.watch(), name="configuration watch")
             for task in preloading:
                 await task
