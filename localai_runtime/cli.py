@@ -120,6 +120,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         retention_days=getattr(args, "retention_days", None),
         metrics=not getattr(args, "no_metrics", False),
         watch=args.command == "serve" and not getattr(args, "no_watch", False),
+        reload_on_sighup=args.command == "serve",
         watch_polling=getattr(args, "watch_polling", False),
         max_loaded_models=getattr(args, "max_loaded_models", None),
         metrics_need_key=getattr(args, "metrics_need_key", False),

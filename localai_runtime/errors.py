@@ -5,11 +5,13 @@ Every error the server produces reaches the client as::
     {"error": {"message": ..., "type": ..., "param": ..., "code": ...}}
 
 as a plain response (:mod:`localai_runtime.http.errors`) or as the error event of a stream that
-has started (:func:`stream_error_event`). No web framework is imported here, so every layer,
+has started (:func:`stream_error_event`), and is logged once, with the operation, status, param
+and code (:func:`log_error`). No web framework is imported here, so every layer,
 the document's included, can raise these. The exception tree::
 
     APIError                       (500 api_error)
-    ├── InvalidRequestError        (400 invalid_request_error)
+    ├── InternalError              (500: an unexpected exception, logged with its traceback)
+    ├── InvalidRequestError        (400 invalid_request_error, code invalid_value unless given)
     │   ├── UnknownParameterError  (400, code unknown_parameter)
     │   ├── UnsupportedParameterError (400, code unsupported_parameter)
     │   └── ContextLengthExceededError (400, code context_length_exceeded)
@@ -73,8 +75,12 @@ class APIError(Exception):
 
 
 class InvalidRequestError(APIError):
+    """A request this server cannot take. Every 400 has a code: ``invalid_value`` unless the
+    raiser (or a subclass) names a more precise one."""
+
     status = 400
     type = "invalid_request_error"
+    code = "invalid_value"
 
 
 class UnknownParameterError(InvalidRequestError):
@@ -168,7 +174,27 @@ def stream_error_event(error: APIError) -> bytes:
     return b"data: " + json.dumps(error.body()).encode() + b"\n\n"
 
 
+class InternalError(APIError):
+    """A 500 for an unexpected exception, its ``__cause__``: the traceback goes to the log with
+    the error's line (:func:`log_error`), never to the client."""
+
+
 def internal_error(exc: BaseException) -> APIError:
-    """A 500 for an unexpected exception: logged with its traceback, never sent to the client."""
-    logger.error("internal error", exc_info=exc)
-    return APIError("The server had an error while processing your request.")
+    """The 500 that answers an unexpected exception."""
+    error = InternalError("The server had an error while processing your request.")
+    error.__cause__ = exc
+    return error
+
+
+def log_error(error: APIError, where: str, *, key: str | None = None, late: bool = False) -> None:
+    """The one log line of an error answered to a client, so that an operator sees what clients
+    were refused and what failed: at INFO for a refusal (a 4xx; a 501 asks for an operation this
+    server does not have), at ERROR for a server failure (5xx), with the traceback of an
+    unexpected exception. ``where``: the operationId, or the method and path when no operation
+    matched; ``key``: the name of the API key used (the key itself is never logged); ``late``: the
+    error ended a stream that had begun."""
+    failure = error.status >= 500 and not isinstance(error, NotImplementedAPIError)
+    cause = error.__cause__ if isinstance(error, InternalError) else None
+    logger.log(logging.ERROR if failure else logging.INFO, "%s -> %d%s param=%s code=%s%s: %s",
+               where, error.status, " (in its stream)" if late else "", error.param, error.code,
+               f" key={key}" if key else "", " ".join(error.message.split())[:500], exc_info=cause)

@@ -66,6 +66,8 @@ class Settings:
     """Stored responses and conversations older than this are deleted (None: kept)."""
     watch: bool = False
     """Reload when the configs, patches or keys file change (``serve`` turns it on)."""
+    reload_on_sighup: bool = False
+    """Reload on SIGHUP, with or without ``watch`` (``serve`` turns it on)."""
     watch_polling: bool = False
     """Watch by polling (for file systems without change events)."""
     metrics: bool = True

@@ -6,6 +6,8 @@ exercises request validation end to end over HTTP.
 
 from __future__ import annotations
 
+import logging
+
 import httpx
 import openai
 import pytest
@@ -38,28 +40,74 @@ def test_valid_body_reaches_the_handler(echo_server):
     assert result == {"received": body}
 
 
-@pytest.mark.parametrize(("body", "param"), [
-    ({"messages": []}, "model"),
-    ({"model": "m", "n": 0}, "n"),
-    ({"model": "m", "n": "2"}, "n"),
-    ({"model": "m", "user": 3}, "user"),
-    ({"model": "m", "object": "dict"}, "object"),
-    ({"model": "m", "messages": [{"role": "user"}, {"role": "robot"}]}, "messages[1].role"),
+@pytest.mark.parametrize(("body", "param", "code"), [
+    ({"messages": []}, "model", "missing_required_parameter"),
+    ({"model": "m", "n": 0}, "n", "integer_below_min_value"),
+    ({"model": "m", "n": "2"}, "n", "invalid_type"),
+    ({"model": "m", "user": 3}, "user", "invalid_type"),
+    ({"model": "m", "object": "dict"}, "object", "invalid_value"),
+    ({"model": "m", "messages": [{"role": "user"}, {"role": "robot"}]}, "messages[1].role", "invalid_value"),
 ])
-def test_invalid_body_is_400_naming_the_field(echo_server, body, param):
+def test_invalid_body_is_400_naming_the_field(echo_server, body, param, code):
     with pytest.raises(openai.BadRequestError) as raised:
         echo_server.client().post("/testing/echo", body=body, cast_to=object)
     error = raised.value.body
     assert raised.value.status_code == 400
-    assert error["param"] == param
+    assert (error["param"], error["code"]) == (param, code)
     assert error["type"] == "invalid_request_error"
     assert param in raised.value.message
 
 
-@pytest.mark.parametrize(("query", "param"), [("limit=0", "limit"), ("limit=abc", "limit"), ("mode=c", "mode")])
-def test_invalid_query_parameter_is_400_naming_it(echo_server, query, param):
+FUNCTION_PARAMETERS = {"type": "object", "properties": {"city": {"type": "string"}}}
+
+
+@pytest.mark.parametrize(("send", "param", "reason", "code"), [
+    pytest.param(lambda c: c.responses.create(model="demo", input="hi", tools=[
+        {"type": "function", "parameters": FUNCTION_PARAMETERS, "strict": True}]),
+        "tools[0].name", "Missing required parameter: 'tools[0].name'.", "missing_required_parameter",
+        id="responses-function-tool-without-name"),
+    pytest.param(lambda c: c.responses.create(model="demo", input="hi", tools=[
+        {"type": "function", "name": "f", "parameters": FUNCTION_PARAMETERS, "strict": "yes"}]),
+        "tools[0].strict", "expected a boolean or null, but got a string", "invalid_type",
+        id="responses-function-tool-strict-not-boolean"),
+    pytest.param(lambda c: c.responses.create(model="demo", input="hi", tools=[{"type": "bogus"}]),
+        "tools[0].type", "'bogus'. Supported values are: 'function', 'file_search'", "invalid_value",
+        id="responses-unknown-tool-type"),
+    pytest.param(lambda c: c.responses.create(model="demo", input=[{"role": "robot", "content": "hi"}]),
+        "input[0].role", "'robot'. Supported values are: 'user', 'assistant', 'system', 'developer'.",
+        "invalid_value", id="responses-unknown-role"),
+    pytest.param(lambda c: c.responses.create(model="demo", input=[
+        {"role": "user", "content": [{"type": "input_text", "text": 3}]}]),
+        "input[0].content[0].text", "expected a string, but got an integer", "invalid_type",
+        id="responses-text-part-not-a-string"),
+    pytest.param(lambda c: c.chat.completions.create(model="demo", messages=[
+        {"role": "user", "content": [{"type": "text"}]}]),
+        "messages[0].content[0].text", "Missing required parameter: 'messages[0].content[0].text'.",
+        "missing_required_parameter", id="chat-text-part-without-text"),
+    pytest.param(lambda c: c.chat.completions.create(model="demo", messages=[{"role": "tool", "content": "4"}]),
+        "messages[0].tool_call_id", "Missing required parameter", "missing_required_parameter",
+        id="chat-tool-message-without-call-id"),
+])
+def test_a_failure_inside_a_choice_names_the_deepest_field(server, send, param, reason, code):
+    """OpenAI's document makes a tool one of many tool types and a message one of six roles; the
+    error names the field of the type the request chose, not the whole object."""
+    with pytest.raises(openai.BadRequestError) as raised:
+        send(server.client())
+    error = raised.value.body
+    assert (error["param"], error["code"], error["type"]) == (param, code, "invalid_request_error")
+    assert reason in error["message"]
+    assert "not valid under any" not in error["message"] and not error["message"].endswith("...")
+
+
+@pytest.mark.parametrize(("query", "param", "code"), [
+    ("limit=0", "limit", "integer_below_min_value"),
+    ("limit=abc", "limit", "invalid_type"),
+    ("mode=c", "mode", "invalid_value"),
+])
+def test_invalid_query_parameter_is_400_naming_it(echo_server, query, param, code):
     with echo_server.http() as http:
-        assert_envelope(http.post(f"{ECHO}?{query}", json={"model": "m"}), 400, type_="invalid_request_error", param=param)
+        assert_envelope(http.post(f"{ECHO}?{query}", json={"model": "m"}), 400, type_="invalid_request_error",
+                        param=param, code=code)
 
 
 def test_unknown_query_parameter_is_400_naming_it(server):
@@ -78,13 +126,14 @@ def test_valid_query_parameters(echo_server):
 def test_malformed_json_or_utf8_is_400(echo_server, content):
     with echo_server.http() as http:
         response = http.post(ECHO, content=content, headers={"content-type": "application/json"})
-        error = assert_envelope(response, 400, type_="invalid_request_error")
+        error = assert_envelope(response, 400, type_="invalid_request_error", code="invalid_json")
     assert "JSON" in error["message"] or "utf-8" in error["message"]
 
 
 def test_missing_body_is_400(echo_server):
     with echo_server.http() as http:
-        assert_envelope(http.post(ECHO, headers={"content-type": "application/json"}), 400, type_="invalid_request_error")
+        assert_envelope(http.post(ECHO, headers={"content-type": "application/json"}), 400,
+                        type_="invalid_request_error", code="missing_body")
 
 
 def test_wrong_content_type_is_415(echo_server):
@@ -131,12 +180,42 @@ def test_unimplemented_operation_makes_openai_raise_with_the_message(server):
     assert raised.value.code == "not_implemented"
 
 
-def test_internal_error_is_500_without_traceback(monkeypatch, built_spec):
+def test_internal_error_is_500_without_traceback(monkeypatch, built_spec, caplog):
     async def broken():
         raise RuntimeError("secret internals /home/somebody/file.py")
 
     monkeypatch.setattr(localai_runtime.handlers.health, "getHealth", broken)
-    with live_server(built_spec) as live, live.http() as http:
+    with caplog.at_level(logging.INFO), live_server(built_spec) as live, live.http() as http:
         error = assert_envelope(http.get("/healthz"), 500, type_="api_error")
         assert "secret" not in error["message"] and "Traceback" not in error["message"]
         assert http.get("/readyz").status_code == 200  # still serving
+    # One line at ERROR, with the traceback; the traceback logged once only.
+    [line] = error_lines(caplog, "getHealth")
+    assert line.levelno == logging.ERROR and line.getMessage().startswith("getHealth -> 500 param=None code=None:")
+    assert isinstance(line.exc_info[1], RuntimeError)
+    assert [record for record in caplog.records if record.exc_info] == [line]
+
+
+def error_lines(caplog, where: str) -> list[logging.LogRecord]:
+    """The error lines (localai_runtime.errors.log_error) logged for ``where``."""
+    return [record for record in caplog.records
+            if record.name == "localai_runtime.errors" and record.getMessage().startswith(f"{where} -> ")]
+
+
+def test_every_refusal_is_logged_at_info_with_its_operation_param_and_code(server, caplog):
+    with caplog.at_level(logging.INFO, logger="localai_runtime.errors"):
+        with pytest.raises(openai.BadRequestError):
+            server.client().responses.create(model="demo", input="hi", tools=[
+                {"type": "function", "parameters": FUNCTION_PARAMETERS, "strict": True}])
+        with pytest.raises(openai.NotFoundError):
+            server.client().models.retrieve("no-such-model")
+        with server.http() as http:
+            assert http.get("/v1/no/such/thing").status_code == 404
+    [refused] = error_lines(caplog, "createResponse")
+    assert refused.levelno == logging.INFO
+    assert refused.getMessage() == ("createResponse -> 400 param=tools[0].name code=missing_required_parameter: "
+                                    "Missing required parameter: 'tools[0].name'.")
+    [unknown] = error_lines(caplog, "retrieveModel")
+    assert unknown.levelno == logging.INFO and "-> 404 param=model code=model_not_found:" in unknown.getMessage()
+    [unrouted] = error_lines(caplog, "GET /v1/no/such/thing")  # no operation matched: the path
+    assert unrouted.levelno == logging.INFO and "-> 404 param=None code=not_found:" in unrouted.getMessage()

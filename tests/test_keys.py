@@ -6,6 +6,7 @@ unrestricted, and every mistake in the keys file named at start-up."""
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import shutil
 import subprocess
 import sys
@@ -92,6 +93,24 @@ def test_an_operation_outside_the_scope_is_403(live):
     with live.http(headers={"Authorization": f"Bearer {KEYS['ops']}"}) as http:
         assert {entry["model"] for entry in http.get("/v1/localai/registrations").json()["data"]} == {
             "demo", "private"}
+
+
+def test_a_refusal_is_logged_with_the_key_s_name_never_the_key(live, caplog):
+    alice = live.client(api_key=KEYS["alice"])
+    with caplog.at_level(logging.INFO, logger="localai_runtime.errors"):
+        with pytest.raises(openai.PermissionDeniedError):
+            alice.embeddings.create(model="demo", input="hi")
+        with pytest.raises(openai.NotFoundError):
+            alice.chat.completions.create(model="private", messages=ASK, max_tokens=2)  # outside its models
+        with pytest.raises(openai.AuthenticationError):
+            live.client(api_key="sk-wrong").models.list()
+    lines = [record.getMessage() for record in caplog.records if record.name == "localai_runtime.errors"]
+    assert lines[0].startswith("createEmbedding -> 403 param=None code=insufficient_permissions key=alice: ")
+    assert lines[1].startswith("createChatCompletion -> 404 param=model code=model_not_found key=alice: ")
+    assert lines[2].startswith("listModels -> 401 param=None code=invalid_api_key: ")  # no key matched
+    assert len(lines) == 3 and all(record.levelno == logging.INFO for record in caplog.records
+                                   if record.name == "localai_runtime.errors")
+    assert not any(key in caplog.text or hash_key(key) in caplog.text for key in [*KEYS.values(), "sk-wrong"])
 
 
 def sk_not_leaked(response) -> bool:

@@ -70,8 +70,8 @@ def test_unknown_model_and_wrong_operation(tmp_path, schemas):
     (GOOD.replace("backend: echo", "backend: nope"), r"local_settings\.backend: unknown backend 'nope'; available: echo"),
     (GOOD.replace("createCompletion]", "createCompletions]"), r"unknown operationId 'createCompletions'"),
     (GOOD.replace("createCompletion]", "listModels]"), r"listModels takes no JSON request body"),
-    (GOOD.replace("registration:", "registraton:"), r"a\.yaml#0: Invalid"),
-    (GOOD + "request_defaults_typo: {}\n", r"a\.yaml#0: Invalid"),
+    (GOOD.replace("registration:", "registraton:"), r"a\.yaml#0: Unknown parameter: 'registraton'"),
+    (GOOD + "request_defaults_typo: {}\n", r"a\.yaml#0: Unknown parameter: 'request_defaults_typo'"),
     (GOOD.replace("temperature: 0.5", "model: other"), r"request_defaults\.model: the model is the registration's own name"),
 ])
 def test_errors_name_file_registration_and_path(tmp_path, schemas, text, expected):

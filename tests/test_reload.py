@@ -6,8 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 
 import httpx
 import openai
@@ -17,7 +22,7 @@ from hypothesis import strategies as st
 
 from localai_runtime.access.keys import hash_key
 from localai_runtime.settings import resource_dir
-from tests.conftest import hold_instances, live_server, wait_until
+from tests.conftest import REPO, free_port, hold_instances, live_server, wait_until
 
 ASK = [{"role": "user", "content": "Hi"}]
 EXTRA = """
@@ -157,3 +162,41 @@ def test_broken_keys_files_never_break_the_reload_or_the_server(fuzzed, text):
         keys.write_text(good)
         asyncio.run_coroutine_threadsafe(live.app.reload("test"), live.loop).result(timeout=60)
     assert live.client(api_key="sk-ops").models.list().data
+
+
+def test_sighup_reloads_a_server_started_with_no_watch(tmp_path):
+    """The real command, as an operator runs it: with --no-watch a changed file waits for SIGHUP,
+    which reloads it, and the server lives on."""
+    configs = configs_in(tmp_path)
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "localai_runtime.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--configs", str(configs), "--no-watch", "--no-store"],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+
+    def models() -> set[str]:
+        assert process.poll() is None, f"the server exited with {process.returncode}"
+        return {model["id"] for model in httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).json()["data"]}
+
+    def ready() -> bool:
+        assert process.poll() is None, "the server exited"
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_until(ready, "the server is ready", timeout=120)
+        assert models() == {"demo"}
+        (configs / "extra.yaml").write_text(textwrap.dedent(EXTRA))
+        time.sleep(1.5)  # a watching server would have reloaded by now (its debounce is 0.2 s)
+        assert models() == {"demo"}
+        process.send_signal(signal.SIGHUP)
+        wait_until(lambda: "extra" in models(), "SIGHUP reloaded the configuration")
+        assert process.poll() is None and models() == {"demo", "extra"}
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json() == {"status": "ok"}
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0]
+    assert "reload (SIGHUP) applied" in output and "Traceback" not in output, output

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from localai_runtime.spec.schemas import SchemaCache, describe, document_ref, format_path
+from localai_runtime.spec.schema_errors import describe, error_code, format_path
+from localai_runtime.spec.schemas import SchemaCache, document_ref
 
 SCHEMA = {
     "type": "object",
@@ -89,3 +90,58 @@ def test_document_ref_to_a_templated_path():
     schema = document_ref("/paths/~1v1~1items~1{item_id}/post/schema")
     assert cache.first_error(schema, {"a": 1}) is None
     assert cache.first_error(schema, {}).message == "'a' is a required property"
+
+
+TOOLS = {
+    "type": "object",
+    "properties": {"tools": {"type": "array", "items": {"oneOf": [
+        {"type": "object", "required": ["type", "name", "strict"], "properties": {
+            "type": {"type": "string", "enum": ["function"]}, "name": {"type": "string"},
+            "strict": {"anyOf": [{"type": "boolean"}, {"type": "null"}]}}},
+        {"type": "object", "required": ["type", "ids"], "properties": {
+            "type": {"const": "file_search"}, "ids": {"type": "array"}}},
+        {"type": "string", "enum": ["auto"]},
+    ]}}},
+}
+
+
+@pytest.mark.parametrize(("tool", "message", "param", "code"), [
+    ({"type": "function", "name": "f"}, "Missing required parameter: 'tools[0].strict'.", "tools[0].strict",
+     "missing_required_parameter"),
+    ({"type": "function", "name": "f", "strict": "yes"},
+     "Invalid type for 'tools[0].strict': expected a boolean or null, but got a string instead.", "tools[0].strict",
+     "invalid_type"),
+    ({"type": "file_search"}, "Missing required parameter: 'tools[0].ids'.", "tools[0].ids",
+     "missing_required_parameter"),
+    ({"type": "bogus", "name": "f"},
+     "Invalid value for 'tools[0].type': 'bogus'. Supported values are: 'function', 'file_search'.", "tools[0].type",
+     "invalid_value"),
+    ({"name": "f"}, "Missing required parameter: 'tools[0].type'.", "tools[0].type", "missing_required_parameter"),
+    ("manual", "Invalid value for 'tools[0]': 'manual'. Supported values are: 'auto'.", "tools[0]", "invalid_value"),
+    (3, "Invalid type for 'tools[0]': expected an object or a string, but got an integer instead.", "tools[0]",
+     "invalid_type"),
+])
+def test_a_failure_inside_a_choice_is_the_chosen_branch_s(cache, tool, message, param, code):
+    """The branch the instance names by its discriminator (or JSON type) is the one reported."""
+    error = cache.first_error(TOOLS, {"tools": [tool]})
+    assert describe(error) == (message, param)
+    assert error_code(error) == code
+
+
+def test_a_choice_no_branch_explains_better_is_named_without_its_value(cache):
+    schema = {"oneOf": [{"type": "object", "required": ["a"]}, {"type": "object", "required": ["b"]}]}
+    error = cache.first_error(schema, {"c": "x" * 1000})
+    assert describe(error) == ("Invalid value for the request body: it matches none of the 2 accepted forms.", None)
+    assert error_code(error) == "invalid_value"
+
+
+@pytest.mark.parametrize(("body", "code"), [
+    ({"model": "m", "n": 0}, "integer_below_min_value"),
+    ({"model": "m", "temperature": 2.5}, "decimal_above_max_value"),
+    ({"model": ""}, "string_below_min_length"),
+    ({}, "missing_required_parameter"),
+    ({"model": "m", "mode": "c"}, "invalid_value"),
+    ({"model": "m", "user": 5}, "invalid_type"),
+])
+def test_error_codes_follow_openai(cache, body, code):
+    assert error_code(cache.first_error(SCHEMA, body)) == code

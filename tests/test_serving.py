@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import json
+import logging
 import shutil
 import struct
 import textwrap
@@ -331,6 +332,16 @@ def test_an_error_after_the_stream_started_is_an_error_event_then_done(echo_serv
     assert [json.loads(e)["choices"][0]["text"] for e in events[:2]] != ["", ""]
     with pytest.raises(openai.APIError):
         list(echo_server.client().completions.create(model="echo", prompt="fail after two pieces", stream=True))
+
+
+def test_an_error_after_the_stream_started_is_logged_once_with_its_operation(echo_server, caplog):
+    with caplog.at_level(logging.INFO, logger="localai_runtime.errors"), echo_server.http() as http:
+        raw = http.post("/v1/completions", json={"model": "echo", "prompt": "fail after two pieces", "stream": True})
+    assert raw.status_code == 200 and '"error"' in raw.text
+    [line] = [record for record in caplog.records if record.name == "localai_runtime.errors"]
+    assert line.levelno == logging.ERROR
+    assert line.getMessage().startswith("createCompletion -> 500 (in its stream) param=None code=None:")
+    assert "mid-generation" in str(line.exc_info[1])  # the traceback, for the operator only
 
 
 def test_a_filtered_stream_that_fails_before_its_first_chunk_still_ends_with_an_error_event(echo_server):

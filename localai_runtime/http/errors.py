@@ -18,6 +18,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from localai_runtime import errors
+from localai_runtime.access.keys import SCOPE_KEY
+from localai_runtime.http.middleware import operation_id
 
 if TYPE_CHECKING:
     from localai_runtime.serving.runtime import Runtime
@@ -71,11 +73,13 @@ def to_api_error(request: ConnexionRequest, exc: Exception) -> errors.APIError:
 
 
 def error_handler(runtime: Runtime, request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
-    """connexion's error handler: the envelope, counted in the runtime's metrics."""
+    """connexion's error handler, which every error answered before a response began reaches: the
+    envelope, counted in the runtime's metrics and logged (:func:`~localai_runtime.errors.log_error`)."""
     error = to_api_error(request, exc)
     runtime.count_error(error)
-    if error.status >= 500 and not isinstance(error, errors.NotImplementedAPIError):
-        logger.warning("%s %s -> %d %s", request.method, request.url.path, error.status, error.message)
+    key = request.scope.get("extensions", {}).get(SCOPE_KEY)
+    where = operation_id(request.scope) or f"{request.method} {request.url.path}"
+    errors.log_error(error, where, key=key.name if key is not None else None)
     response = error_response(error)
     return ConnexionResponse(
         status_code=error.status,

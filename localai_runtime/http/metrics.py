@@ -18,13 +18,15 @@ class HTTPMetricsMiddleware:
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            # connexion's router works on a shallow copy of the scope: an extensions dict made
+            # here is the one it writes the matched operationId into, which the metrics and the
+            # error handler's log line read.
+            scope.setdefault("extensions", {})
         if scope["type"] != "http" or self.metrics is None:
             await self.app(scope, receive, send)
             return
         status = 500  # unless an answer starts
-        # connexion's router works on a shallow copy of the scope: an extensions dict made here
-        # is the one it writes the matched operationId into.
-        scope.setdefault("extensions", {})
 
         async def sending(message: Message) -> None:
             nonlocal status

@@ -127,6 +127,7 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         key = self._key(scope)
+        scope.setdefault("extensions", {})[SCOPE_KEY] = key  # its name is logged with a refusal too
         if not key.allows_operation(op_id):
             raise PermissionDeniedError(f"The API key '{key.name}' may not call {op_id}")
         over = key.limits.admit()
@@ -134,7 +135,6 @@ class AuthMiddleware:
             limit, retry = over
             raise RateLimitError(f"The API key '{key.name}' is over its limit of {limit}; retry in {retry} s",
                                  headers={"Retry-After": str(retry), **key.limits.headers()})
-        scope.setdefault("extensions", {})[SCOPE_KEY] = key
         headers = [(name.encode(), value.encode()) for name, value in key.limits.headers().items()]
 
         async def sending(message: Message) -> None:

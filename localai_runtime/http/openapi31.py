@@ -36,9 +36,12 @@ from localai_runtime.http.dispatch import VALIDATED_BODY
 from localai_runtime.http.middleware import operation_id
 from localai_runtime.spec.files import copy_document
 from localai_runtime.spec.request_schemas import RequestSchemas
-from localai_runtime.spec.schemas import SchemaCache, describe, follow_refs
+from localai_runtime.spec.schema_errors import error_code, request_error
+from localai_runtime.spec.schemas import SchemaCache, follow_refs
 
 logger = logging.getLogger(__name__)
+
+INVALID_JSON = "invalid_json"  # the code of a body that is not JSON text (or not in its encoding)
 
 class OpenAPI31Specification(OpenAPISpecification):
     def __init__(self, raw_spec: dict[str, Any], *, base_uri: str = "") -> None:
@@ -109,10 +112,12 @@ def _refuse_lone_surrogates(body: Any) -> None:
         json.dumps(body, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError as exc:
         raise InvalidRequestError(
-            f"The request body is not valid JSON text: it holds an unpaired surrogate {ascii(exc.object[exc.start])}"
+            f"The request body is not valid JSON text: it holds an unpaired surrogate {ascii(exc.object[exc.start])}",
+            code=INVALID_JSON,
         ) from exc
     except RecursionError as exc:
-        raise InvalidRequestError("The request body is not valid JSON: it is nested too deeply") from exc
+        raise InvalidRequestError("The request body is not valid JSON: it is nested too deeply",
+                                  code=INVALID_JSON) from exc
 
 
 def _primary_type(schema: dict[str, Any]) -> str | None:
@@ -137,6 +142,10 @@ class OpenAPI31URIParser(OpenAPIURIParser):
         return schemas
 
 
+def _missing_body() -> InvalidRequestError:
+    return InvalidRequestError("The request body is missing; this operation needs a JSON body", code="missing_body")
+
+
 class _BodyValidator(JSONRequestBodyValidator):
     """JSON bodies parsed strictly and validated through the document (:class:`RequestSchemas`)
     where the operation has a request schema there; ``validator_map`` sets the two attributes."""
@@ -154,12 +163,14 @@ class _BodyValidator(JSONRequestBodyValidator):
             body = json.loads(raw.decode(self._encoding), parse_constant=_no_constant, parse_float=_finite)
         except UnicodeDecodeError as exc:
             raise InvalidRequestError(
-                f"The request body is not valid {self._encoding}: {exc.reason} at byte {exc.start}"
+                f"The request body is not valid {self._encoding}: {exc.reason} at byte {exc.start}",
+                code=INVALID_JSON,
             ) from exc
         except ValueError as exc:
-            raise InvalidRequestError(f"The request body is not valid JSON: {exc}") from exc
+            raise InvalidRequestError(f"The request body is not valid JSON: {exc}", code=INVALID_JSON) from exc
         except RecursionError as exc:  # json's decoder shares Python's recursion limit
-            raise InvalidRequestError("The request body is not valid JSON: it is nested too deeply") from exc
+            raise InvalidRequestError("The request body is not valid JSON: it is nested too deeply",
+                                      code=INVALID_JSON) from exc
         if _SURROGATE_ESCAPE.search(raw):
             _refuse_lone_surrogates(body)
         op_id = operation_id(scope)
@@ -168,6 +179,9 @@ class _BodyValidator(JSONRequestBodyValidator):
         return body
 
     async def wrap_receive(self, receive, *, scope):  # noqa: ANN001, ANN202 - connexion's signature
+        length = Headers(scope=scope).get("content-length", "0")
+        if self._required and length.isdigit() and not int(length) and self._schema.get("default") is None:
+            raise _missing_body()  # before connexion's own "RequestBody is required", which has no code
         receive, scope = await super().wrap_receive(receive, scope=scope)
         # Handed to the handler as it is (dispatch.HandlerMiddleware), not parsed again.
         scope.setdefault("extensions", {})[VALIDATED_BODY] = self._body
@@ -179,14 +193,13 @@ class _BodyValidator(JSONRequestBodyValidator):
 
     def _validate(self, body: Any) -> None:
         if body is None:
-            raise InvalidRequestError("The request body is missing; this operation needs a JSON body")
+            raise _missing_body()
         if self._request is not None:
             error = self.requests.first_error(self._request, body)
         else:
             error = self.cache.first_error(self._schema, body)
         if error is not None:
-            message, param = describe(error)
-            raise InvalidRequestError(message, param=param)
+            raise request_error(error)
 
 
 class _Parameters(ParameterValidator):
@@ -215,13 +228,14 @@ class _Parameters(ParameterValidator):
         name = param.get("name", param_name)
         if value is None:
             if param.get("required"):
-                raise InvalidRequestError(f"Missing required {parameter_type} parameter '{name}'", param=name)
+                raise InvalidRequestError(f"Missing required {parameter_type} parameter '{name}'", param=name,
+                                          code="missing_required_parameter")
             return None
         schema = param.get("schema", param)
         error = cls.cache.first_error(schema, value)
         if error is not None:
             raise InvalidRequestError(
-                f"Invalid {parameter_type} parameter '{name}': {error.message}", param=name
+                f"Invalid {parameter_type} parameter '{name}': {error.message}", param=name, code=error_code(error)
             )
         return None
 

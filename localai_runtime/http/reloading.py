@@ -98,18 +98,32 @@ class ReloadingApp:
             await self.reload(reason)
 
     async def watch(self) -> None:
-        """Reload on SIGHUP and on changes to the watched files, until cancelled."""
+        """Reload on SIGHUP (``settings.reload_on_sighup``) and on changes to the watched files
+        (``settings.watch``), until cancelled."""
+        settings = self.runtime.settings
         loop = asyncio.get_running_loop()
-        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError, AttributeError):  # not main thread
-            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self._reload_quietly("SIGHUP")))
-        paths = [p for p in watched_paths(self.runtime.settings) if p.exists()]
-        if not paths:
-            return
-        import watchfiles
+        listening = settings.reload_on_sighup and _listen(loop, lambda: self._reload_quietly("SIGHUP"))
+        try:
+            paths = [p for p in watched_paths(settings) if p.exists()] if settings.watch else []
+            if not paths:
+                await asyncio.Event().wait()  # SIGHUP only, until cancelled
+            import watchfiles
 
-        async for changes in watchfiles.awatch(*paths, debounce=200, step=50,
-                                               force_polling=self.runtime.settings.watch_polling):
-            await self._reload_quietly(f"{len(changes)} file change(s): " + _names(changes))
+            async for changes in watchfiles.awatch(*paths, debounce=200, step=50, force_polling=settings.watch_polling):
+                await self._reload_quietly(f"{len(changes)} file change(s): " + _names(changes))
+        finally:
+            if listening:
+                loop.remove_signal_handler(signal.SIGHUP)
+
+
+def _listen(loop: asyncio.AbstractEventLoop, reload: Callable[[], Any]) -> bool:
+    """Call ``reload`` (a coroutine function) on SIGHUP; False where no handler can be installed:
+    outside the main thread (a server run by a test), or without SIGHUP (Windows)."""
+    try:
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
+    except (ValueError, RuntimeError, NotImplementedError, AttributeError):
+        return False
+    return True
 
 
 def _names(changes: Iterable[tuple[Any, str]]) -> str:

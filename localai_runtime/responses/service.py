@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.responses import JSONResponse, Response
 
-from localai_runtime.errors import APIError, InvalidRequestError, NotFoundError
+from localai_runtime.errors import APIError, InvalidRequestError, NotFoundError, log_error
 from localai_runtime.responses.events import EventStream
 from localai_runtime.responses.objects import TERMINAL, finished, page, response_object
 from localai_runtime.responses.output import Event, OutputBuilder
@@ -40,7 +40,7 @@ from localai_runtime.serving.fields import RESPONSES
 from localai_runtime.serving.generation import until_disconnected
 from localai_runtime.serving.policy import Prepared
 from localai_runtime.serving.registrations import Registration
-from localai_runtime.serving.runtime import Runtime
+from localai_runtime.serving.runtime import Runtime, current_request
 from localai_runtime.store import ResponseRecord, StoreError
 
 if TYPE_CHECKING:
@@ -180,7 +180,8 @@ async def _background(runtime: Runtime, turn: Turn, response: dict[str, Any]) ->
         raise
     except Exception as exc:  # noqa: BLE001 - the failure is the response's outcome
         error = streaming.api_error(exc)
-        logger.warning("background response %s failed: %s", turn.response_id, error.message)
+        operation, key = current_request()
+        log_error(error, f"{operation or 'createResponse'} (background response {turn.response_id})", key=key)
         with contextlib.suppress(APIError):
             await _save(runtime, turn, finished(response, "failed", error={
                 "code": error.code or "server_error", "message": error.message}))

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from localai_runtime.errors import (
-    InvalidRequestError,
     UnknownParameterError,
     UnsupportedParameterError,
 )
@@ -40,7 +39,7 @@ from localai_runtime.serving.output_filters import NONE, OutputFilters, request_
 from localai_runtime.serving.registrations import Registration
 from localai_runtime.spec.integers import integral
 from localai_runtime.spec.request_schemas import RequestSchemas
-from localai_runtime.spec.schemas import describe
+from localai_runtime.spec.schema_errors import request_error
 from localai_runtime.tools.request import NO_TOOLS, ToolRequest
 from localai_runtime.tools.response_format import TEXT, ResponseFormat
 
@@ -127,8 +126,7 @@ def prepare(
     unchanged = validated and not dropped and not registration.defaults and not registration.overrides
     error = None if unchanged else schemas.first_error(request, merged)  # else: validated as it came
     if error is not None:
-        message, param = describe(error)
-        raise InvalidRequestError(f"{message} (after applying the registration's defaults and overrides)", param=param)
+        raise request_error(error, " (after applying the registration's defaults and overrides)")
     document = schemas.spec.document
     merged = {key: integral(value, request.fields.get(key), document) for key, value in merged.items()}
     return Prepared(registration, merged, dropped, request_filters(merged))

@@ -46,7 +46,8 @@ from localai_runtime.serving.output_filters import PatternError, compile_filters
 from localai_runtime.spec import files
 from localai_runtime.spec.files import entries
 from localai_runtime.spec.request_schemas import RequestSchemas
-from localai_runtime.spec.schemas import SchemaCache, describe
+from localai_runtime.spec.schema_errors import describe
+from localai_runtime.spec.schemas import SchemaCache
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +149,8 @@ class Registrations:
     def lookup(self, operation_id: str, model: Any) -> Registration:
         """The registration serving ``model`` for ``operation_id``, or the OpenAI error why not."""
         if not isinstance(model, str) or not model:
-            raise InvalidRequestError("You must provide a model parameter", param="model")
+            raise InvalidRequestError("You must provide a model parameter", param="model",
+                                      code="missing_required_parameter")
         registration = self.by_key.get((operation_id, model))
         if registration is not None:
             return registration

@@ -141,7 +141,7 @@ class Runtime:
             if self.reloader is not None:
                 if self.metrics is not None:
                     self.metrics.configuration(self.reloader.state.digest)
-                if self.settings.watch:
+                if self.settings.watch or self.settings.reload_on_sighup:
                     watching = asyncio.create_task(self.reloader.watch(), name="configuration watch")
             for task in preloading:
                 await task
@@ -220,6 +220,16 @@ def _replicas(pool: ModelPool | None) -> ReplicaSet | None:
 def current_key() -> Key | None:
     """The API key the current request was authorized with (None: no keys, or an open operation)."""
     return context.scope.get("extensions", {}).get(SCOPE_KEY)
+
+
+def current_request() -> tuple[str | None, str | None]:
+    """The operationId of the current request and the name of its API key, for a log line;
+    ``(None, None)`` outside a request (connexion's context unbound)."""
+    try:
+        key = current_key()
+        return context.operation.operation_id, key.name if key is not None else None
+    except (LookupError, RuntimeError):
+        return None, None
 
 
 def current() -> Runtime:

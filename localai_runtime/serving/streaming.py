@@ -4,7 +4,7 @@
 then an error is a plain HTTP error and a client that leaves cancels the work), then answers
 with a ``text/event-stream`` response that sends it and the rest. An API whose stream has begun
 with nothing to send yet yields ``b""`` as its first event. After the first event an error
-becomes the stream's last event(s), counted in /metrics: each API says what they look like
+becomes the stream's last event(s), counted in /metrics and logged: each API says what they look like
 (``failed``) and what ends the stream (``done``: ``[DONE]`` for chat and completions).
 """
 
@@ -17,9 +17,9 @@ from typing import Any
 
 from starlette.responses import StreamingResponse
 
-from localai_runtime.errors import APIError, internal_error, stream_error_event
+from localai_runtime.errors import APIError, internal_error, log_error, stream_error_event
 from localai_runtime.serving.generation import until_disconnected
-from localai_runtime.serving.runtime import Runtime
+from localai_runtime.serving.runtime import Runtime, current_request
 
 DONE = b"data: [DONE]\n\n"
 
@@ -36,11 +36,19 @@ def api_error(exc: Exception) -> APIError:
 
 
 def error_event(runtime: Runtime, exc: Exception) -> bytes:
-    """The event for an error after a stream began, counted in /metrics (the upstream relay's,
-    for an error the engine reports inside its stream)."""
+    """The event for an error after a stream began, counted in /metrics and logged (the upstream
+    relay's, for an error the engine reports inside its stream)."""
     error = api_error(exc)
-    runtime.count_error(error)
+    report_late(runtime, error)
     return stream_error_event(error)
+
+
+def report_late(runtime: Runtime, error: APIError) -> None:
+    """Count and log an error that ends a stream which had begun, as the error handler does the
+    others (it never sees these)."""
+    runtime.count_error(error)
+    operation, key = current_request()
+    log_error(error, operation or "a stream", key=key, late=True)
 
 
 async def _error_event(error: APIError) -> bytes:
@@ -72,7 +80,7 @@ async def _guarded(runtime: Runtime, events: AsyncGenerator[bytes, None], failed
         if not started:
             raise
         error = api_error(exc)
-        runtime.count_error(error)
+        report_late(runtime, error)
         yield await failed(error)
     finally:
         await events.aclose()

@@ -6,7 +6,9 @@ into the one document the server routes, validates and serves.
 - ``build``: the pipeline (upstream document, ``spec/`` fragments, ``patches/``) and its
   operations;
 - ``schemas``: JSON Schema 2020-12 validation over the document (plus OpenAPI 3.0's
-  ``nullable``), with error descriptions that name the field;
+  ``nullable``);
+- ``schema_errors``: which failure to report (inside a ``oneOf``/``anyOf``, the branch the
+  request chose), worded as OpenAI words it, with its field and its ``code``;
 - ``request_schemas``: each operation's request body schema and its top-level fields.
 
 Nothing here imports connexion, starlette or the serving code; everything else may import it.

@@ -11,10 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jsonschema.exceptions import best_match
-
 from localai_runtime.errors import SpecError
 from localai_runtime.spec.build import BuiltSpec
+from localai_runtime.spec.schema_errors import best_error
 from localai_runtime.spec.schemas import SchemaCache, document_ref, follow_refs
 
 MISSING = object()
@@ -97,7 +96,7 @@ class RequestSchemas:
         only: the compiled one needs a registry built from a copy of the whole document, which
         start-up builds after it is ready."""
         errors = self.validators.validator(request.schema).iter_errors(part)
-        return best_match(e for e in errors if not _left_out(e))
+        return best_error((e for e in errors if not _left_out(e)), self.spec.document)
 
 
 def _left_out(error: Any) -> bool:

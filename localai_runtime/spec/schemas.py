@@ -11,16 +11,17 @@ No connexion import: the connexion glue and the registration checks both use thi
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
-from typing import Any, cast
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote
 
 import jsonschema_rs
 from jsonschema import Draft202012Validator, ValidationError
-from jsonschema.exceptions import best_match
 from jsonschema.validators import extend
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
+
+from localai_runtime.spec.schema_errors import best_error
 
 _base = Draft202012Validator.VALIDATORS
 
@@ -141,36 +142,4 @@ class SchemaCache:
         fast = self._fast_validator(schema)
         if fast is not None and fast.is_valid(instance):
             return None
-        return best_match(self.validator(schema).iter_errors(instance))
-
-
-def format_path(parts: Iterable[Any], prefix: str = "") -> str:
-    """``("messages", 0, "role")`` -> ``messages[0].role``."""
-    out = prefix
-    for part in parts:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-def describe(error: ValidationError, prefix: str = "") -> tuple[str, str | None]:
-    """A message naming the field, and the field's path (``None`` for the whole body)."""
-    path = list(error.absolute_path)
-    if error.validator == "required" and isinstance(error.instance, dict):
-        required = cast(Iterable[str], error.validator_value)
-        missing = next((name for name in required if name not in error.instance), None)
-        if missing is not None:
-            path.append(missing)
-    if (error.validator == "additionalProperties" and isinstance(error.instance, dict)
-            and isinstance(error.schema, Mapping)):
-        allowed = set(error.schema.get("properties") or {})
-        extra = next((name for name in error.instance if name not in allowed), None)
-        if extra is not None:
-            path.append(extra)
-    param = format_path(path, prefix) or None
-    message = error.message if len(error.message) <= 300 else error.message[:297] + "..."
-    if param:
-        return f"Invalid value for '{param}': {message}", param
-    return f"Invalid request body: {message}", None
+        return best_error(self.validator(schema).iter_errors(instance), self._document)
