@@ -1,0 +1,221 @@
+"""Grammar inputs that once exhausted memory or killed the server (a tool parameter or a JSON
+schema with a huge ``maxLength``/``maxItems``, a GBNF grammar nested or repeated tens of
+thousands of times) are a 400 naming the field and the limit, on a real server with the demo
+GGUF, which stays healthy after each; grammars within the limits work as before; a
+registration sets its own limits, checked at start-up. Hypothesis fuzzes the checks with
+random schemas and GBNF texts of large bounds and deep nesting: each is refused naming its
+field or built within the time budget, and ``/healthz`` answers after each.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+import time
+
+import httpx
+import openai
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from localai_runtime.backends import BackendRegistry
+from localai_runtime.errors import InvalidRequestError, SpecError
+from localai_runtime.serving.registrations import load_registrations
+from localai_runtime.settings import resource_dir
+from localai_runtime.spec.request_schemas import RequestSchemas
+from localai_runtime.tools.gbnf_limits import check_gbnf
+from localai_runtime.tools.grammar_limits import GrammarLimits, check_schema
+from tests.conftest import live_server
+
+TIGHT = """
+    registration: {model: tight, operations: [createChatCompletion]}
+    local_settings:
+      backend: llama-cpp
+      model_file: builtin:demo
+      threads: 2
+      context_size: 2048
+      parallel: 1
+      grammar_limits: {max_repetition: 10, max_depth: 20, max_rules: 200, max_length: 2000}
+    """
+MESSAGES = [{"role": "user", "content": "hi"}]
+BUDGET_S = 20.0
+"""The most one case may take, the request and the grammar's preparation included (2 shared cores)."""
+
+
+@pytest.fixture(scope="module")
+def live(built_spec, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("configs")
+    shutil.copy(resource_dir("configs") / "demo-llama-cpp.yaml", directory)
+    (directory / "tight.yaml").write_text(textwrap.dedent(TIGHT))
+    with live_server(built_spec, configs_dir=directory) as server:
+        yield server
+
+
+def healthy(live) -> bool:
+    with httpx.Client(base_url=live.url, timeout=30) as http:
+        return http.get("/healthz").status_code == 200
+
+
+def _string(limit: int) -> dict:
+    return {"type": "object", "properties": {"note": {"type": "string", "maxLength": limit}}, "required": ["note"]}
+
+
+def _chat_tool(limit: int) -> dict:
+    return {"tools": [{"type": "function", "function": {"name": "f", "parameters": _string(limit)}}],
+            "tool_choice": "required"}
+
+
+def _chat_format(schema: dict) -> dict:
+    return {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}}
+
+
+CHAT_CASES = [
+    *[(_chat_tool(n), "tools[0].function.parameters.properties.note.maxLength") for n in (20000, 30000, 20_000_000)],
+    (_chat_format(_string(20000)), "response_format.json_schema.schema.properties.note.maxLength"),
+    (_chat_format({"type": "array", "items": {"type": "integer"}, "maxItems": 30000}),
+     "response_format.json_schema.schema.maxItems"),
+    ({"extra_body": {"x-localai-extensions": {"grammar": "root ::= " + "(" * 30000 + '"a"' + ")" * 30000}}},
+     "x-localai-extensions.grammar"),
+    ({"extra_body": {"x-localai-extensions": {"grammar": 'root ::= "a"{0,30000}'}}}, "x-localai-extensions.grammar"),
+]
+
+
+@pytest.mark.parametrize(("fields", "param"), CHAT_CASES)
+def test_a_grammar_input_over_the_limits_is_400_naming_field_and_limit(live, fields, param):
+    started = time.monotonic()
+    with pytest.raises(openai.BadRequestError) as raised:
+        live.client().chat.completions.create(model="demo", messages=MESSAGES, max_tokens=2, **fields)
+    assert time.monotonic() - started < 5
+    error = raised.value.body
+    assert error["param"] == param
+    assert "exceeds this model's limit of" in error["message"] and "grammar_limits." in error["message"]
+    assert healthy(live)
+
+
+@pytest.mark.parametrize(("fields", "param"), [
+    ({"text": {"format": {"type": "json_schema", "name": "x", "schema": _string(20000)}}},
+     "text.format.schema.properties.note.maxLength"),
+    ({"tools": [{"type": "function", "name": "f", "strict": False, "parameters": _string(30000)}],
+      "tool_choice": "required"}, "tools[0].parameters.properties.note.maxLength"),
+])
+def test_responses_grammar_inputs_over_the_limits_are_400_naming_their_field(live, fields, param):
+    with pytest.raises(openai.BadRequestError) as raised:
+        live.client().responses.create(model="demo", input="hi", max_output_tokens=16, store=False, **fields)
+    assert raised.value.body["param"] == param
+    assert "limit of 1000 (grammar_limits.max_repetition)" in raised.value.body["message"]
+    assert healthy(live)
+
+
+def test_grammars_at_the_limits_work_as_before(live):
+    client = live.client()
+    answer = client.chat.completions.create(model="demo", messages=MESSAGES, max_tokens=8, temperature=0,
+                                            extra_body={"x-localai-extensions": {"grammar": 'root ::= "a"{0,1000}'}})
+    assert set(answer.choices[0].message.content) <= {"a"}
+    called = client.chat.completions.create(model="demo", messages=MESSAGES, max_tokens=1500, temperature=0,
+                                            **_chat_tool(1000))
+    call = called.choices[0].message.tool_calls[0]
+    assert call.function.name == "f" and len(json.loads(call.function.arguments)["note"]) <= 1000
+
+
+def test_a_registration_sets_its_own_limits(live):
+    client = live.client()
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="tight", messages=MESSAGES, max_tokens=2, **_chat_format(_string(11)))
+    assert raised.value.body["param"] == "response_format.json_schema.schema.properties.note.maxLength"
+    assert "maxLength 11 exceeds this model's limit of 10" in raised.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="tight", messages=MESSAGES, max_tokens=2,
+                                       extra_body={"x-localai-extensions": {"grammar": "root ::= " + "r0\n" + "".join(
+                                           f'r{i} ::= r{i + 1} "x"\n' for i in range(30)) + 'r30 ::= "z"\n'}})
+    assert raised.value.body["param"] == "x-localai-extensions.grammar"
+    assert "limit of 20 (grammar_limits.max_depth)" in raised.value.body["message"]
+    fine = client.chat.completions.create(model="tight", messages=MESSAGES, max_tokens=30, temperature=0,
+                                          **_chat_format(_string(10)))
+    assert fine.choices[0].message.content.startswith("{")
+
+
+@pytest.mark.parametrize(("limits", "message"), [
+    ("{max_repetition: 5000}", r"'local_settings\.grammar_limits\.max_repetition': 5000 is greater than the "
+                               r"maximum of 2000"),
+    ("{max_depth: 0}", r"'local_settings\.grammar_limits\.max_depth': 0 is less than the minimum of 1"),
+    ("{max_rule: 10}", r"'local_settings\.grammar_limits\.max_rule': Additional properties are not allowed"),
+])
+def test_grammar_limits_are_checked_at_start_up(built_spec, tmp_path, limits, message):
+    (tmp_path / "bad.yaml").write_text(textwrap.dedent(f"""
+        registration: {{model: bad, operations: [createChatCompletion]}}
+        local_settings: {{backend: llama-cpp, model_file: builtin:demo, grammar_limits: {limits}}}
+        """))
+    with pytest.raises(SpecError, match=r"bad\.yaml#0 \(model bad\): Invalid value for " + message):
+        load_registrations(tmp_path, RequestSchemas(built_spec), BackendRegistry.from_entry_points())
+
+
+# -- fuzzing -------------------------------------------------------------------------------------
+
+BIG = st.sampled_from([0, 1, 2, 10, 999, 1000, 1001, 2000, 30000, 20_000_000])
+DEEP = st.sampled_from([1, 2, 50, 1999, 2000, 2001, 30000])
+FUZZ = settings(max_examples=25, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
+_leaf = st.one_of(
+    st.builds(lambda n, m: {"type": "string", "maxLength": n, "minLength": min(m, n)}, BIG, BIG),
+    st.builds(lambda n: {"type": "string", "pattern": f"a{{0,{n}}}b"}, BIG),
+    st.just({"type": "integer"}), st.just({"type": "boolean"}),
+)
+SCHEMAS = st.recursive(_leaf, lambda inner: st.one_of(
+    st.builds(lambda item, n, m: {"type": "array", "items": item, "maxItems": n, "minItems": min(m, n)},
+              inner, BIG, BIG),
+    st.builds(lambda props: {"type": "object", "properties": props, "required": sorted(props)[:1]},
+              st.dictionaries(st.sampled_from(["a", "b", "c"]), inner, min_size=1, max_size=3)),
+), max_leaves=6)
+_term = st.sampled_from(['"a"', "[a-z]", '"xy"', "."])
+EXPRESSIONS = st.recursive(_term, lambda inner: st.one_of(
+    st.builds(lambda x, n: "(" * n + x + ")" * n, inner, DEEP),
+    st.builds(lambda x, m, n: f"{x}{{{min(m, n)},{n}}}", inner, BIG, BIG),
+    st.builds(lambda x, op: f"({x}){op}", inner, st.sampled_from(["*", "+", "?"])),
+    st.builds(lambda x, y: f"{x} {y}", inner, inner),
+    st.builds(lambda x, y: f"({x} | {y})", inner, inner),
+), max_leaves=5)
+GRAMMARS = st.one_of(
+    st.builds(lambda x: f"root ::= {x}", EXPRESSIONS),
+    st.builds(lambda n, x: "root ::= r0\n" + "".join(f"r{i} ::= r{i + 1} {x}\n" for i in range(n)) + f"r{n} ::= {x}",
+              st.sampled_from([1, 100, 1999, 2000, 2001, 12000]), _term),
+)
+
+
+def _within_budget_or_refused(live, body: dict, field: str) -> None:
+    started = time.monotonic()
+    with httpx.Client(base_url=live.url, timeout=120) as http:
+        answer = http.post("/v1/chat/completions", json={"model": "demo", "messages": MESSAGES, "max_tokens": 1,
+                                                         "temperature": 0, **body})
+    assert time.monotonic() - started < BUDGET_S
+    if answer.status_code != 200:
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"]["param"].startswith(field), answer.text
+    assert healthy(live)
+
+
+@FUZZ
+@given(schema=SCHEMAS)
+def test_fuzz_random_schemas_are_refused_naming_the_field_or_built_within_budget(live, schema):
+    _within_budget_or_refused(live, _chat_format(schema), "response_format")
+
+
+@FUZZ
+@given(grammar=GRAMMARS)
+def test_fuzz_random_gbnf_is_refused_naming_the_field_or_built_within_budget(live, grammar):
+    _within_budget_or_refused(live, {"x-localai-extensions": {"grammar": grammar}}, "x-localai-extensions.grammar")
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(grammar=GRAMMARS, schema=SCHEMAS)
+def test_fuzz_the_checks_alone_answer_quickly_with_a_400_or_nothing(grammar, schema):
+    limits = GrammarLimits()
+    for check, value in ((check_gbnf, grammar), (check_schema, schema)):
+        started = time.monotonic()
+        try:
+            check(value, "field", limits)  # type: ignore[operator]
+        except InvalidRequestError as error:
+            assert error.param is not None and error.param.startswith("field")
+            assert "grammar_limits." in str(error)
+        assert time.monotonic() - started < 1
