@@ -10,6 +10,7 @@ field or built within the time budget, and ``/healthz`` answers after each.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import textwrap
 import time
@@ -149,6 +150,52 @@ def test_grammar_limits_are_checked_at_start_up(built_spec, tmp_path, limits, me
         """))
     with pytest.raises(SpecError, match=r"bad\.yaml#0 \(model bad\): Invalid value for " + message):
         load_registrations(tmp_path, RequestSchemas(built_spec), BackendRegistry.from_entry_points())
+
+
+def _chain(n: int, rule: str) -> str:
+    return "root ::= r0\n" + "".join(rule.format(i=i, j=i + 1) + "\n" for i in range(n)) + f'r{n} ::= "z"\n'
+
+
+@pytest.mark.parametrize(("grammar", "refused"), [
+    ('root ::= "a"{0,#a comment\n 30000}', "the repetition {0,30000} exceeds this model's limit of 1000"),
+    ('root ::= "a"{1001}', "the repetition {1001} exceeds"),
+    ('root ::= "a"{0,1000} "b"{1000} "c"{5,}', None),
+    ("root ::= " + "(" * 2001 + '"a"' + ")" * 2001, "groups nested 2001 deep exceeds this model's limit of 2000"),
+    (_chain(3000, 'r{i} ::= r{j} "x"'), "a chain of 2001 rules each beginning with the next exceeds"),
+    (_chain(3000, 'r{i} ::= "a"? r{j} "x"'), "a chain of 2001 rules"),  # an optional prefix begins nothing
+    (_chain(3000, 'r{i} ::= ("a")* r{j} "x"'), "a chain of 2001 rules"),
+    (_chain(1998, 'r{i} ::= r{j} "x"'), None),  # root, r0 ... r1998: 2000 rules
+    (_chain(4000, 'r{i} ::= "x" r{j} | "y"'), None),  # right recursion: no chain
+    (_chain(40, 'r{i} ::= r{j} "x" | r{j} "y"'), "more than 10000 ways to begin rule"),  # 2^40 stacks
+    ("root ::= " + " | ".join(f'"w{i}"' for i in range(10001)), "more than 10000 rules and alternatives"),
+    ('root ::= "' + "a" * 1001 + '"{1000}', "a grammar expanding to 1001000 elements exceeds"),
+    ("root ::= " + '"a" ' * 300_000, "a grammar of 1200009 characters exceeds this model's limit of 1000000"),
+])
+def test_gbnf_is_measured_as_llama_cpp_would_build_it(grammar, refused):
+    if refused is None:
+        check_gbnf(grammar, "x-localai-extensions.grammar", GrammarLimits())
+        return
+    with pytest.raises(InvalidRequestError, match=re.escape(refused)) as raised:
+        check_gbnf(grammar, "x-localai-extensions.grammar", GrammarLimits())
+    assert raised.value.param == "x-localai-extensions.grammar"
+
+
+@pytest.mark.parametrize(("schema", "param", "refused"), [
+    ({"type": "string", "pattern": "^(ab){0,1001}$"}, "s.pattern", "the quantifier {0,1001}"),
+    ({"type": "object", "properties": {"enum": {"type": "string", "maxLength": 2000}}}, "s.properties.enum.maxLength",
+     "maxLength 2000"),  # a property may be named like a keyword
+    ({"type": "string", "enum": [{"maxLength": 5000}]}, None, None),  # data, not a schema
+    ({"type": "array", "items": [{"type": "string", "minLength": 1001}]}, "s.items[0].minLength", "minLength 1001"),
+    ({"type": "object", "properties": {k: {"type": "string", "maxLength": 1000} for k in "abcdefghijk"}}, "s",
+     "the schema's bounds, 11000 repetitions in all, exceeds this model's limit of 10000"),
+])
+def test_schemas_are_measured_before_they_are_converted(schema, param, refused):
+    if refused is None:
+        check_schema(schema, "s", GrammarLimits())
+        return
+    with pytest.raises(InvalidRequestError, match=re.escape(refused)) as raised:
+        check_schema(schema, "s", GrammarLimits())
+    assert raised.value.param == param
 
 
 # -- fuzzing -------------------------------------------------------------------------------------

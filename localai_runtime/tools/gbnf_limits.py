@@ -16,14 +16,16 @@ from dataclasses import dataclass, field
 
 from localai_runtime.tools.grammar_limits import GrammarLimits, refuse
 
-_TOKEN = re.compile(r"""
+_GAP = r"(?:\s|\#[^\r\n]*[\r\n])*"
+"""Space and comments, as llama.cpp allows them inside ``{m,n}`` (each comment ends its line)."""
+_TOKEN = re.compile(rf"""
     (?P<space>[ \t\r\n]+|\#[^\r\n]*)
   | (?P<define>::=)
   | (?P<literal>"(?:[^"\\]|\\.)*")
   | (?P<chars>\[\^?(?:[^\]\\]|\\.)*\])
   | (?P<token>!?<[^>]*>)
   | (?P<name>[a-zA-Z0-9-]+)
-  | (?P<count>\{\s*\d+\s*(?:,\s*\d*\s*)?\})
+  | (?P<count>\{{{_GAP}\d+{_GAP}(?:,{_GAP}\d*{_GAP})?\}})
   | (?P<other>.)
 """, re.VERBOSE | re.DOTALL)
 
@@ -44,16 +46,19 @@ class _Measure:
             raise refuse(f"a grammar of more than {self.rules - n} rules and alternatives", self.limits.max_rules,
                          "max_rules", self.param)
 
-    def repeat(self, text: str, item: int) -> None:
+    def repeat(self, text: str, item: int) -> int:
         """``{m}``, ``{m,}`` or ``{m,n}`` after an item of ``item`` elements: llama.cpp copies
-        the item ``m`` times and writes ``n - m`` rules (one for ``{m,}``)."""
+        the item ``m`` times and writes ``n - m`` rules (one for ``{m,}``); returns ``m``."""
+        text = re.sub(r"#[^\r\n]*", "", text)
         numbers = [int(n) for n in re.findall(r"\d+", text)]
         low = numbers[0]
         high = low if "," not in text else numbers[1] if len(numbers) == 2 else None
         if max(low, high or 0) > self.limits.max_repetition:
-            raise refuse(f"the repetition {text}", self.limits.max_repetition, "max_repetition", self.param)
+            written = "".join(text.split())
+            raise refuse(f"the repetition {written}", self.limits.max_repetition, "max_repetition", self.param)
         self.count(1 if high is None else high - low)
         self.expanded += low * item
+        return low
 
 
 def check_gbnf(text: str, param: str, limits: GrammarLimits) -> None:
@@ -61,51 +66,81 @@ def check_gbnf(text: str, param: str, limits: GrammarLimits) -> None:
     if len(text) > limits.max_length:
         raise refuse(f"a grammar of {len(text)} characters", limits.max_length, "max_length", param)
     measure = _Measure(limits, param)
-    groups = 0
-    stack: list[str] = []  # the rule, then each open group
-    start = False  # at the start of an alternative: the next rule or group is its leftmost
-    item = 0  # elements of the last item, for {m,n}
-    previous = ""
+    scan = _Scan(measure)
     for match in _TOKEN.finditer(text):
-        kind, value = match.lastgroup, match.group()
-        if kind == "space":
-            continue
-        if kind == "define" and previous:
-            measure.count(1)
-            stack = [previous]
-            measure.leftmost.setdefault(previous, [])
-            start = True
-        elif kind == "name":
-            if start and stack:
-                measure.leftmost[stack[-1]].append(value)
-            start, item = False, 1
-        elif value == "(":
-            groups += 1
-            name = f"({groups}"
-            if start and stack:
-                measure.leftmost[stack[-1]].append(name)
-            measure.count(1)
-            stack.append(name)
-            measure.leftmost[name] = []
-            if len(stack) - 1 > limits.max_depth:
-                raise refuse(f"groups nested {len(stack) - 1} deep", limits.max_depth, "max_depth", param)
-            start = True
-        elif value == ")":
-            stack = stack[:-1] if len(stack) > 1 else stack
-            start, item = False, 1
-        elif value == "|":
-            measure.count(1)
-            start = True
-        elif kind == "count":
-            measure.repeat(value, item)
-        elif value in "*+?":
-            measure.count(1)
-        else:  # a literal, a character class, a token, any character
-            start, item = False, max(1, len(value) - 2) if kind in ("literal", "chars") else 1
-        previous = value if kind == "name" else ""
+        if match.lastgroup != "space":
+            scan.token(match.lastgroup or "other", match.group())
     if measure.expanded > limits.max_length:
         raise refuse(f"a grammar expanding to {measure.expanded} elements", limits.max_length, "max_length", param)
     _check_chains(measure)
+
+
+class _Scan:
+    """Reads the tokens of a GBNF text, one at a time, into a :class:`_Measure`."""
+
+    def __init__(self, measure: _Measure) -> None:
+        self.measure = measure
+        self.groups = 0
+        self.stack: list[str] = []
+        """The rule being read, then each open group."""
+        self.start = False
+        """At the start of an alternative: the next rule or group is what it begins with."""
+        self.item_at_start = False
+        """The last item began its alternative (an optional one lets the next begin it too)."""
+        self.opened_at_start: list[bool] = []
+        self.item = 0
+        """Elements of the last item, for ``{m,n}``."""
+        self.previous = ""
+
+    def token(self, kind: str, value: str) -> None:
+        measure = self.measure
+        if kind == "define" and self.previous:
+            measure.count(1)
+            self.stack, self.opened_at_start = [self.previous], []
+            measure.leftmost.setdefault(self.previous, [])
+            self.start = True
+        elif kind == "name":
+            self._begins(value)
+            self._item(1)
+        elif value == "(":
+            self._open()
+        elif value == ")":
+            if len(self.stack) > 1:
+                self.stack.pop()
+            self._item(1)
+            self.item_at_start = self.opened_at_start.pop() if self.opened_at_start else False
+        elif value == "|":
+            measure.count(1)
+            self.start = True
+        elif kind == "count":
+            optional = measure.repeat(value, self.item) == 0
+            self.start = self.start or (self.item_at_start and optional)
+        elif value in "*+?":
+            measure.count(1)
+            self.start = self.start or (self.item_at_start and value != "+")
+        else:  # a literal, a character class, a token, any character
+            self._item(max(1, len(value) - 2) if kind in ("literal", "chars") else 1)
+        self.previous = value if kind == "name" else ""
+
+    def _begins(self, node: str) -> None:
+        if self.start and self.stack:
+            self.measure.leftmost[self.stack[-1]].append(node)
+
+    def _item(self, size: int) -> None:
+        self.item_at_start, self.start, self.item = self.start, False, size
+
+    def _open(self) -> None:
+        self.groups += 1
+        name = f"({self.groups}"
+        self._begins(name)
+        self.measure.count(1)
+        self.opened_at_start.append(self.start)
+        self.stack.append(name)
+        self.measure.leftmost[name] = []
+        limits = self.measure.limits
+        if len(self.stack) - 1 > limits.max_depth:
+            raise refuse(f"groups nested {len(self.stack) - 1} deep", limits.max_depth, "max_depth", self.measure.param)
+        self.start = True
 
 
 def _check_chains(measure: _Measure) -> None:

@@ -36,7 +36,7 @@ class GrammarLimits:
     """Rules and alternatives a grammar may have, counting those llama.cpp generates for groups
     and repetitions; for a schema, the sum of its bounds (each costs a rule or two)."""
     max_length: int = 1_000_000
-    """Characters of GBNF text."""
+    """Characters of GBNF text, and elements it expands to (``"abc"{5}`` is fifteen)."""
 
     @classmethod
     def from_settings(cls, values: Mapping[str, Any] | None) -> GrammarLimits:
@@ -56,7 +56,7 @@ SETTINGS_SCHEMA: Mapping[str, Any] = {
         "max_rules": {"type": "integer", "minimum": 1, "maximum": 1000000,
                       "description": "Rules and alternatives of a grammar, generated ones included."},
         "max_length": {"type": "integer", "minimum": 1, "maximum": 100000000,
-                       "description": "Characters of grammar text."},
+                       "description": "Characters of grammar text, and elements its {m} copies expand to."},
     },
 }
 
