@@ -38,7 +38,7 @@ TIGHT = """
       threads: 2
       context_size: 2048
       parallel: 1
-      grammar_limits: {max_repetition: 10, max_depth: 20, max_rules: 200, max_length: 2000}
+      grammar_limits: {max_repetition: 10, max_depth: 20, max_rules: 200, max_length: 2000, max_step_seconds: 0.2}
     """
 MESSAGES = [{"role": "user", "content": "hi"}]
 BUDGET_S = 20.0
@@ -135,6 +135,26 @@ def test_a_registration_sets_its_own_limits(live):
     fine = client.chat.completions.create(model="tight", messages=MESSAGES, max_tokens=30, temperature=0,
                                           **_chat_format(_string(10)))
     assert fine.choices[0].message.content.startswith("{")
+
+
+def test_a_grammar_whose_work_doubles_with_each_token_is_ended_at_the_step_limit(live):
+    with httpx.Client(base_url=live.url, timeout=60) as http:
+        strs = http.post("/tokenize", json={"model": "demo", "prompt": "xa", "add_special_tokens": False,
+                                            "return_token_strs": True}).json()
+        assert strs["token_strs"][-1] == "a"
+        started = time.monotonic()
+        # After k tokens "a", llama.cpp holds 2^k stacks (each "a" may close with "b" or "c").
+        answer = http.post("/v1/chat/completions", json={
+            "model": "tight", "messages": MESSAGES, "max_tokens": 40, "temperature": 0,
+            "logit_bias": {str(strs["tokens"][-1]): 100},
+            "x-localai-extensions": {"grammar": 'root ::= e\ne ::= "a" e "b" | "a" e "c" | "d"'}})
+        took = time.monotonic() - started
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["param"] == "x-localai-extensions.grammar"
+    assert "(grammar_limits.max_step_seconds)" in answer.json()["error"]["message"]
+    assert took < 30 and healthy(live)
+    served = live.client().chat.completions.create(model="tight", messages=MESSAGES, max_tokens=2)
+    assert served.choices[0].finish_reason == "length"  # the engine is free again
 
 
 @pytest.mark.parametrize(("limits", "message"), [

@@ -37,6 +37,9 @@ class GrammarLimits:
     and repetitions; for a schema, the sum of its bounds (each costs a rule or two)."""
     max_length: int = 1_000_000
     """Characters of GBNF text, and elements it expands to (``"abc"{5}`` is fifteen)."""
+    max_step_seconds: float = 1.0
+    """The most time a grammar may take over one generated token (an ambiguous grammar can
+    double its work with each); the generation ends there with a 400 naming the field."""
 
     @classmethod
     def from_settings(cls, values: Mapping[str, Any] | None) -> GrammarLimits:
@@ -57,6 +60,8 @@ SETTINGS_SCHEMA: Mapping[str, Any] = {
                       "description": "Rules and alternatives of a grammar, generated ones included."},
         "max_length": {"type": "integer", "minimum": 1, "maximum": 100000000,
                        "description": "Characters of grammar text, and elements its {m} copies expand to."},
+        "max_step_seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 60,
+                             "description": "Most seconds the grammar may take over one generated token."},
     },
 }
 

@@ -53,7 +53,7 @@ def compile_grammar(vocab: Any, text: str, param: str, limits: GrammarLimits) ->
     """``text`` as a grammar; a 400 naming ``param`` when it is over ``limits`` (checked before
     llama.cpp sees it) or when llama.cpp cannot parse it."""
     check_gbnf(text, param, limits)
-    return LazyGrammar(vocab, text, param)
+    return LazyGrammar(vocab, text, param, limits.max_step_seconds)
 
 
 def read_params(vocabulary: Vocabulary, request: Mapping[str, Any], response_format: ResponseFormat, *,
