@@ -14,6 +14,7 @@ from llama_cpp.llama_grammar import json_schema_to_gbnf
 from localai_runtime.errors import InvalidRequestError, UnsupportedParameterError
 from localai_runtime.tools.formats import FORMATS, GENERIC, recognise
 from localai_runtime.tools.grammar import call_grammar
+from localai_runtime.tools.grammar_limits import GrammarLimits
 from localai_runtime.tools.parsing import CallScanner
 from localai_runtime.tools.request import modern_messages, tool_request
 
@@ -45,7 +46,7 @@ def test_every_format_has_a_valid_call_grammar(name, choice):
     form = FORMATS[name]
     tools = tool_request({"messages": [], "tools": TOOLS, "tool_choice": choice})
     for skip in ("", form.trigger):
-        grammar = call_grammar(form, tools, json_schema_to_gbnf, skip=skip)
+        grammar = call_grammar(form, tools, json_schema_to_gbnf, GrammarLimits(), skip=skip)
         assert llama_cpp.LlamaGrammar.from_string(grammar, verbose=False) is not None
         assert ("get_weather" in grammar) is (choice == "required")  # a named choice allows that name only
 

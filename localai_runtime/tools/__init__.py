@@ -7,6 +7,9 @@
   call is written, how calls are found in text), and how a template's format is recognised;
 - ``grammar``: GBNF for a model's native call wrapper around ``{"name", "arguments"}``, so
   arguments always parse and match the tool's schema;
+- ``grammar_limits``: what one request's grammar may cost (a registration's ``grammar_limits``),
+  and the check of a JSON Schema against it before it is converted;
+- ``gbnf_limits``: the same check of a GBNF text before llama.cpp parses it;
 - ``parsing``: splitting generated text into content and calls, whole or as it streams;
 - ``response_format``: what the answer must be (text, a JSON object, JSON of a schema), parsed once.
 

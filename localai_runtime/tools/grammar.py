@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from localai_runtime.errors import InvalidRequestError
 from localai_runtime.tools.formats import CallFormat
+from localai_runtime.tools.grammar_limits import GrammarLimits, check_schema
 from localai_runtime.tools.request import ToolRequest
 
 
@@ -49,8 +50,11 @@ def either(first: str, second: str) -> str:
     return f"root ::= a-root | b-root\n{prefixed(first, 'a')}\n{prefixed(second, 'b')}\n"
 
 
-def _arguments_rules(schema_to_gbnf, schema: dict, prefix: str, param: str) -> tuple[str, str]:
-    """(the rules of one tool's argument schema, renamed under ``prefix``; its root rule name)."""
+def _arguments_rules(schema_to_gbnf, schema: dict, prefix: str, param: str,
+                     limits: GrammarLimits) -> tuple[str, str]:
+    """(the rules of one tool's argument schema, renamed under ``prefix``; its root rule name);
+    a schema over ``limits`` is refused before it is converted."""
+    check_schema(schema, param, limits)
     try:
         gbnf = schema_to_gbnf(json.dumps(schema))
     except Exception as exc:  # the converter raises assorted errors for schemas it cannot express
@@ -58,7 +62,8 @@ def _arguments_rules(schema_to_gbnf, schema: dict, prefix: str, param: str) -> t
     return prefixed(gbnf, prefix), f"{prefix}-root"
 
 
-def call_grammar(form: CallFormat, tools: ToolRequest, schema_to_gbnf, *, skip: str = "") -> str:
+def call_grammar(form: CallFormat, tools: ToolRequest, schema_to_gbnf, limits: GrammarLimits, *,
+                 skip: str = "") -> str:
     """The grammar of a turn of calls to ``tools.allowed``, minus the opening ``skip``."""
     rules: list[str] = []
     alternatives: list[str] = []
@@ -66,7 +71,7 @@ def call_grammar(form: CallFormat, tools: ToolRequest, schema_to_gbnf, *, skip: 
         tool = tools.tool(name)
         position = [t.name for t in tools.tools].index(name)
         body, root = _arguments_rules(schema_to_gbnf, dict(tool.parameters), f"t{index}",
-                                      f"tools[{position}].function.parameters")
+                                      tool.param or f"tools[{position}].function.parameters", limits)
         rules.append(body)
         alternatives.append(f"{_literal(form.call_head(name))} {root} \"}}\"")
     call = f"( {' | '.join(alternatives)} )"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
@@ -28,6 +28,9 @@ class Tool:
     description: str
     parameters: Mapping[str, Any]
     strict: bool | None = None
+    param: str = field(default="", compare=False)
+    """The request field of :attr:`parameters` (``tools[0].function.parameters``, Responses'
+    ``tools[0].parameters``), for errors found later."""
 
     def as_chat(self) -> dict[str, Any]:
         """The tool as a chat request lists it (for chat templates and upstream engines)."""
@@ -84,7 +87,7 @@ def function_tool(name: str, description: str, parameters: Any, strict: bool | N
                                   param=f"{param}.parameters") from error
     if not isinstance(parameters, Mapping) or parameters.get("type", "object") != "object":
         raise InvalidRequestError("'parameters' must describe a JSON object", param=f"{param}.parameters")
-    return Tool(name, description, parameters, strict)
+    return Tool(name, description, parameters, strict, f"{param}.parameters")
 
 
 def check_unique(tools: Sequence[Tool], param: Callable[[int], str]) -> None:

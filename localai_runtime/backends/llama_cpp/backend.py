@@ -13,6 +13,7 @@ from localai_runtime.backends._gguf import missing as missing_model
 from localai_runtime.backends.abstract import LocalSettings
 from localai_runtime.backends.llama_cpp.instance import LlamaCppInstance
 from localai_runtime.tools.formats import FORMATS
+from localai_runtime.tools.grammar_limits import SETTINGS_SCHEMA as GRAMMAR_LIMITS_SCHEMA
 
 #: Keys of ``x-localai-extensions`` this backend applies (the server rejects the others).
 HONOURED_EXTENSIONS = frozenset({
@@ -54,6 +55,7 @@ SETTINGS_SCHEMA: Mapping[str, Any] = {
         "tool_call_format": {"enum": sorted(FORMATS), "description": (
             "The tool-call format the model was trained on (default: recognised from its chat template; "
             "generic teaches Hermes-style <tool_call> markup in a system message).")},
+        "grammar_limits": GRAMMAR_LIMITS_SCHEMA,
     },
 }
 

@@ -28,6 +28,7 @@ from localai_runtime.errors import (
     InvalidRequestError,
 )
 from localai_runtime.tools.formats import FORMATS, recognise
+from localai_runtime.tools.grammar_limits import GrammarLimits
 from localai_runtime.tools.request import ToolRequest
 from localai_runtime.tools.response_format import TEXT, ResponseFormat
 
@@ -54,6 +55,7 @@ class LlamaCppInstance(Tokens):
         if (problem := missing_model(path)) is not None:
             raise RuntimeError(f"llama-cpp: {problem}")
         self._settings = settings
+        self._grammar_limits = GrammarLimits.from_settings(settings.get("grammar_limits"))
         self._shared: SharedModel | None = share(settings)
         try:
             assert self._shared.weights is not None  # share() loaded them
@@ -99,6 +101,11 @@ class LlamaCppInstance(Tokens):
         return self._settings.get("seed")
 
     @property
+    def grammar_limits(self) -> GrammarLimits:
+        """What a request's grammar may cost (``local_settings.grammar_limits``, else the defaults)."""
+        return self._grammar_limits
+
+    @property
     def end_of_generation(self) -> list[int]:
         assert self._shared is not None
         return self._shared.end_of_generation
@@ -131,7 +138,7 @@ class LlamaCppInstance(Tokens):
         self._check_length(prompt, "messages")
         params = read_params(self, request, response_format, chat=True)
         form = self.template.form
-        plan = plan_calls(self.vocab, form, tools, params.grammar)
+        plan = plan_calls(self.vocab, form, tools, params.grammar, self.grammar_limits)
         if plan is None and tools.offered:
             # Tools the model may not call (tool_choice none drops them from ``tools``): no call markup either.
             params = replace(params, stop=(*params.stop, form.trigger))

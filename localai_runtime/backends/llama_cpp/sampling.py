@@ -17,6 +17,8 @@ from localai_runtime.backends.llama_cpp.engine.grammar import LazyGrammar
 from localai_runtime.backends.llama_cpp.engine.params import Bias, SamplingParams
 from localai_runtime.backends.llama_cpp.json_grammar import schema_to_gbnf
 from localai_runtime.errors import InvalidRequestError
+from localai_runtime.tools.gbnf_limits import check_gbnf
+from localai_runtime.tools.grammar_limits import GrammarLimits, check_schema
 from localai_runtime.tools.response_format import JSON_OBJECT, JSON_SCHEMA, ResponseFormat
 
 _BANNED = -1e30  # a finite "never": a grammar may still force the token when nothing else is allowed
@@ -43,10 +45,15 @@ class Vocabulary(Protocol):
     @property
     def end_of_generation(self) -> list[int]: ...
 
+    @property
+    def grammar_limits(self) -> GrammarLimits: ...
 
-def compile_grammar(vocab: Any, text: str, param: str) -> LazyGrammar:
-    """``text`` as a grammar; a 400 naming ``param`` when llama.cpp cannot parse it."""
-    return LazyGrammar(vocab, text, param)
+
+def compile_grammar(vocab: Any, text: str, param: str, limits: GrammarLimits) -> LazyGrammar:
+    """``text`` as a grammar; a 400 naming ``param`` when it is over ``limits`` (checked before
+    llama.cpp sees it) or when llama.cpp cannot parse it."""
+    check_gbnf(text, param, limits)
+    return LazyGrammar(vocab, text, param, limits.max_step_seconds)
 
 
 def read_params(vocabulary: Vocabulary, request: Mapping[str, Any], response_format: ResponseFormat, *,
@@ -68,14 +75,17 @@ def read_params(vocabulary: Vocabulary, request: Mapping[str, Any], response_for
         max_tokens = request_value(request, "max_tokens", COMPLETION_MAX_TOKENS)
         top = request_value(request, "logprobs")
     bias = _bias(vocabulary, request, ext)
-    text, param = _answer_gbnf(response_format, ext)
-    grammar = None if text is None else compile_grammar(vocabulary.vocab, text, param)
+    limits = vocabulary.grammar_limits
+    text, param = _answer_gbnf(response_format, ext, limits)
+    grammar = None if text is None else compile_grammar(vocabulary.vocab, text, param, limits)
     return SamplingParams(**given, bias=bias, top_logprobs=top, grammar=grammar,
                           max_tokens=max_tokens, stop=(stop,) if isinstance(stop, str) else tuple(stop))
 
 
-def _answer_gbnf(response_format: ResponseFormat, ext: Mapping[str, Any]) -> tuple[str | None, str]:
-    """The GBNF the answer must follow (a grammar, or a JSON response format), and its field."""
+def _answer_gbnf(response_format: ResponseFormat, ext: Mapping[str, Any],
+                 limits: GrammarLimits) -> tuple[str | None, str]:
+    """The GBNF the answer must follow (a grammar, or a JSON response format), and its field; a
+    schema over ``limits`` is refused before it is converted."""
     if "grammar" in ext and response_format.constrained:
         raise InvalidRequestError(f"give either a grammar or a JSON {response_format.param}, not both",
                                   param=response_format.param)
@@ -84,8 +94,9 @@ def _answer_gbnf(response_format: ResponseFormat, ext: Mapping[str, Any]) -> tup
     if response_format.type == JSON_OBJECT:
         return JSON_GBNF, response_format.param
     if response_format.type == JSON_SCHEMA:
+        schema = {} if response_format.schema is None else response_format.schema
+        check_schema(schema, response_format.schema_param, limits)
         try:
-            schema = {} if response_format.schema is None else response_format.schema
             return schema_to_gbnf(json.dumps(schema)), response_format.param
         except Exception as exc:  # the converter raises assorted errors for unsupported schemas
             raise InvalidRequestError(f"this JSON schema cannot be enforced: {exc}",

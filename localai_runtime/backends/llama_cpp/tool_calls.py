@@ -22,22 +22,26 @@ from localai_runtime.backends.llama_cpp.json_grammar import schema_to_gbnf
 from localai_runtime.backends.llama_cpp.sampling import compile_grammar
 from localai_runtime.tools.formats import CallFormat
 from localai_runtime.tools.grammar import call_grammar, either
+from localai_runtime.tools.grammar_limits import GrammarLimits
 from localai_runtime.tools.parsing import CallScanner
 from localai_runtime.tools.request import REQUIRED, ToolRequest
 
 
-def plan_calls(vocab: Any, form: CallFormat, tools: ToolRequest, answer: LazyGrammar | None) -> CallPlan | None:
+def plan_calls(vocab: Any, form: CallFormat, tools: ToolRequest, answer: LazyGrammar | None,
+               limits: GrammarLimits) -> CallPlan | None:
     """The plan for a request's calls (None when it allows none); ``answer`` is the grammar a
-    structured answer follows. Every error is a 400 now."""
+    structured answer follows; each grammar is checked against ``limits`` before it is built.
+    Every error is a 400 now."""
     if not tools.calls:
         return None
-    calls = call_grammar(form, tools, schema_to_gbnf)
+    calls = call_grammar(form, tools, schema_to_gbnf, limits)
     whole = None
     if tools.mode == REQUIRED:
-        whole = compile_grammar(vocab, calls, "tools")
+        whole = compile_grammar(vocab, calls, "tools", limits)
     elif answer is not None:  # auto with a structured answer: a call, or the answer
-        whole = compile_grammar(vocab, either(calls, answer.text), "response_format")
-    after = compile_grammar(vocab, call_grammar(form, tools, schema_to_gbnf, skip=form.trigger), "tools")
+        whole = compile_grammar(vocab, either(calls, answer.text), "response_format", limits)
+    after = compile_grammar(vocab, call_grammar(form, tools, schema_to_gbnf, limits, skip=form.trigger), "tools",
+                            limits)
     return CallPlan(form, tools, whole, after, "function_call" if tools.legacy else "tool_calls")
 
 
