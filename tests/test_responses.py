@@ -8,6 +8,7 @@ at ``max_output_tokens``; a JSON-schema format or a forced call gives short ``co
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import time
 
@@ -17,7 +18,7 @@ import pytest
 
 from localai_runtime.errors import InvalidRequestError, UnsupportedParameterError
 from localai_runtime.responses.request import chat_request
-from tests.conftest import hold_instances, live_server, wait_until
+from tests.conftest import hold_instances, live_server, model_pool, wait_until
 
 YES_NO = {"format": {"type": "json_schema", "name": "answer", "strict": True, "schema": {
     "type": "object", "properties": {"answer": {"enum": ["yes", "no"]}}, "required": ["answer"],
@@ -324,6 +325,29 @@ def test_a_background_response_the_queue_cannot_take_is_refused_at_once(built_sp
     with live_server(built_spec, queue_size=0) as live, hold_instances(live, "createResponse", "demo"), \
             pytest.raises(openai.RateLimitError):
         live.client().responses.create(model="demo", input="x", text=YES_NO, background=True)
+
+
+def test_background_responses_sent_together_take_the_queue_places_there_are_and_no_more(built_spec):
+    # Six at once while every instance is busy and the queue has two places: two accepted, four 429s
+    # at submission, and none accepted only to be stored failed with "model busy" later.
+    body = {"model": "demo", "input": "x", "text": YES_NO, "background": True, "max_output_tokens": 16}
+    with live_server(built_spec, queue_size=2) as live:
+        with hold_instances(live, "createResponse", "demo"), concurrent.futures.ThreadPoolExecutor(6) as threads:
+            def submit(_):
+                with live.http() as http:
+                    return http.post("/v1/responses", json=body)
+            answers = list(threads.map(submit, range(6)))
+            assert sorted(a.status_code for a in answers) == [200, 200, 429, 429, 429, 429], [a.text for a in answers]
+        client = live.client()
+        for accepted in (a.json() for a in answers if a.status_code == 200):
+            assert accepted["status"] == "queued"
+
+            def ended(response_id=accepted["id"]) -> bool:
+                return client.responses.retrieve(response_id).status not in ("queued", "in_progress")
+
+            wait_until(ended, "the background response ran")
+            assert client.responses.retrieve(accepted["id"]).status in ("completed", "incomplete")  # not failed
+        assert model_pool(live, "createResponse", "demo").waiting == 0  # every place was given back
 
 
 def test_truncation_keeps_the_instructions_and_drops_calls_with_their_outputs():

@@ -154,12 +154,16 @@ async def _stream(runtime: Runtime, turn: Turn, response: dict[str, Any], receiv
 # -- background ---------------------------------------------------------------------------
 
 async def _start_background(runtime: Runtime, turn: Turn, response: dict[str, Any]) -> dict[str, Any]:
-    pool = runtime.pool(turn.prepared.registration)
-    if pool.full:  # accepted means it will run: a background response takes a queue place too
-        raise pool.busy_error()
+    # Accepted means it will run: a background response takes its queue place now, before any await.
+    turn.reservation = runtime.pool(turn.prepared.registration).reserve()
     queued = {**response, "status": "queued"}
-    await _save(runtime, turn, queued)
+    try:
+        await _save(runtime, turn, queued)
+    except BaseException:
+        turn.reservation.release()
+        raise
     task = asyncio.create_task(_background(runtime, turn, response), name=f"background {turn.response_id}")
+    task.add_done_callback(lambda _task: turn.reservation.release() if turn.reservation else None)
     runtime.background[turn.response_id] = (task, turn.stop)
     task.add_done_callback(lambda _task: runtime.background.pop(turn.response_id, None))
     return queued

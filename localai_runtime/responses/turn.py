@@ -29,8 +29,8 @@ from localai_runtime.errors import (
 from localai_runtime.responses.items import check_calls, check_new_ids, input_items, new_id, to_messages
 from localai_runtime.responses.request import chat_request
 from localai_runtime.serving.generation import run_pieces
+from localai_runtime.serving.leases import Lease, Reservation
 from localai_runtime.serving.policy import Prepared
-from localai_runtime.serving.pool import Lease
 from localai_runtime.serving.runtime import Runtime
 from localai_runtime.serving.upstream import remote_pieces
 from localai_runtime.store import MissingResponse, StoreError
@@ -68,6 +68,8 @@ class Turn:
     """Called once the generation has a model instance (a background response is then in progress)."""
     finishing: bool = False
     """The final answer is being stored: a cancel or a failure no longer changes it."""
+    reservation: Reservation | None = None
+    """The queue place a background response took when it was accepted."""
 
     @property
     def request(self) -> dict[str, Any]:
@@ -174,7 +176,7 @@ async def generate(runtime: Runtime, turn: Turn) -> AsyncIterator[Piece]:
     """The pieces of the turn's generation, on a leased instance of its model."""
     registration = turn.prepared.registration
     items = turn.history + turn.input
-    async with runtime.pool(registration).acquire() as lease:
+    async with runtime.pool(registration).acquire(turn.reservation) as lease:
         turn.observer.admitted()
         if turn.on_admitted is not None:
             await turn.on_admitted()

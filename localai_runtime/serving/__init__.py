@@ -5,7 +5,8 @@
 - ``fields`` and ``policy``: what a request sets, and whether the serving backend honours it
   (nothing silently ignored); ``merging``: defaults and overrides; ``output_filters``: the
   server's own cut/trim patterns (RE2);
-- ``pool``: model instances, loading and the bounded queue; ``pools``: each registration's pool,
+- ``pool``: model instances, loading and the bounded queue; ``leases``: what a request holds of
+  a pool (a lent instance, a queue place taken ahead); ``pools``: each registration's pool,
   and what a reload keeps of them; ``lifecycle``: idle unloading and the loaded-models cap;
   ``generation``: running a backend in worker threads, tracked per instance, cancelled when the
   client leaves;

@@ -3,7 +3,7 @@
 :func:`run_pieces` yields the backend's :class:`Piece` objects as the thread produces them,
 so the event loop is never blocked by inference. When the consumer stops early (a client
 disconnected, the response was cancelled), the thread is told to stop through
-``should_stop``; the model instance's :class:`~localai_runtime.serving.pool.Lease` tracks the thread,
+``should_stop``; the model instance's :class:`~localai_runtime.serving.leases.Lease` tracks the thread,
 so the instance is lent again only once the thread has finished. (Awaiting the thread here is
 not enough: a cancelled task can be cancelled again while it waits.)
 """
@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from localai_runtime.backends import Piece, Pieces
 from localai_runtime.errors import ClientClosedRequest
 from localai_runtime.observability.metrics import UNOBSERVED, RequestMetrics, Unobserved
-from localai_runtime.serving.pool import Lease
+from localai_runtime.serving.leases import Lease
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import Executor, Future
 from typing import Any
 
@@ -22,6 +22,7 @@ from localai_runtime.backends import ModelInstance
 from localai_runtime.errors import RateLimitError, ServiceUnavailableError
 from localai_runtime.observability.metrics import Metrics
 from localai_runtime.serving.fields import backend_operations
+from localai_runtime.serving.leases import Lease, Reservation
 from localai_runtime.serving.lifecycle import Lifecycle
 from localai_runtime.serving.registrations import Registration
 
@@ -29,36 +30,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_QUEUE_SIZE = 16
 RETRY_AFTER_S = 1
-
-
-class Lease:
-    """An instance lent to one request. Work on it runs in threads registered with
-    :meth:`track`; the instance goes back to the pool only once they have all finished, even
-    when the request itself was cancelled first (a client that went away)."""
-
-    def __init__(self, instance: ModelInstance) -> None:
-        self.instance = instance
-        self._pending: set[asyncio.Future[Any]] = set()
-
-    def track(self, work: asyncio.Future[Any]) -> None:
-        self._pending.add(work)
-        work.add_done_callback(self._pending.discard)
-
-    def release_when_idle(self, release: Callable[[ModelInstance], None]) -> None:
-        pending = [work for work in self._pending if not work.done()]
-        if not pending:
-            release(self.instance)
-            return
-        remaining = len(pending)
-
-        def done(_work: asyncio.Future[Any]) -> None:
-            nonlocal remaining
-            remaining -= 1
-            if remaining == 0:
-                release(self.instance)
-
-        for work in pending:
-            work.add_done_callback(done)
 
 
 class ModelPool:
@@ -218,13 +189,30 @@ class ModelPool:
             headers={"Retry-After": str(RETRY_AFTER_S)},
         )
 
-    @contextlib.asynccontextmanager
-    async def acquire(self) -> AsyncIterator[Lease]:
-        """An instance for one generation; 429 when ``queue_size`` requests already wait for one
-        (requests waiting for the model to load count too)."""
+    def reserve(self) -> Reservation:
+        """A queue place taken now for a request that acquires later (a background response), so
+        that requests arriving together are never all accepted; 429 when the queue is full."""
         if self.full:
             raise self.busy_error()
         self._waiting += 1
+        return Reservation(self._unreserve)
+
+    def _unreserve(self) -> None:
+        self._waiting -= 1
+        if self.idle:
+            self._changed()
+
+    @contextlib.asynccontextmanager
+    async def acquire(self, reservation: Reservation | None = None) -> AsyncIterator[Lease]:
+        """An instance for one generation; 429 when ``queue_size`` requests already wait for one
+        (requests waiting for the model to load count too), unless the request holds a
+        ``reservation`` of a queue place, which this takes over."""
+        if reservation is not None and reservation.held:
+            reservation.held = False  # its place is counted in _waiting, given back below
+        elif self.full:
+            raise self.busy_error()
+        else:
+            self._waiting += 1
         try:
             await self.load()
             assert self._free is not None

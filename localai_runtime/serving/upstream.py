@@ -23,8 +23,8 @@ from localai_runtime.errors import ContextLengthExceededError, UnsupportedParame
 from localai_runtime.serving import streaming
 from localai_runtime.serving.fields import EXTENSIONS, METADATA_FIELDS, OUTPUT_FILTERS
 from localai_runtime.serving.generation import Observer, until_disconnected
+from localai_runtime.serving.leases import Lease
 from localai_runtime.serving.policy import Prepared
-from localai_runtime.serving.pool import Lease
 from localai_runtime.serving.registrations import Registration
 from localai_runtime.serving.runtime import Runtime
 from localai_runtime.serving.vectors import encode
