@@ -200,6 +200,26 @@ def test_gbnf_is_measured_as_llama_cpp_would_build_it(grammar, refused):
     assert raised.value.param == "x-localai-extensions.grammar"
 
 
+@pytest.mark.parametrize("grammar", [
+    'root ::= "a"{1,' + " " * 200_000,  # an unclosed count: read once, not once per space
+    "root ::= " + "[" * 200_000,  # unclosed classes
+    'root ::= "a"{' + "9" * 5000 + "}",  # a count longer than int() takes
+])
+def test_hostile_gbnf_is_measured_in_one_pass(grammar):
+    try:
+        check_gbnf(grammar, "g", GrammarLimits())
+    except InvalidRequestError as refused:
+        assert refused.param == "g" and "exceeds" in refused.message
+
+
+@pytest.mark.parametrize("pattern", ["a{" + " " * 200_000, "a{" + "9" * 5000 + "}"])
+def test_hostile_patterns_are_measured_in_one_pass(pattern):
+    try:
+        check_schema({"type": "string", "pattern": pattern}, "s", GrammarLimits())
+    except InvalidRequestError as refused:
+        assert refused.param == "s.pattern" and "exceeds" in refused.message
+
+
 @pytest.mark.parametrize(("schema", "param", "refused"), [
     ({"type": "string", "pattern": "^(ab){0,1001}$"}, "s.pattern", "the quantifier {0,1001}"),
     ({"type": "object", "properties": {"enum": {"type": "string", "maxLength": 2000}}}, "s.properties.enum.maxLength",

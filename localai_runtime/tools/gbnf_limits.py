@@ -16,18 +16,22 @@ from dataclasses import dataclass, field
 
 from localai_runtime.tools.grammar_limits import GrammarLimits, refuse
 
+_DIGITS = 9
+"""Digits of a count read as a number; a longer one counts as ``10**_DIGITS`` (over any limit)."""
 _GAP = r"(?:\s|\#[^\r\n]*[\r\n])*"
 """Space and comments, as llama.cpp allows them inside ``{m,n}`` (each comment ends its line)."""
 _TOKEN = re.compile(rf"""
     (?P<space>[ \t\r\n]+|\#[^\r\n]*)
   | (?P<define>::=)
-  | (?P<literal>"(?:[^"\\]|\\.)*")
-  | (?P<chars>\[\^?(?:[^\]\\]|\\.)*\])
-  | (?P<token>!?<[^>]*>)
+  | (?P<literal>"(?:[^"\\]|\\.)*"?)
+  | (?P<chars>\[\^?(?:[^\]\\]|\\.)*\]?)
+  | (?P<token>!?<[^>]*>?)
   | (?P<name>[a-zA-Z0-9-]+)
-  | (?P<count>\{{{_GAP}\d+{_GAP}(?:,{_GAP}\d*{_GAP})?\}})
+  | (?P<count>\{{{_GAP}\d+{_GAP}(?:,{_GAP}(?:\d+{_GAP})?)?\}})
   | (?P<other>.)
 """, re.VERBOSE | re.DOTALL)
+"""Every alternative matches without backtracking over the rest of the text: an unclosed literal,
+class or token runs to the end of the text (llama.cpp refuses it), and no two runs of space touch."""
 
 
 @dataclass
@@ -50,7 +54,7 @@ class _Measure:
         """``{m}``, ``{m,}`` or ``{m,n}`` after an item of ``item`` elements: llama.cpp copies
         the item ``m`` times and writes ``n - m`` rules (one for ``{m,}``); returns ``m``."""
         text = re.sub(r"#[^\r\n]*", "", text)
-        numbers = [int(n) for n in re.findall(r"\d+", text)]
+        numbers = [int(n) if len(n) <= _DIGITS else 10**_DIGITS for n in re.findall(r"\d+", text)]
         low = numbers[0]
         high = low if "," not in text else numbers[1] if len(numbers) == 2 else None
         if max(low, high or 0) > self.limits.max_repetition:

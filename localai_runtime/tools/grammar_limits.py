@@ -19,15 +19,14 @@ from typing import Any
 from localai_runtime.errors import InvalidRequestError
 
 LLAMA_CPP_MAX_REPETITION = 2000
-"""llama.cpp's own ceiling: a GBNF ``{m,n}`` above it loses its upper bound there."""
+"""llama.cpp's own ceiling for a GBNF repetition count."""
 
 
 @dataclass(frozen=True)
 class GrammarLimits:
     max_repetition: int = 1000
     """The largest count one bound may ask for: a schema's ``minLength``, ``maxLength``,
-    ``minItems``, ``maxItems``, a ``pattern``'s ``{m,n}``, a GBNF ``{m,n}``. (llama.cpp refuses
-    the converter's expansion of a larger bound anyway.)"""
+    ``minItems``, ``maxItems``, a ``pattern``'s ``{m,n}``, a GBNF ``{m,n}``."""
     max_depth: int = 2000
     """How deeply groups may nest (GBNF parentheses, schema objects, the groups the converter
     writes for each repetition) and how long a chain of rules each beginning with the next may
@@ -70,7 +69,8 @@ _NAMED = frozenset({"properties", "patternProperties", "$defs", "definitions", "
 """Keywords whose value maps names to schemas."""
 _DATA = frozenset({"enum", "const", "default", "examples"})
 """Keywords whose value is data, not a schema."""
-_QUANTIFIER = re.compile(r"\{\s*(\d*)\s*(?:,\s*(\d*)\s*)?\}")
+_QUANTIFIER = re.compile(r"\{\s*(?:(\d+)\s*)?(?:,\s*(?:(\d+)\s*)?)?\}")
+"""A regex's ``{m,n}``; no two runs of space touch, so a long unclosed one is read in linear time."""
 
 
 def refuse(what: str, limit: int, name: str, param: str) -> InvalidRequestError:
@@ -114,7 +114,7 @@ def _check_pattern(pattern: str, param: str, limits: GrammarLimits) -> int:
     """The repetitions a ``pattern``'s counted quantifiers ask for (each checked)."""
     total = 0
     for match in _QUANTIFIER.finditer(pattern):
-        counts = [int(group) for group in match.groups() if group]
+        counts = [int(group) if len(group) <= 9 else 10**9 for group in match.groups() if group]
         count = max(counts, default=0)
         if count > limits.max_repetition:
             raise refuse(f"the quantifier {match.group(0)}", limits.max_repetition, "max_repetition", param)
