@@ -161,3 +161,26 @@ def test_an_instance_loaded_after_the_pool_closed_is_closed(executor):
         await _until(lambda: bool(backend.made) and backend.made[0].closed)
 
     asyncio.run(scenario())
+
+
+def test_a_reservation_is_taken_over_by_its_own_pool_only(executor):
+    backend = HeldBackend()
+    backend.gate.set()  # loads at once
+    first, second = pool_for(backend, executor, queue_size=0), pool_for(backend, executor, queue_size=0)
+
+    async def scenario() -> None:
+        reservation = first.reserve()
+        assert first.waiting == 1 and first.full  # its one place (the free instance) is taken before any await
+        with pytest.raises(RateLimitError):
+            first.reserve()
+        async with second.acquire(reservation):  # a reload gave the registration another pool meanwhile
+            assert first.waiting == 0 and second.waiting == 0
+        taken = first.reserve()
+        async with first.acquire(taken):
+            assert first.waiting == 0 and not taken.held
+        taken.release()  # taken over: giving it back again does nothing
+        assert first.waiting == 0 and second.waiting == 0
+
+    asyncio.run(scenario())
+    first.close()
+    second.close()

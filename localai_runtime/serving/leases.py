@@ -11,12 +11,22 @@ from localai_runtime.backends import ModelInstance
 
 
 class Reservation:
-    """A queue place of a pool (``ModelPool.reserve``), taken over by ``acquire`` or given back by
-    :meth:`release` (which does nothing once it was taken over)."""
+    """A queue place of one pool (``ModelPool.reserve``), taken over by that pool's ``acquire`` or
+    given back by :meth:`release` (which does nothing once it was taken over)."""
 
-    def __init__(self, give_back: Callable[[], None]) -> None:
+    def __init__(self, owner: object, give_back: Callable[[], None]) -> None:
+        self._owner = owner
         self._give_back = give_back
         self.held = True
+
+    def take(self, pool: object) -> bool:
+        """Hand the place over to ``pool``'s ``acquire``: True when it is that pool's; else it is
+        given back (a reload gave the registration another pool meanwhile) and False."""
+        if self.held and pool is self._owner:
+            self.held = False
+            return True
+        self.release()
+        return False
 
     def release(self) -> None:
         if self.held:

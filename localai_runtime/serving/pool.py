@@ -195,7 +195,7 @@ class ModelPool:
         if self.full:
             raise self.busy_error()
         self._waiting += 1
-        return Reservation(self._unreserve)
+        return Reservation(self, self._unreserve)
 
     def _unreserve(self) -> None:
         self._waiting -= 1
@@ -207,8 +207,8 @@ class ModelPool:
         """An instance for one generation; 429 when ``queue_size`` requests already wait for one
         (requests waiting for the model to load count too), unless the request holds a
         ``reservation`` of a queue place, which this takes over."""
-        if reservation is not None and reservation.held:
-            reservation.held = False  # its place is counted in _waiting, given back below
+        if reservation is not None and reservation.take(self):
+            pass  # its place is counted in _waiting already, given back below
         elif self.full:
             raise self.busy_error()
         else:
