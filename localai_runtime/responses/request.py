@@ -17,15 +17,17 @@ from typing import Any
 
 from localai_runtime.errors import UnsupportedParameterError
 from localai_runtime.responses.tools import chat_choice, check_kinds, tool_request, tools
+from localai_runtime.serving.fields import NO_OP_VALUES
 from localai_runtime.tools.request import ToolRequest
 from localai_runtime.tools.response_format import ResponseFormat, text_format
 
 _COPIED = ("temperature", "top_p", "parallel_tool_calls", "x-localai-extensions")
 
 
-_NO_REASONING = (None, "none", "minimal")
+# What asks for nothing is chat's table (``fields.NO_OP_VALUES``), here on Responses' nested fields.
+_NO_REASONING = (None, *NO_OP_VALUES["reasoning_effort"])
 _NO_OP_INCLUDES = frozenset({"reasoning.encrypted_content"})  # no reasoning items: nothing to encrypt
-_DEFAULT_VERBOSITY = (None, "medium")
+_DEFAULT_VERBOSITY = (None, *NO_OP_VALUES["verbosity"])
 
 
 def without_no_ops(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -42,7 +44,7 @@ def without_no_ops(body: Mapping[str, Any]) -> dict[str, Any]:
     reasoning = request.get("reasoning")
     if reasoning is None or isinstance(reasoning, Mapping) and reasoning.get("effort") in _NO_REASONING:
         request.pop("reasoning", None)
-    if request.get("service_tier") in ("auto", "default"):
+    if request.get("service_tier") in NO_OP_VALUES["service_tier"]:
         request.pop("service_tier")
     if request.get("top_logprobs") == 0:
         request.pop("top_logprobs")
