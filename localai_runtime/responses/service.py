@@ -24,6 +24,7 @@ from localai_runtime.responses.events import EventStream
 from localai_runtime.responses.objects import TERMINAL, finished, page, response_object
 from localai_runtime.responses.output import Event, OutputBuilder
 from localai_runtime.responses.request import without_hints, without_no_ops
+from localai_runtime.responses.tools import without_hosted_tools
 from localai_runtime.responses.turn import (
     Turn,
     generate,
@@ -58,8 +59,9 @@ class ResponsesServing(Serving):
 
     def prepare(self, runtime: Runtime, body: Mapping[str, Any], registration: Registration) -> Prepared:
         request, hinted = without_hints(body)
+        request, hosted = without_hosted_tools(request, registration.hosted_policy == "drop")
         prepared = super().prepare(runtime, request, registration)
-        prepared.dropped[:0] = hinted
+        prepared.dropped[:0] = hinted + hosted
         return prepared
 
     async def answer(self, runtime: Runtime, body: Mapping[str, Any], prepared: Prepared,

@@ -7,7 +7,8 @@ of them, or several YAML documents. Each has three parts, plus two optional ones
     local_settings:    {backend: NAME, model_file: PATH, ...}   # checked by the backend's schema
     request_defaults:  {...}   # any request field of those operations, extensions included
     request_overrides: {...}   # forced over the request (e.g. cap max_tokens)
-    policy:            {unsupported_parameters: error|drop, unknown_parameters: error|drop}
+    policy:            {unsupported_parameters: error|drop, unknown_parameters: error|drop,
+                        hosted_tools: error|drop}
 
 Registrations are keyed by (operationId, model). Everything is checked at start-up (and by
 ``localai-runtime check``), each error naming the file, the registration and the JSON path.
@@ -77,6 +78,7 @@ FILE_SCHEMA: dict[str, Any] = {
             "properties": {
                 "unsupported_parameters": {"enum": list(POLICIES)},
                 "unknown_parameters": {"enum": list(POLICIES)},
+                "hosted_tools": {"enum": list(POLICIES)},
             },
         },
     },
@@ -99,6 +101,9 @@ class Registration:
     backend: Backend | None = None
     problem: str | None = None
     """Why this registration cannot serve (missing backend package, model file...)."""
+    hosted_policy: str = "error"
+    """What a Responses request's hosted tools (``web_search``, ``mcp``...) get: ``drop`` (removed
+    and reported) or ``error`` (a 400); ``policy.hosted_tools``, else ``unsupported_parameters``."""
 
     @property
     def remote(self) -> bool:
@@ -125,7 +130,8 @@ class Registration:
             "local_settings": settings,
             "request_defaults": self.defaults,
             "request_overrides": self.overrides,
-            "policy": {"unsupported_parameters": self.unsupported_policy, "unknown_parameters": self.unknown_policy},
+            "policy": {"unsupported_parameters": self.unsupported_policy, "unknown_parameters": self.unknown_policy,
+                       "hosted_tools": self.hosted_policy},
             "status": "unavailable" if self.problem else "available",
             "problem": self.problem.replace(f"{self.source.parent}{os.sep}", "") if self.problem else None,
         }
@@ -226,6 +232,7 @@ class _Loader:
             unsupported_policy=policy.get("unsupported_parameters", "error"),
             unknown_policy=policy.get("unknown_parameters", "error"),
             source=path, index=index, backend=backend, problem=problem,
+            hosted_policy=policy.get("hosted_tools", policy.get("unsupported_parameters", "error")),
         )
 
     def check_operations(self, where: str, operations: frozenset[str]) -> bool:
