@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import httpx
+import lark
 import pytest
 
 from localai_runtime.responses.items import input_items, to_messages
@@ -19,7 +20,7 @@ from localai_runtime.responses.request import chat_request
 from localai_runtime.serving.registrations import load_registrations
 from localai_runtime.settings import resource_dir
 from localai_runtime.spec.request_schemas import RequestSchemas
-from tests.conftest import live_server
+from tests.conftest import gemma_server, live_server
 from tests.fake_backend import registry
 from tests.test_responses import check_event, sse_events
 
@@ -242,3 +243,50 @@ def test_chat_completions_refuses_custom_tools_naming_the_type(hosted_server):
             {"role": "user", "content": "hi"}], "tools": [{"type": "custom", "custom": {"name": "walk"}}]})
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == "tools[0].type"
+
+
+# -- Gemma 3 270M: real calls -------------------------------------------------------------
+
+GEMMA = "gemma3-270m"
+APPLY_PATCH_TOOL = {"type": "custom", "name": "apply_patch", "description": "Edit files with a patch.",
+                    "format": {"type": "grammar", "syntax": "lark", "definition": APPLY_PATCH}}
+"""Codex CLI's freeform apply_patch tool (``create_apply_patch_freeform_tool``), its grammar unchanged."""
+WEATHER_SERVER = {"type": "namespace", "name": "mcp__weather__", "description": "Weather tools", "tools": [
+    {"type": "function", "name": "get_weather", "description": "The current weather in a city", "strict": False,
+     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]}
+
+
+@pytest.fixture(scope="module")
+def gemma(built_spec, tmp_path_factory):
+    with gemma_server(built_spec, tmp_path_factory.mktemp("gemma")) as live:
+        yield live
+
+
+def test_gemma_writes_an_apply_patch_call_under_codex_grammar(gemma, response_schemas):
+    example = "*** Begin Patch\n*** Add File: hello.txt\n+Hello world\n*** End Patch\n"
+    shown = "<tool_call>\n" + json.dumps({"name": "apply_patch", "arguments": {"input": example}}) + "\n</tool_call>"
+    response = gemma.client().responses.create(
+        model=GEMMA, instructions=f"Example call: {shown}", input="Create the file hello.txt containing Hello world.",
+        tools=[APPLY_PATCH_TOOL], tool_choice={"type": "custom", "name": "apply_patch"}, temperature=0,
+        max_output_tokens=120)
+    assert response.status == "completed", response.output
+    call = response.output[0]
+    assert (call.type, call.name) == ("custom_tool_call", "apply_patch")
+    assert call.input.startswith("*** Begin Patch\n*** ")
+    lark.Lark(APPLY_PATCH.replace("/(.*)/", "(/(.+)/)?")).parse(call.input)  # Lark's own parser takes it
+    response_schemas.check("Response", json.loads(response.to_json()))
+
+
+def test_gemma_calls_a_namespace_function_and_codex_gets_name_and_namespace(gemma):
+    client = gemma.client()
+    first = client.responses.create(model=GEMMA, input="What is the weather in Paris?",
+                                    tools=[WEATHER_SERVER, APPLY_PATCH_TOOL], temperature=0, max_output_tokens=64,
+                                    tool_choice={"type": "function", "name": "get_weather"})  # its own name
+    call = first.output[-1]
+    assert (call.type, call.name, call.namespace) == ("function_call", "get_weather", "mcp__weather__")
+    assert isinstance(json.loads(call.arguments)["city"], str)
+    second = client.responses.create(model=GEMMA, previous_response_id=first.id, tools=[WEATHER_SERVER],
+                                     temperature=0, max_output_tokens=24, input=[
+                                         {"type": "function_call_output", "call_id": call.call_id,
+                                          "output": "Sunny, 24 degrees"}])
+    assert second.status in ("completed", "incomplete") and second.output
