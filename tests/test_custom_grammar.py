@@ -103,6 +103,7 @@ LARK_CASES = [
     ('start: DIGIT LETTER\n%import common (DIGIT, LETTER)', ["1a", "a1", "1"]),
     ('start: INT -> n\n%import common.INT -> INT', ["42", "4x"]),
     ('start: /"[^"]*"/ NL\nNL: /\\r?\\n/', ['"a b"\n', '"a"\r\n', '"a"']),
+    ('start: "(" start ")" | "x"', ["x", "((x))", "(x"]),  # recursion that is not left recursion
 ]
 
 
@@ -145,7 +146,16 @@ def test_a_regex_syntax_grammar_takes_what_re_matches(vocabulary, pattern, texts
     ("^a$", "regex", "anchor"),
     (r"a\bb", "regex", "word boundary"),
     ("a++", "regex", "possessive"),
-    ("(" * 300 + ")" * 300, "regex", "nested more than 200"),
+    ("(" * 300 + ")" * 300, "regex", "nested more than 100"),
+    ("start: " + "(" * 300 + '"a"' + ")" * 300, "lark", "nested more than 100"),
+    ("a" + "?" * 5000, "regex", "repeated quantifier"),
+    ("a{2}{3}", "regex", "repeated quantifier"),
+    ('start: "a"' + "?" * 5000, "lark", "repeated operator"),
+    ('start: "a" ~ x', "lark", "count"),
+    ('start: start "a" | "a"', "lark", "left recursion: the rule 'start'"),
+    ('start: x "b"\nx: start | "a"', "lark", "left recursion"),
+    ('start: "a"? start "b" | "c"', "lark", "left recursion"),
+    ('start: "' + "a" * 100_001 + '"', "lark", "longer than the 100000"),
 ])
 def test_other_constructs_are_refused_naming_the_definition_and_the_construct(definition, syntax, construct):
     with pytest.raises(InvalidRequestError) as refused:

@@ -4,7 +4,8 @@ A custom tool (Responses' ``type: custom``) takes free text, optionally in a gra
 (``format: {type: grammar, syntax: lark | regex, definition}``). The model calls it here as it
 calls a function, in its own call format, with one argument: ``{"input": "<the text, as a JSON
 string>"}``. :func:`input_grammar` writes the GBNF of that object whose string, once decoded,
-is in the tool's grammar: every literal and character class of the grammar (:mod:`.lark`,
+is in the tool's grammar (a left-recursive rule, which llama.cpp's grammars cannot have, is
+refused naming it): every literal and character class of the grammar (:mod:`.lark`,
 :mod:`.patterns`) is written in its JSON-escaped form (a newline as ``\\n``, a quote as
 ``\\"``). Control characters other than tab, newline and carriage return are left out of
 classes (a narrower language, never a wider one). A construct the translation does not take
@@ -28,6 +29,9 @@ INPUT_PARAMETERS: Mapping[str, Any] = {
 }
 """The arguments a custom tool's call is written with, as the model's prompt lists them."""
 
+MAX_DEFINITION = 100_000
+"""The longest grammar definition translated (Codex's apply_patch grammar has 626 characters); the
+GBNF it becomes is then measured against the registration's ``grammar_limits``."""
 _ESCAPED = {ord('"'): '\\"', ord("\\"): "\\\\", 10: "\\n", 13: "\\r", 9: "\\t"}
 """Characters a JSON string writes escaped, and how (the only control characters generated)."""
 _PLAIN_EXCLUDED = merged([(0, 0x1F), (ord('"'), ord('"')), (ord("\\"), ord("\\"))])
@@ -43,6 +47,9 @@ def input_grammar(form: Mapping[str, Any] | None, param: str) -> str | None:
     syntax, definition = form.get("syntax"), form.get("definition")
     if not isinstance(definition, str):
         raise InvalidRequestError("a grammar format needs its 'definition'", param=f"{param}.definition")
+    if len(definition) > MAX_DEFINITION:
+        raise InvalidRequestError(f"a grammar definition of {len(definition)} characters is longer than the "
+                                  f"{MAX_DEFINITION} this server translates", param=f"{param}.definition")
     try:
         if syntax == "lark":
             rules = parse_lark(definition)
@@ -51,10 +58,64 @@ def input_grammar(form: Mapping[str, Any] | None, param: str) -> str | None:
         else:
             raise InvalidRequestError(f"unknown grammar syntax {syntax!r}; lark and regex are",
                                       param=f"{param}.syntax")
+        refuse_left_recursion(rules)
     except GrammarConstructError as exc:
         raise InvalidRequestError(f"this {syntax} grammar cannot be enforced: {exc}",
                                   param=f"{param}.definition") from exc
     return _Writer(rules).gbnf()
+
+
+def _nullable(node: Node, empty: set[str]) -> bool:
+    kind = node[0]
+    if kind in ("lit", "set"):
+        return kind == "lit" and not node[1]
+    if kind == "ref":
+        return node[1] in empty
+    if kind == "rep":
+        return node[2] == 0 or _nullable(node[1], empty)
+    parts = [_nullable(item, empty) for item in node[1]]
+    return all(parts) if kind == "seq" else any(parts)
+
+
+def _first(node: Node, empty: set[str]) -> set[str]:
+    """The rules ``node`` may begin with."""
+    kind = node[0]
+    if kind == "ref":
+        return {node[1]}
+    if kind == "rep":
+        return _first(node[1], empty)
+    found: set[str] = set()
+    for item in node[1] if kind in ("seq", "alt") else ():
+        found |= _first(item, empty)
+        if kind == "seq" and not _nullable(item, empty):
+            break
+    return found
+
+
+def refuse_left_recursion(rules: dict[str, Node]) -> None:
+    """A rule that may begin with itself (llama.cpp's grammars cannot have one) is refused, named."""
+    empty: set[str] = set()
+    while True:
+        more = {name for name, node in rules.items() if name not in empty and _nullable(node, empty)}
+        if not more:
+            break
+        empty |= more
+    graph = {name: _first(node, empty) for name, node in rules.items()}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for root in graph:
+        todo: list[tuple[str, bool]] = [(root, False)]
+        while todo:
+            name, leaving = todo.pop()
+            if leaving:
+                state[name] = 2
+                continue
+            if state.get(name) == 1:
+                raise GrammarConstructError(f"left recursion: the rule {name!r} may begin with itself")
+            if state.get(name) == 2:
+                continue
+            state[name] = 1
+            todo.append((name, True))
+            todo.extend((child, False) for child in graph[name] if state.get(child) != 2)
 
 
 def _name(rule: str) -> str:

@@ -9,7 +9,8 @@ on lines beginning with ``|``, ``"literals"``, ``"a".."z"`` ranges, ``/regex/`` 
 comments (``//`` and ``#``), and ``%import common.NAME`` (``-> ALIAS``; ``common (A, B)``) for
 the common terminals below. Any other construct (``%ignore``, ``%declare``, templates, a
 literal's ``i`` flag, an undefined name...) is a :class:`~.patterns.GrammarConstructError`
-naming it. The rules keep Lark's meaning: the language of ``start``.
+naming it. The rules keep
+Lark's meaning: the language of ``start``.
 """
 
 from __future__ import annotations
@@ -148,7 +149,10 @@ class _Parser:
                 self.take()
                 names.append(self.take()[1])
             self.take(")")
-        alias = self.take()[1] if self.peek()[0] == "arrow" and self.take() else None
+        alias = None
+        if self.peek()[0] == "arrow":
+            self.take()
+            alias = self.take()[1]
         for name in names:
             _import_common(name, self.rules, f"%import common.{name}: not a common terminal known here",
                            alias if len(names) == 1 else None)
@@ -197,18 +201,28 @@ class _Parser:
         return items[0] if len(items) == 1 else ("seq", items)
 
     def quantified(self, item: Node) -> Node:
-        while True:
-            value = self.peek()[1]
-            if value in ("?", "*", "+"):
+        value = self.peek()[1]
+        if value in ("?", "*", "+"):
+            self.take()
+            item = ("rep", item, 1 if value == "+" else 0, 1 if value == "?" else None)
+        elif value == "~":
+            self.take()
+            low = high = self._number()
+            if self.peek()[0] == "range":
                 self.take()
-                item = ("rep", item, 1 if value == "+" else 0, 1 if value == "?" else None)
-            elif value == "~":
-                self.take()
-                low = int(self.take()[1])
-                high = int(self.take()[1]) if self.peek()[0] == "range" and self.take() else low
-                item = ("rep", item, low, high)
-            else:
-                return item
+                high = self._number()
+            item = ("rep", item, low, high)
+        else:
+            return item
+        if self.peek()[1] in ("?", "*", "+", "~"):
+            raise GrammarConstructError(f"a repeated operator ({value} then {self.peek()[1]})")
+        return item
+
+    def _number(self) -> int:
+        kind, value = self.take()
+        if kind != "number" or len(value) > 9:
+            raise GrammarConstructError(f"expected a count after '~', found {value!r}")
+        return int(value)
 
     def atom(self, depth: int) -> Node:
         kind, value = self.take()

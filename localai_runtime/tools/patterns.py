@@ -19,7 +19,7 @@ from typing import Any
 Node = tuple[Any, ...]
 Ranges = tuple[tuple[int, int], ...]
 MAX_CODE_POINT = 0x10FFFF
-MAX_NESTING = 200
+MAX_NESTING = 100
 """Groups nested deeper than this are refused (the parser reads groups recursively)."""
 
 
@@ -106,30 +106,32 @@ def _sequence(reader: _Reader, depth: int) -> Node:
 
 
 def _quantified(reader: _Reader, item: Node) -> Node:
-    while True:
-        char = reader.peek()
-        if char in ("*", "+", "?"):
-            reader.take()
-            item = ("rep", item, 1 if char == "+" else 0, 1 if char == "?" else None)
-        elif char == "{" and _count(reader) is not None:
-            low, high = _count(reader, consume=True) or (0, None)
-            item = ("rep", item, low, high)
-        else:
-            return item
-        if reader.peek() == "?":  # lazy: the same language
-            reader.take()
-        elif reader.peek() == "+":
-            raise reader.refuse("a possessive quantifier")
+    char = reader.peek()
+    count = _count(reader) if char == "{" else None
+    if char in ("*", "+", "?"):
+        reader.take()
+        item = ("rep", item, 1 if char == "+" else 0, 1 if char == "?" else None)
+    elif count is not None:
+        reader.at = reader.text.index("}", reader.at) + 1
+        item = ("rep", item, *count)
+    else:
+        return item
+    if reader.peek() == "?":  # lazy: the same language
+        reader.take()
+    elif reader.peek() == "+":
+        raise reader.refuse("a possessive quantifier")
+    if reader.peek() in ("*", "+", "?") or reader.peek() == "{" and _count(reader) is not None:
+        raise reader.refuse("a repeated quantifier")  # as Python's re refuses it
+    return item
 
 
-def _count(reader: _Reader, consume: bool = False) -> tuple[int, int | None] | None:
+def _count(reader: _Reader) -> tuple[int, int | None] | None:
+    """The ``{m}``, ``{m,}`` or ``{m,n}`` at the reader, or None (a literal ``{``, as Python reads it)."""
     end = reader.text.find("}", reader.at)
     body = reader.text[reader.at + 1:end] if end > 0 else ""
     low, comma, high = body.partition(",")
-    if not low.isdigit() or (high and not high.isdigit()):
-        return None  # a literal "{", as Python reads it
-    if consume:
-        reader.at = end + 1
+    if not low.isdigit() or (high and not high.isdigit()) or len(body) > 20:
+        return None
     return int(low), (int(high) if high else None) if comma else int(low)
 
 
