@@ -216,6 +216,8 @@ def test_a_custom_call_is_generated_under_its_grammar_and_streamed_as_its_input(
     assert "".join(e["delta"] for e in events if e["type"].endswith("input.delta")) == item["input"]
     assert events[-3]["input"] == item["input"]
     response_schemas.check("Response", final)
+    with hosted_server.http() as http:
+        assert http.get(f"/v1/responses/{final['id']}").json() == final  # stored as streamed
 
 
 def test_a_custom_tool_output_is_taken_on_the_next_turn(hosted_server):
@@ -237,6 +239,15 @@ def test_a_custom_tool_output_is_taken_on_the_next_turn(hosted_server):
     no_input = post(hosted_server, {"model": "demo", "input": [
         {"type": "custom_tool_call", "call_id": "c1", "name": "walk"}]})
     assert no_input.status_code == 400, no_input.text
+
+
+def test_a_backend_that_cannot_constrain_calls_treats_custom_tools_as_it_treats_tools(server):
+    """gpt4all honours no tools: its shipped Responses registration drops them (policy drop), so
+    a custom tool is dropped and reported, never called unconstrained."""
+    response = post(server, {"model": "demo-gpt4all", "input": "hi", "tools": [WALK], "max_output_tokens": 16})
+    assert response.status_code == 200, response.text
+    assert "tools" in response.headers[DROPPED].split(", ")
+    assert [item["type"] for item in response.json()["output"]] == ["message"]
 
 
 def test_chat_completions_refuses_custom_tools_naming_the_type(hosted_server):
