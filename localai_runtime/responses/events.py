@@ -7,7 +7,8 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-_DELTAS = frozenset({"response.output_text.delta", "response.function_call_arguments.delta"})
+_DELTAS = frozenset({"response.output_text.delta", "response.function_call_arguments.delta",
+                     "response.custom_tool_call_input.delta"})
 OBFUSCATION_BLOCK = 32
 """Delta events are padded (``obfuscation``) to a multiple of this many characters."""
 

@@ -1,18 +1,23 @@
 """Input items: checked, given ids, stored as the API lists them, and turned into chat messages.
 
-Items are stored in one canonical shape (``message`` with content parts, ``function_call``,
-``function_call_output``, ``reasoning``), so a chain re-renders the same prompt on every turn.
-Every mistake is a 400 naming the item, e.g. ``input[2].content[0].type``.
+Items are stored in one canonical shape (``message`` with content parts, ``function_call``
+(with its ``namespace``, where it has one), ``function_call_output``, ``custom_tool_call``,
+``custom_tool_call_output``, ``reasoning``), so a chain re-renders the same prompt on every turn.
+A custom tool's call is rendered to the model as the call it writes here: a tool call of its
+flat name with the arguments ``{"input": <the input>}``; a namespace's function under its flat
+name (:func:`~.tools.flat_name`). Every mistake is a 400 naming the item, e.g.
+``input[2].content[0].type``.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from localai_runtime.errors import InvalidRequestError, UnsupportedParameterError
+from localai_runtime.responses.tools import flat_name
 
 _TEXT_PARTS = frozenset({"input_text", "output_text", "text", "summary_text", "reasoning_text"})
 _MEDIA_PARTS = {"input_image": "image", "input_file": "file", "input_audio": "audio"}
@@ -72,15 +77,28 @@ def _function_call(item: Mapping[str, Any], where: str) -> dict[str, Any]:
         raise InvalidRequestError("the arguments must be a JSON object, written as a string",
                                   param=f"{where}.arguments")
     return {"type": "function_call", "id": item.get("id") or new_id("fc"), "call_id": item["call_id"],
-            "name": item["name"], "arguments": arguments, "status": "completed"}
+            **_named(item), "arguments": arguments, "status": "completed"}
 
 
-def _function_output(item: Mapping[str, Any], where: str) -> dict[str, Any]:
-    output = item.get("output")
-    if not isinstance(output, str):
-        output = "".join(part["text"] for part in _text_parts(output, "tool", where, "output"))
-    return {"type": "function_call_output", "id": item.get("id") or new_id("fco"), "call_id": item["call_id"],
-            "output": output, "status": "completed"}
+def _named(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {"name": item["name"], **({"namespace": item["namespace"]} if item.get("namespace") else {})}
+
+
+def _custom_call(item: Mapping[str, Any], where: str) -> dict[str, Any]:
+    if not isinstance(item.get("input"), str):
+        raise InvalidRequestError("a custom tool call needs its 'input' text", param=f"{where}.input")
+    return {"type": "custom_tool_call", "id": item.get("id") or new_id("ctc"), "call_id": item["call_id"],
+            **_named(item), "input": item["input"], "status": "completed"}
+
+
+def _output(kind: str, prefix: str) -> Callable[[Mapping[str, Any], str], dict[str, Any]]:
+    def build(item: Mapping[str, Any], where: str) -> dict[str, Any]:
+        output = item.get("output")
+        if not isinstance(output, str):
+            output = "".join(part["text"] for part in _text_parts(output, "tool", where, "output"))
+        return {"type": kind, "id": item.get("id") or new_id(prefix), "call_id": item["call_id"],
+                "output": output, "status": "completed"}
+    return build
 
 
 def _reasoning(item: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -90,8 +108,11 @@ def _reasoning(item: Mapping[str, Any], where: str) -> dict[str, Any]:
     return {**kept, "id": item.get("id") or new_id("rs"), "summary": list(item.get("summary") or ())}
 
 
-_KINDS = {"message": _message, "function_call": _function_call, "function_call_output": _function_output,
-          "reasoning": _reasoning}
+_KINDS = {"message": _message, "function_call": _function_call, "reasoning": _reasoning,
+          "function_call_output": _output("function_call_output", "fco"), "custom_tool_call": _custom_call,
+          "custom_tool_call_output": _output("custom_tool_call_output", "ctco")}
+CALLS = frozenset({"function_call", "custom_tool_call"})
+OUTPUTS = frozenset({"function_call_output", "custom_tool_call_output"})
 
 
 def input_items(value: Any, param: str = "input") -> list[dict[str, Any]]:
@@ -109,19 +130,21 @@ def input_items(value: Any, param: str = "input") -> list[dict[str, Any]]:
         build = _KINDS.get(kind)
         if build is None:
             raise UnsupportedParameterError(f"input items of type {kind!r} are not supported; messages, function "
-                                            "calls, their outputs and reasoning items are", param=f"{where}.type")
+                                            "and custom tool calls, their outputs and reasoning items are",
+                                            param=f"{where}.type")
         items.append(build(item, where))
     return items
 
 
 def check_calls(history: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]], param: str = "input") -> None:
-    """Each ``function_call_output`` answers a call made earlier (in the history or the input)."""
-    called = {item["call_id"] for item in history if item.get("type") == "function_call"}
+    """Each call's output answers a call made earlier (in the history or the input)."""
+    called = {item["call_id"] for item in history if item.get("type") in CALLS}
     for i, item in enumerate(new):
-        if item["type"] == "function_call":
+        if item["type"] in CALLS:
             called.add(item["call_id"])
-        elif item["type"] == "function_call_output" and item["call_id"] not in called:
-            raise InvalidRequestError(f"call_id {item['call_id']!r} answers no earlier function_call item",
+        elif item["type"] in OUTPUTS and item["call_id"] not in called:
+            kind = item["type"].removesuffix("_output")
+            raise InvalidRequestError(f"call_id {item['call_id']!r} answers no earlier {kind} item",
                                       param=f"{param}[{i}].call_id")
 
 
@@ -146,13 +169,15 @@ def to_messages(instructions: str | None, items: Sequence[Mapping[str, Any]]) ->
         kind = item["type"]
         if kind == "message":
             messages.append({"role": _ROLES[item["role"]], "content": _text(item)})
-        elif kind == "function_call":
+        elif kind in CALLS:
             last = messages[-1] if messages else None
             if last is None or last["role"] != "assistant":
                 last = {"role": "assistant", "content": None}
                 messages.append(last)
+            arguments = item["arguments"] if kind == "function_call" else json.dumps({"input": item["input"]},
+                                                                                      ensure_ascii=False)
             last.setdefault("tool_calls", []).append({"id": item["call_id"], "type": "function", "function": {
-                "name": item["name"], "arguments": item["arguments"]}})
-        elif kind == "function_call_output":
+                "name": flat_name(item.get("namespace"), item["name"]), "arguments": arguments}})
+        elif kind in OUTPUTS:
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]})
     return messages

@@ -2,24 +2,33 @@
 
 :class:`OutputBuilder` turns pieces (text, tool-call deltas, the finish reason) into the
 response's ``output``: a ``message`` item with one ``output_text`` part for text, one
-``function_call`` item per call, in the order the model wrote them. Each step returns the
+``function_call`` item per call of a function (with its ``namespace``, for a namespace's), one
+``custom_tool_call`` per call of a custom tool (its ``input``: the text of the call's
+``{"input": ...}``, streamed decoded by :class:`InputText`), in the order the model wrote them. Each step returns the
 events a stream sends for it (without ``sequence_number``, which :mod:`.events` adds), so the
 ids and indices in the stream, the final object and storage are the same by construction.
 """
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from localai_runtime.backends import Piece
 from localai_runtime.responses.items import new_id
+from localai_runtime.responses.tools import CUSTOM, CallTarget
 
 Event = dict[str, Any]
 
 
 class OutputBuilder:
-    def __init__(self, buffer_text: bool = False) -> None:
+    def __init__(self, buffer_text: bool = False, targets: Mapping[str, CallTarget] | None = None) -> None:
         self.items: list[dict[str, Any]] = []
+        self.targets = targets or {}
+        """What answers each name the model calls; a name not listed is a plain function's."""
+        self._inputs: dict[int, InputText] = {}  # output index of a custom call -> its input so far
         self.buffer_text = buffer_text
         """Hold text back until the end (output filters need the whole text)."""
         self._message: int | None = None  # output index of the open message item
@@ -41,10 +50,7 @@ class OutputBuilder:
                 events += self._close_message()
                 events += self._open_call(delta.index, delta.name)
             if delta.arguments:
-                index = self._calls[delta.index]
-                self.items[index]["arguments"] += delta.arguments
-                events.append({"type": "response.function_call_arguments.delta", "item_id": self.items[index]["id"],
-                               "output_index": index, "delta": delta.arguments})
+                events += self._arguments(self._calls[delta.index], delta.arguments)
         if piece.finish_reason is not None:
             self.finish_reason = piece.finish_reason
             self.prompt_tokens = piece.prompt_tokens
@@ -94,10 +100,42 @@ class OutputBuilder:
     def _open_call(self, call_index: int, name: str) -> list[Event]:
         index = len(self.items)
         self._calls[call_index] = index
-        item = {"id": new_id("fc"), "type": "function_call", "status": "in_progress", "call_id": new_id("call"),
-                "name": name, "arguments": ""}
+        target = self.targets.get(name) or CallTarget("function", name)
+        item: dict[str, Any]
+        if target.kind == CUSTOM:
+            self._inputs[index] = InputText()
+            item = {"id": new_id("ctc"), "type": "custom_tool_call", "status": "in_progress",
+                    "call_id": new_id("call"), **target.fields(), "input": ""}
+        else:
+            item = {"id": new_id("fc"), "type": "function_call", "status": "in_progress", "call_id": new_id("call"),
+                    **target.fields(), "arguments": ""}
         self.items.append(item)
         return [{"type": "response.output_item.added", "output_index": index, "item": dict(item)}]
+
+    def _arguments(self, index: int, text: str) -> list[Event]:
+        item = self.items[index]
+        decoder = self._inputs.get(index)
+        if decoder is None:
+            item["arguments"] += text
+            return [{"type": "response.function_call_arguments.delta", "item_id": item["id"], "output_index": index,
+                     "delta": text}]
+        delta = decoder.feed(text)
+        item["input"] += delta
+        return [{"type": "response.custom_tool_call_input.delta", "item_id": item["id"], "output_index": index,
+                 "delta": delta}] if delta else []
+
+    def _close_call(self, index: int) -> list[Event]:
+        item = self.items[index]
+        item["status"] = "completed"
+        decoder = self._inputs.get(index)
+        if decoder is None:
+            done = {"type": "response.function_call_arguments.done", "item_id": item["id"], "output_index": index,
+                    "name": item["name"], "arguments": item["arguments"]}
+        else:
+            item["input"] = decoder.whole()
+            done = {"type": "response.custom_tool_call_input.done", "item_id": item["id"], "output_index": index,
+                    "input": item["input"]}
+        return [done, {"type": "response.output_item.done", "output_index": index, "item": dict(item)}]
 
     def finish(self, filtered_text: str | None = None) -> list[Event]:
         """Events closing every open item; ``filtered_text`` replaces held-back text."""
@@ -108,12 +146,58 @@ class OutputBuilder:
             events += self._open_message()
         events += self._close_message()
         for index in self._calls.values():
-            item = self.items[index]
-            item["status"] = "completed"
-            events.append({"type": "response.function_call_arguments.done", "item_id": item["id"],
-                           "output_index": index, "name": item["name"], "arguments": item["arguments"]})
-            events.append({"type": "response.output_item.done", "output_index": index, "item": dict(item)})
+            events += self._close_call(index)
         return events
+
+
+class InputText:
+    """The text of a custom call's arguments, ``{"input": "<JSON string>"}``, as they arrive:
+    each fragment's decoded text, an escape cut in two held back until its end comes."""
+
+    _START = re.compile(r'\{\s*"input"\s*:\s*"')
+
+    def __init__(self) -> None:
+        self.raw = ""
+        self.at: int | None = None  # where the string's undecoded text begins
+        self.text = ""
+        self.closed = False
+
+    def feed(self, fragment: str) -> str:
+        self.raw += fragment
+        if self.at is None:
+            start = self._START.match(self.raw)
+            if start is None:
+                return ""
+            self.at = start.end()
+        decoded = []
+        raw, at = self.raw, self.at
+        while at < len(raw) and not self.closed:
+            char = raw[at]
+            if char == '"':
+                self.closed = True
+            elif char != "\\":
+                decoded.append(char)
+            else:
+                width = 6 if raw[at + 1:at + 2] == "u" else 2
+                if raw[at + 1:at + 2] == "u" and 0xD800 <= int(raw[at + 2:at + 6] or "0", 16) < 0xDC00:
+                    width = 12  # a surrogate pair
+                if at + width > len(raw):
+                    break
+                decoded.append(json.loads(f'"{raw[at:at + width]}"'))
+                at += width
+                continue
+            at += 1
+        self.at = at
+        text = "".join(decoded)
+        self.text += text
+        return text
+
+    def whole(self) -> str:
+        """The input: the arguments' ``input`` once they are whole, else what was decoded."""
+        try:
+            return json.loads(self.raw)["input"]
+        except (ValueError, KeyError, TypeError):
+            return self.text
 
 
 def _copy(item: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from localai_runtime.errors import UnsupportedParameterError
-from localai_runtime.responses.tools import chat_choice, check_kinds, tool_request, tools
+from localai_runtime.responses.tools import check_kinds, parse_tools, tool_request
 from localai_runtime.serving.fields import NO_OP_VALUES
 from localai_runtime.tools.request import ToolRequest
 from localai_runtime.tools.response_format import ResponseFormat, text_format
@@ -80,11 +80,12 @@ def chat_request(request: Mapping[str, Any], messages: list[dict[str, Any]]
         chat["max_tokens"] = request["max_output_tokens"]
     check_kinds(request)
     response_format = text_format((request.get("text") or {}).get("format"))
-    given = tools(request)
+    given = parse_tools(request)
     if given:
         chat["tools"] = [tool.as_chat() for tool in given]
+    tools, choice = tool_request(request, given, messages)
     if request.get("tool_choice") is not None:
-        chat["tool_choice"] = chat_choice(request["tool_choice"])
+        chat["tool_choice"] = choice
     if response_format.constrained:
         chat["response_format"] = response_format.as_chat()
-    return chat, tool_request(request, given, messages), response_format
+    return chat, tools, response_format

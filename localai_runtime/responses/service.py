@@ -21,10 +21,10 @@ from starlette.responses import JSONResponse, Response
 
 from localai_runtime.errors import APIError, InvalidRequestError, NotFoundError, log_error
 from localai_runtime.responses.events import EventStream
+from localai_runtime.responses.hosted import without_hosted_tools
 from localai_runtime.responses.objects import TERMINAL, finished, page, response_object
 from localai_runtime.responses.output import Event, OutputBuilder
 from localai_runtime.responses.request import without_hints, without_no_ops
-from localai_runtime.responses.tools import without_hosted_tools
 from localai_runtime.responses.turn import (
     Turn,
     generate,
@@ -88,7 +88,7 @@ async def _create(runtime: Runtime, turn: Turn, receive: Callable[[], Any]) -> R
 
 
 async def _whole(runtime: Runtime, turn: Turn, response: dict[str, Any]) -> dict[str, Any]:
-    builder = OutputBuilder(buffer_text=turn.prepared.filters.active)
+    builder = OutputBuilder(buffer_text=turn.prepared.filters.active, targets=turn.targets)
     async for piece in generate(runtime, turn):
         builder.add(piece)
     return (await _finish(runtime, turn, response, builder))[1]
@@ -128,7 +128,7 @@ async def _save(runtime: Runtime, turn: Turn, body: dict[str, Any]) -> None:
 
 async def _stream(runtime: Runtime, turn: Turn, response: dict[str, Any], receive: Callable[[], Any]) -> Response:
     events = EventStream(obfuscate=(turn.request.get("stream_options") or {}).get("include_obfuscation") is not False)
-    builder = OutputBuilder(buffer_text=turn.prepared.filters.active)
+    builder = OutputBuilder(buffer_text=turn.prepared.filters.active, targets=turn.targets)
 
     async def stream() -> AsyncGenerator[bytes, None]:
         started = False

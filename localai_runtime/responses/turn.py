@@ -26,8 +26,9 @@ from localai_runtime.errors import (
     ServiceUnavailableError,
     UnsupportedParameterError,
 )
-from localai_runtime.responses.items import check_calls, check_new_ids, input_items, new_id, to_messages
+from localai_runtime.responses.items import CALLS, OUTPUTS, check_calls, check_new_ids, input_items, new_id, to_messages
 from localai_runtime.responses.request import chat_request
+from localai_runtime.responses.tools import CallTarget, call_targets
 from localai_runtime.serving.generation import run_pieces
 from localai_runtime.serving.leases import Lease, Reservation
 from localai_runtime.serving.policy import Prepared
@@ -70,6 +71,8 @@ class Turn:
     """The final answer is being stored: a cancel or a failure no longer changes it."""
     reservation: Reservation | None = None
     """The queue place a background response took when it was accepted."""
+    targets: Mapping[str, CallTarget] = field(default_factory=dict)
+    """What answers each tool name the model may call (a function or custom tool call item)."""
 
     @property
     def request(self) -> dict[str, Any]:
@@ -130,7 +133,7 @@ async def open_turn(runtime: Runtime, body: Mapping[str, Any], prepared: Prepare
     chat, tools, response_format = chat_request(request, to_messages(request.get("instructions"), history + new))
     prepared = replace(prepared, tools=tools, response_format=response_format)
     return Turn(prepared, new_id("resp"), time.time(), new, history, stored, conversation,
-                chat, pieces, observer=runtime.observe(prepared.registration.model))
+                chat, pieces, observer=runtime.observe(prepared.registration.model), targets=call_targets(request))
 
 
 def _stored(runtime: Runtime, body: Mapping[str, Any], request: Mapping[str, Any], previous: str | None,
@@ -225,10 +228,10 @@ def _drop_oldest(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return items
     dropped = items[start]
     rest = items[:start] + items[start + 1:]
-    if dropped["type"] == "function_call":
+    if dropped["type"] in CALLS:
         rest = [item for item in rest if item.get("call_id") != dropped["call_id"]]
-    called = {item["call_id"] for item in rest if item["type"] == "function_call"}
-    return [item for item in rest if item["type"] != "function_call_output" or item["call_id"] in called]
+    called = {item["call_id"] for item in rest if item["type"] in CALLS}
+    return [item for item in rest if item["type"] not in OUTPUTS or item["call_id"] in called]
 
 
 _KEPT_ROLES = frozenset({"system", "developer"})

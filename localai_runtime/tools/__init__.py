@@ -11,7 +11,9 @@
   and the check of a JSON Schema against it before it is converted;
 - ``gbnf_limits``: the same check of a GBNF text before llama.cpp parses it;
 - ``parsing``: splitting generated text into content and calls, whole or as it streams;
-- ``response_format``: what the answer must be (text, a JSON object, JSON of a schema), parsed once.
+- ``response_format``: what the answer must be (text, a JSON object, JSON of a schema), parsed once;
+- ``lark``, ``patterns`` and ``custom_grammar``: a custom tool's Lark or regex grammar read and
+  written as GBNF for its call's ``{"input": "<text>"}``.
 
 Imports nothing of the server but :mod:`localai_runtime.errors`; ``serving`` and the backends
 import it.

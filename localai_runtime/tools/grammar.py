@@ -1,9 +1,11 @@
 """GBNF for tool calls: the format's frame around ``{"name", "<key>": <arguments>}``.
 
 Each allowed tool contributes one alternative whose arguments follow that tool's ``parameters``
-schema (llama-cpp-python's JSON-Schema converter); with ``parallel`` the frame may repeat.
-``skip`` drops the frame's opening text already written (the trigger, in ``auto`` mode, when
-the model began a call by itself and the grammar takes over from there).
+schema (llama-cpp-python's JSON-Schema converter), or its own grammar (a custom tool's); with
+``parallel`` the frame may repeat. :func:`call_rules` builds (and checks) each tool's grammar once,
+for every frame :func:`framed` puts it in. ``skip`` drops the frame's opening text already
+written (the trigger, in ``auto`` mode, when the model began a call by itself and the grammar
+takes over from there).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Sequence
 
 from localai_runtime.errors import InvalidRequestError
 from localai_runtime.tools.formats import CallFormat
+from localai_runtime.tools.gbnf_limits import check_gbnf
 from localai_runtime.tools.grammar_limits import GrammarLimits, check_schema
 from localai_runtime.tools.request import ToolRequest
 
@@ -65,16 +68,35 @@ def _arguments_rules(schema_to_gbnf, schema: dict, prefix: str, param: str,
 def call_grammar(form: CallFormat, tools: ToolRequest, schema_to_gbnf, limits: GrammarLimits, *,
                  skip: str = "") -> str:
     """The grammar of a turn of calls to ``tools.allowed``, minus the opening ``skip``."""
+    return framed(form, tools, call_rules(form, tools, schema_to_gbnf, limits), skip=skip)
+
+
+CallRules = tuple[str, list[str]]
+"""One call (a GBNF expression: an alternative per allowed tool) and the rules it uses."""
+
+
+def call_rules(form: CallFormat, tools: ToolRequest, schema_to_gbnf, limits: GrammarLimits) -> CallRules:
+    """One call to any of ``tools.allowed``: each tool's arguments grammar converted and checked
+    against ``limits`` once, whatever the frames (:func:`framed`) it is used in."""
     rules: list[str] = []
     alternatives: list[str] = []
     for index, name in enumerate(tools.allowed):
         tool = tools.tool(name)
         position = [t.name for t in tools.tools].index(name)
-        body, root = _arguments_rules(schema_to_gbnf, dict(tool.parameters), f"t{index}",
-                                      tool.param or f"tools[{position}].function.parameters", limits)
+        param = tool.param or f"tools[{position}].function.parameters"
+        if tool.grammar is not None:  # a custom tool's grammar, written for its arguments
+            check_gbnf(tool.grammar, param, limits)
+            body, root = prefixed(tool.grammar, f"t{index}"), f"t{index}-root"
+        else:
+            body, root = _arguments_rules(schema_to_gbnf, dict(tool.parameters), f"t{index}", param, limits)
         rules.append(body)
         alternatives.append(f"{_literal(form.call_head(name))} {root} \"}}\"")
-    call = f"( {' | '.join(alternatives)} )"
+    return f"( {' | '.join(alternatives)} )", rules
+
+
+def framed(form: CallFormat, tools: ToolRequest, calls: CallRules, *, skip: str = "") -> str:
+    """The grammar of a turn of ``calls`` in the format's frame, minus the opening ``skip``."""
+    call, rules = calls
     opening = form.opening
     if not opening.startswith(skip):
         raise ValueError(f"{skip!r} does not open {form.name} calls")

@@ -31,6 +31,8 @@ class Tool:
     param: str = field(default="", compare=False)
     """The request field of :attr:`parameters` (``tools[0].function.parameters``, Responses'
     ``tools[0].parameters``), for errors found later."""
+    grammar: str | None = field(default=None, compare=False)
+    """GBNF of the arguments, used instead of :attr:`parameters`' (a custom tool's grammar)."""
 
     def as_chat(self) -> dict[str, Any]:
         """The tool as a chat request lists it (for chat templates and upstream engines)."""

@@ -21,7 +21,7 @@ from localai_runtime.backends.llama_cpp.generation import Generation
 from localai_runtime.backends.llama_cpp.json_grammar import schema_to_gbnf
 from localai_runtime.backends.llama_cpp.sampling import compile_grammar
 from localai_runtime.tools.formats import CallFormat
-from localai_runtime.tools.grammar import call_grammar, either
+from localai_runtime.tools.grammar import call_rules, either, framed
 from localai_runtime.tools.grammar_limits import GrammarLimits
 from localai_runtime.tools.parsing import CallScanner
 from localai_runtime.tools.request import REQUIRED, ToolRequest
@@ -34,14 +34,14 @@ def plan_calls(vocab: Any, form: CallFormat, tools: ToolRequest, answer: LazyGra
     Every error is a 400 now."""
     if not tools.calls:
         return None
-    calls = call_grammar(form, tools, schema_to_gbnf, limits)
+    rules = call_rules(form, tools, schema_to_gbnf, limits)  # each tool's grammar built and checked once
+    calls = framed(form, tools, rules)
     whole = None
     if tools.mode == REQUIRED:
         whole = compile_grammar(vocab, calls, "tools", limits)
     elif answer is not None:  # auto with a structured answer: a call, or the answer
         whole = compile_grammar(vocab, either(calls, answer.text), "response_format", limits)
-    after = compile_grammar(vocab, call_grammar(form, tools, schema_to_gbnf, limits, skip=form.trigger), "tools",
-                            limits)
+    after = compile_grammar(vocab, framed(form, tools, rules, skip=form.trigger), "tools", limits)
     return CallPlan(form, tools, whole, after, "function_call" if tools.legacy else "tool_calls")
 
 
