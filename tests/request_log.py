@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from localai_runtime import Settings
 from tests.conftest import REPO, LiveServer, free_port
 
@@ -80,9 +82,14 @@ class RequestLog:
         with self._lock:
             return [exchange for exchange in self.exchanges if exchange.status >= 400]
 
-    def clear(self) -> None:
+    @contextlib.contextmanager
+    def checked(self) -> Iterator[RequestLog]:
+        """This log, emptied; when the block ends, no request of it may have been refused."""
         with self._lock:
             self.exchanges.clear()
+        yield self
+        refused = [(exchange.path, exchange.status, exchange.error) for exchange in self.refused()]
+        assert not refused, refused
 
 
 def _json(data: bytes) -> Any:
@@ -92,12 +99,26 @@ def _json(data: bytes) -> Any:
         return data.decode("utf-8", "replace")
 
 
+@pytest.fixture(name="log")
+def request_log(logged) -> Iterator[RequestLog]:
+    """The log of the module's ``logged`` fixture (a server and its log), emptied for the test;
+    after it, no request may have been refused."""
+    with logged[1].checked() as checked:
+        yield checked
+
+
 @contextlib.contextmanager
-def logged_server(built, configs: Path, *examples: str, **overrides) -> Iterator[tuple[LiveServer, RequestLog]]:
-    """A live server on the registrations in ``configs`` (plus the ``examples``, file names in
-    ``configs/examples/``), every request recorded in the yielded :class:`RequestLog`."""
+def logged_server(built, configs: Path, files: dict[str, list], *examples: str,
+                  **overrides) -> Iterator[tuple[LiveServer, RequestLog]]:
+    """A live server on registrations written to ``configs`` (``files``: file name to its
+    entries) and the ``examples`` (file names in ``configs/examples/``), every request recorded
+    in the yielded :class:`RequestLog`."""
     import shutil
 
+    import yaml
+
+    for name, entries in files.items():
+        (configs / name).write_text(yaml.safe_dump(entries))
     for name in examples:
         shutil.copy(REPO / "configs" / "examples" / name, configs)
     live = LiveServer(Settings(**{"port": free_port(), "configs_dir": configs, **overrides}), built)

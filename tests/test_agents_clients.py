@@ -33,7 +33,7 @@ from agents.models import get_default_model_settings
 from openai import AsyncOpenAI
 
 from tests.conftest import REPO
-from tests.request_log import logged_server
+from tests.request_log import logged_server, request_log  # noqa: F401  (request_log: the fixture `log`)
 
 NODE = REPO / "tests" / "node"
 DROPPED = "x-localai-dropped-fields"
@@ -55,18 +55,9 @@ def gpt5_registrations() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def logged(built_spec, tmp_path_factory):
-    directory = tmp_path_factory.mktemp("configs")
-    (directory / "gpt5.yaml").write_text(yaml.safe_dump(gpt5_registrations()))
-    with logged_server(built_spec, directory, "gemma3-270m.yaml") as (live, log):
-        yield live, log
-
-
-@pytest.fixture
-def log(logged):
-    live, log = logged
-    log.clear()
-    yield log
-    assert not log.refused(), [(e.path, e.status, e.error) for e in log.refused()]
+    with logged_server(built_spec, tmp_path_factory.mktemp("configs"), {"gpt5.yaml": gpt5_registrations()},
+                       "gemma3-270m.yaml") as logged:
+        yield logged
 
 
 @pytest.fixture
