@@ -6,7 +6,8 @@ input plus the model's call and the call's output (``second_request.json``). A f
 (Gemma on the example's settings, 32768 tokens in one slot, hosted tools dropped) is sent the
 first request cold, then the second: prefix reuse must make the second at least 5x faster to its
 first token. Each round starts a new server, so every first request is cold. TTFT is the time
-from sending the request to the first ``*.delta`` event of the stream. Figures only.
+from sending the request to the stream's first output event (``response.output_item.added``,
+sent with the first generated text or once a call begins, or a delta). Figures only.
 Usage: python bench/codex_ttft.py [--rounds 2] [--output BENCHMARKS.md]
 """
 
@@ -41,8 +42,8 @@ def registration() -> dict:
 
 
 def timed(http: httpx.Client, body: dict) -> tuple[float, dict]:
-    """Seconds to the first delta event, and the final response's usage."""
-    started, first, usage = time.perf_counter(), None, {}
+    """Seconds to the first output event, and the final response's usage."""
+    started, first, usage, kinds = time.perf_counter(), None, {}, []
     with http.stream("POST", "/v1/responses", json=body) as response:
         if response.status_code != 200:
             raise SystemExit(f"refused: {response.status_code} {response.read().decode()[:500]}")
@@ -50,12 +51,13 @@ def timed(http: httpx.Client, body: dict) -> tuple[float, dict]:
             if not line.startswith("data: "):
                 continue
             event = json.loads(line[6:])
-            if first is None and event["type"].endswith(".delta"):
+            kinds.append(event["type"])
+            if first is None and (event["type"] == "response.output_item.added" or event["type"].endswith(".delta")):
                 first = time.perf_counter() - started
             if event["type"] in ("response.completed", "response.incomplete", "response.failed"):
                 usage = event["response"].get("usage") or {}
     if first is None:
-        raise SystemExit("the stream held no delta event")
+        raise SystemExit(f"the stream held no output event: {kinds}")
     return first, usage
 
 
