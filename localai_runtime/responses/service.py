@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.responses import JSONResponse, Response
 
-from localai_runtime.errors import APIError, InvalidRequestError, NotFoundError, log_error
+from localai_runtime.errors import (
+    APIError,
+    InvalidRequestError,
+    NotFoundError,
+    ServiceUnavailableError,
+    log_error,
+)
 from localai_runtime.responses.events import EventStream
 from localai_runtime.responses.objects import TERMINAL, finished, page, response_object
 from localai_runtime.responses.output import Event, OutputBuilder
@@ -104,7 +110,12 @@ async def _finish(runtime: Runtime, turn: Turn, response: dict[str, Any],
                      prompt_tokens=builder.prompt_tokens, completion_tokens=builder.completion_tokens,
                      cached_tokens=builder.cached_tokens, incomplete_reason=reason)
     turn.finishing = True  # from here a cancel no longer changes the outcome: the answer is stored
-    await asyncio.shield(_save(runtime, turn, final))
+    try:
+        await asyncio.shield(_save(runtime, turn, final))
+    except ServiceUnavailableError as exc:  # a stream then ends with response.failed saying so, not completed
+        raise ServiceUnavailableError(
+            f"Response '{turn.response_id}' was generated but could not be stored, so it is not kept (a GET of it "
+            "will not find it): the response store is unavailable; the server's log says why.") from exc
     turn.observer.finished(builder.finish_reason or "stop", builder.prompt_tokens, builder.completion_tokens)
     return events, final
 
@@ -114,12 +125,10 @@ async def _save(runtime: Runtime, turn: Turn, body: dict[str, Any]) -> None:
         return
     record = ResponseRecord(turn.response_id, turn.created_at, body["model"], body["status"], body, turn.input,
                             turn.request.get("previous_response_id"), turn.conversation_id)
-    try:  # the conversation first: a response is never stored naming a conversation without its items
-        conversation = turn.conversation_id
-        appended = body["status"] in ("completed", "incomplete")
-        if conversation and appended and not await runtime.store.add_items(conversation, turn.input + body["output"]):
+    appended = turn.conversation_id and body["status"] in ("completed", "incomplete")
+    try:  # with its conversation's new items, in one transaction: both are stored, or neither
+        if not await runtime.store.put_response(record, appended=turn.input + body["output"] if appended else None):
             raise NotFoundError(f"Conversation with id '{turn.conversation_id}' not found.", param="conversation")
-        await runtime.store.put_response(record)
     except StoreError as exc:
         raise store_unavailable(exc) from exc
 
