@@ -44,7 +44,7 @@ from localai_runtime.serving import streaming
 from localai_runtime.serving.base import Serving
 from localai_runtime.serving.fields import RESPONSES
 from localai_runtime.serving.generation import until_disconnected
-from localai_runtime.serving.policy import Prepared
+from localai_runtime.serving.policy import Prepared, check_grammars
 from localai_runtime.serving.registrations import Registration
 from localai_runtime.serving.runtime import Runtime, current_request
 from localai_runtime.store import ResponseRecord, StoreError
@@ -70,7 +70,9 @@ class ResponsesServing(Serving):
 
     async def answer(self, runtime: Runtime, body: Mapping[str, Any], prepared: Prepared,
                      receive: Callable[[], Any]) -> Response:
-        return await _create(runtime, await open_turn(runtime, body, prepared, local_pieces), receive)
+        turn = await open_turn(runtime, body, prepared, local_pieces)
+        await check_grammars(turn.prepared)  # before any wait: an over-limit grammar is a 400 at once
+        return await _create(runtime, turn, receive)
 
     async def relay(self, runtime: Runtime, body: Mapping[str, Any], prepared: Prepared,
                     receive: Callable[[], Any]) -> Response:
