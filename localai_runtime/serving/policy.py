@@ -126,6 +126,9 @@ def prepare(
         raise _unsupported(name, registration, operation_id)
 
     merged = effective_request(registration.defaults, incoming, registration.overrides)
+    for name in set_fields({key: merged[key] for key in HINT_FIELDS - served if key in merged}, request):
+        merged.pop(name)  # a registration's default hint, not followed either: said so as a request's is
+        dropped += [] if name in dropped else [name]
     unchanged = validated and not dropped and not registration.defaults and not registration.overrides
     error = None if unchanged else schemas.first_error(request, merged)  # else: validated as it came
     if error is not None:
