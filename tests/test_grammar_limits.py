@@ -32,7 +32,7 @@ from localai_runtime.tools.grammar_limits import GrammarLimits, check_schema
 from tests.conftest import hold_instances, live_server
 
 TIGHT = """
-    registration: {model: tight, operations: [createChatCompletion]}
+    registration: {model: tight, operations: [createChatCompletion, createCompletion, createResponse]}
     local_settings:
       backend: llama-cpp
       model_file: builtin:demo
@@ -200,6 +200,49 @@ def test_a_grammar_whose_work_doubles_with_each_token_is_ended_at_the_step_limit
     assert took < 30 and healthy(live)
     served = live.client().chat.completions.create(model="tight", messages=MESSAGES, max_tokens=2)
     assert served.choices[0].finish_reason == "length"  # the engine is free again
+
+
+AMBIGUOUS = 'root ::= e\ne ::= "a" e "b" | "a" e "c"'
+"""Only runs of "a" fit, and after k of them llama.cpp holds 2^k stacks: a step soon takes too long."""
+COSTLY_CASES = [
+    ("/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 60}),
+    ("/v1/completions", {"prompt": "hi", "max_tokens": 60}),
+    ("/v1/responses", {"input": "hi", "max_output_tokens": 60}),
+]
+
+
+def _costly(error: dict) -> None:
+    assert error["code"] == "invalid_value", error
+    assert "more than the 0.2 s this model allows (grammar_limits.max_step_seconds)" in error["message"], error
+
+
+@pytest.mark.parametrize(("path", "fields"), COSTLY_CASES)
+def test_a_grammar_too_costly_to_follow_is_a_400_naming_it_in_every_api(live, path, fields):
+    """GrammarTooCostly, raised on the engine thread, ends its own request only, as a 400 (or, once
+    a stream began, its error event) naming the grammar's field and the limit."""
+    body = {"model": "tight", "temperature": 0, "x-localai-extensions": {"grammar": AMBIGUOUS}, **fields}
+    with httpx.Client(base_url=live.url, timeout=120) as http:
+        whole = http.post(path, json=body)
+        assert whole.status_code == 400, whole.text
+        assert whole.json()["error"]["param"] == "x-localai-extensions.grammar"
+        _costly(whole.json()["error"])
+        streamed = http.post(path, json={**body, "stream": True})
+    assert streamed.status_code == 200, streamed.text
+    events = [json.loads(line[len("data: "):]) for line in streamed.text.splitlines()
+              if line.startswith("data: {")]
+    if path == "/v1/responses":
+        error, failed = events[-2], events[-1]
+        assert (error["type"], failed["type"]) == ("error", "response.failed")
+        assert failed["response"]["status"] == "failed"
+        _costly(failed["response"]["error"])
+        stored = live.client().responses.retrieve(failed["response"]["id"])
+        assert stored.status == "failed" and stored.error.code == "invalid_value"
+    else:
+        error = events[-1]["error"]
+        assert streamed.text.rstrip().endswith("data: [DONE]")
+    assert error["param"] == "x-localai-extensions.grammar"
+    _costly(error)
+    assert live.client().completions.create(model="tight", prompt="hi", max_tokens=2).choices[0].text is not None
 
 
 @pytest.mark.parametrize(("limits", "message"), [
