@@ -68,3 +68,23 @@ def test_a_hint_as_a_default_is_accepted_said_at_start_up_and_reported_in_each_a
             assert answer.headers.get("x-localai-dropped-fields") == expected, sent
         reasoning = live.client().chat.completions.create(model="d", messages=body["messages"], reasoning_effort="none")
         assert reasoning.choices[0].finish_reason == "length"
+
+
+@pytest.mark.parametrize("defaults", [
+    "{reasoning: {effort: none}, include: [reasoning.encrypted_content], service_tier: auto}",
+    "{reasoning: {effort: minimal, summary: auto}}",
+])
+def test_responses_defaults_that_ask_for_nothing_load_and_are_served(tmp_path, built_spec, defaults):
+    (tmp_path / "d.yaml").write_text(textwrap.dedent(REGISTRATION.format(defaults=defaults,
+                                                                         operations="createResponse")))
+    with live_server(built_spec, configs_dir=tmp_path, data_dir=tmp_path) as live:
+        raw = live.client().responses.with_raw_response.create(model="d", input="Hi", max_output_tokens=16)
+    assert "x-localai-dropped-fields" not in raw.headers
+    answer = raw.parse()
+    assert answer.status == "incomplete" and answer.usage.output_tokens_details.reasoning_tokens == 0
+    assert not [item for item in answer.output if item.type == "reasoning"]
+
+
+def test_a_responses_default_asking_for_reasoning_still_stops_start_up(tmp_path, built_spec):
+    with pytest.raises(SpecError, match=r"request_defaults\.reasoning: backend llama-cpp does not honour it"):
+        load(tmp_path, built_spec, "{reasoning: {effort: low}}", "createResponse")
