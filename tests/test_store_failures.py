@@ -22,7 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
-from tests.conftest import live_server
+from tests.conftest import hold_instances, live_server, wait_until
 from tests.postgres_server import PostgresServer
 
 SHORT = {"model": "demo", "input": "Hi", "max_output_tokens": 16}
@@ -118,6 +118,27 @@ def test_a_full_disk_fails_a_streamed_response_visibly_and_the_store_recovers_on
         turn = client.responses.create(**SHORT, conversation=conversation.id)
         assert client.responses.retrieve(turn.id).status == "incomplete"
         assert len(client.conversations.items.list(conversation.id).data) == 3
+
+
+def test_a_background_response_whose_outcome_cannot_be_stored_is_stored_once_there_is_room(
+        built_spec, tmp_path, caplog):
+    """Its failure is retried, not left as ``queued`` for a client polling it to wait on forever."""
+    with small_disk(tmp_path / "data") as data_dir, live_server(built_spec, data_dir=data_dir) as live, \
+            caplog.at_level(logging.ERROR):
+        client = live.client()
+        filled = contextlib.ExitStack()
+        with hold_instances(live, "createResponse", "demo"):
+            queued = client.responses.create(**SHORT, metadata=BULK, background=True)
+            assert queued.status == "queued"
+            filled.enter_context(full(data_dir))
+        with filled:  # it runs now, and cannot store that it does
+            wait_until(lambda: any(f"background response {queued.id}" in record.getMessage()
+                                   for record in caplog.records), "the failure is logged")
+            assert client.responses.retrieve(queued.id).status == "queued"
+        wait_until(lambda: client.responses.retrieve(queued.id).status == "failed", "its outcome is stored")
+        failed = client.responses.retrieve(queued.id)
+        assert failed.error.code == "service_unavailable" and "store" in failed.error.message
+        assert client.responses.create(**SHORT, metadata=BULK).status == "incomplete"
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,11 @@ if TYPE_CHECKING:
     from localai_runtime.store import Store
 
 logger = logging.getLogger(__name__)
+
+STORE_RETRY_FOR_S = 600.0
+"""How long a background response's outcome is retried while the store fails."""
+STORE_RETRY_MAX_S = 30.0
+"""The longest wait between two of those tries."""
 
 
 class ResponsesServing(Serving):
@@ -197,9 +203,31 @@ async def _background(runtime: Runtime, turn: Turn, response: dict[str, Any]) ->
         error = streaming.api_error(exc)
         operation, key = current_request()
         log_error(error, f"{operation or 'createResponse'} (background response {turn.response_id})", key=key)
-        with contextlib.suppress(APIError):
-            await _save(runtime, turn, finished(response, "failed", error={
-                "code": error.code or "server_error", "message": error.message}))
+        runtime.count_error(error)
+        if turn.reservation is not None:
+            turn.reservation.release()  # the retries below hold no queue place
+        await _stored_eventually(runtime, turn, finished(response, "failed", error={
+            "code": error.code or "server_error", "message": error.message}))
+
+
+async def _stored_eventually(runtime: Runtime, turn: Turn, outcome: dict[str, Any]) -> None:
+    """Store a background response's outcome, retrying while the store fails (a full disk, a
+    database restarting) with waits growing to :data:`STORE_RETRY_MAX_S`, for up to
+    :data:`STORE_RETRY_FOR_S`: a client polling it reads how it ended, not ``in_progress`` forever."""
+    deadline, wait = time.monotonic() + STORE_RETRY_FOR_S, 1.0
+    while True:
+        try:
+            await _save(runtime, turn, outcome)
+            return
+        except ServiceUnavailableError:  # logged by the store's error
+            if time.monotonic() + wait > deadline:
+                logger.error("background response %s: its outcome (%s) could not be stored in %.0f s; it stays "
+                             "stored as it was before", turn.response_id, outcome["status"], STORE_RETRY_FOR_S)
+                return
+        except APIError:  # its conversation is gone: nothing to retry
+            return
+        await asyncio.sleep(wait)
+        wait = min(2 * wait, STORE_RETRY_MAX_S)
 
 
 # -- stored responses ---------------------------------------------------------------------
