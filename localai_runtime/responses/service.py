@@ -5,8 +5,10 @@
 where the turn's pieces come from.
 
 A response is stored (when its ``store`` is true) before its final object or its
-``response.completed`` event leaves, so a GET or a follow-up sent right after sees it. The
-ids in the stream, the final object and storage are the same objects (:mod:`.output`).
+``response.completed`` event leaves, so a GET or a follow-up sent right after sees it; one that
+cannot be stored is a 503, or ends its stream with ``response.failed`` saying so, and a background
+one's outcome is retried until the store takes it. The ids in the stream, the final object and
+storage are the same objects (:mod:`.output`).
 """
 
 from __future__ import annotations
