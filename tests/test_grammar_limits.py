@@ -9,6 +9,7 @@ field or built within the time budget, and ``/healthz`` answers after each.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import re
 import shutil
@@ -28,10 +29,10 @@ from localai_runtime.settings import resource_dir
 from localai_runtime.spec.request_schemas import RequestSchemas
 from localai_runtime.tools.gbnf_limits import check_gbnf
 from localai_runtime.tools.grammar_limits import GrammarLimits, check_schema
-from tests.conftest import live_server
+from tests.conftest import hold_instances, live_server
 
 TIGHT = """
-    registration: {model: tight, operations: [createChatCompletion]}
+    registration: {model: tight, operations: [createChatCompletion, createCompletion, createResponse]}
     local_settings:
       backend: llama-cpp
       model_file: builtin:demo
@@ -137,6 +138,50 @@ def test_a_registration_sets_its_own_limits(live):
     assert fine.choices[0].message.content.startswith("{")
 
 
+OVER_LIMIT_GBNF = 'root ::= "a"{0,30000}'
+BUSY_CASES = [
+    ("createChatCompletion", "/v1/chat/completions", {"messages": MESSAGES, **_chat_tool(20000)},
+     "tools[0].function.parameters.properties.note.maxLength"),
+    ("createChatCompletion", "/v1/chat/completions", {"messages": MESSAGES, **_chat_format(_string(20000))},
+     "response_format.json_schema.schema.properties.note.maxLength"),
+    ("createChatCompletion", "/v1/chat/completions",
+     {"messages": MESSAGES, "x-localai-extensions": {"grammar": OVER_LIMIT_GBNF}}, "x-localai-extensions.grammar"),
+    ("createCompletion", "/v1/completions", {"prompt": "hi", "x-localai-extensions": {"grammar": OVER_LIMIT_GBNF}},
+     "x-localai-extensions.grammar"),
+    ("createResponse", "/v1/responses",
+     {"input": "hi", "store": False, "text": {"format": {"type": "json_schema", "name": "x", "schema": _string(20000)}}},
+     "text.format.schema.properties.note.maxLength"),
+    ("createResponse", "/v1/responses",
+     {"input": "hi", "store": False, "tools": [{"type": "function", "name": "f", "parameters": _string(30000)}]},
+     "tools[0].parameters.properties.note.maxLength"),
+    ("createResponse", "/v1/responses",
+     {"input": "hi", "store": False, "x-localai-extensions": {"grammar": OVER_LIMIT_GBNF}},
+     "x-localai-extensions.grammar"),
+]
+
+
+@pytest.mark.parametrize(("operation", "path", "fields", "param"), BUSY_CASES)
+def test_an_over_limit_grammar_is_refused_before_it_waits_for_a_busy_instance(live, operation, path, fields, param):
+    """Measured when the request is prepared: with every instance of the model held (as a long
+    generation holds it), the 400 comes back while they are still held, and nothing queued."""
+    def post() -> httpx.Response:
+        with httpx.Client(base_url=live.url, timeout=120) as http:
+            return http.post(path, json={"model": "demo", "max_tokens" if operation != "createResponse"
+                                         else "max_output_tokens": 16, **fields})
+
+    with concurrent.futures.ThreadPoolExecutor(1) as threads, hold_instances(live, operation, "demo") as pool:
+        assert pool.busy == pool.size
+        sent = threads.submit(post)
+        done, _ = concurrent.futures.wait([sent], timeout=60)
+        assert done, f"the request waited for an instance ({pool.waiting} waiting)"
+        assert pool.waiting == 0 and pool.busy == pool.size
+    answer = sent.result()
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["param"] == param and error["code"] == "invalid_value"
+    assert "exceeds this model's limit of" in error["message"] and "grammar_limits." in error["message"]
+
+
 def test_a_grammar_whose_work_doubles_with_each_token_is_ended_at_the_step_limit(live):
     with httpx.Client(base_url=live.url, timeout=60) as http:
         strs = http.post("/tokenize", json={"model": "demo", "prompt": "xa", "add_special_tokens": False,
@@ -155,6 +200,49 @@ def test_a_grammar_whose_work_doubles_with_each_token_is_ended_at_the_step_limit
     assert took < 30 and healthy(live)
     served = live.client().chat.completions.create(model="tight", messages=MESSAGES, max_tokens=2)
     assert served.choices[0].finish_reason == "length"  # the engine is free again
+
+
+AMBIGUOUS = 'root ::= e\ne ::= "a" e "b" | "a" e "c"'
+"""Only runs of "a" fit, and after k of them llama.cpp holds 2^k stacks: a step soon takes too long."""
+COSTLY_CASES = [
+    ("/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 60}),
+    ("/v1/completions", {"prompt": "hi", "max_tokens": 60}),
+    ("/v1/responses", {"input": "hi", "max_output_tokens": 60}),
+]
+
+
+def _costly(error: dict) -> None:
+    assert error["code"] == "invalid_value", error
+    assert "more than the 0.2 s this model allows (grammar_limits.max_step_seconds)" in error["message"], error
+
+
+@pytest.mark.parametrize(("path", "fields"), COSTLY_CASES)
+def test_a_grammar_too_costly_to_follow_is_a_400_naming_it_in_every_api(live, path, fields):
+    """GrammarTooCostly, raised on the engine thread, ends its own request only, as a 400 (or, once
+    a stream began, its error event) naming the grammar's field and the limit."""
+    body = {"model": "tight", "temperature": 0, "x-localai-extensions": {"grammar": AMBIGUOUS}, **fields}
+    with httpx.Client(base_url=live.url, timeout=120) as http:
+        whole = http.post(path, json=body)
+        assert whole.status_code == 400, whole.text
+        assert whole.json()["error"]["param"] == "x-localai-extensions.grammar"
+        _costly(whole.json()["error"])
+        streamed = http.post(path, json={**body, "stream": True})
+    assert streamed.status_code == 200, streamed.text
+    events = [json.loads(line[len("data: "):]) for line in streamed.text.splitlines()
+              if line.startswith("data: {")]
+    if path == "/v1/responses":
+        error, failed = events[-2], events[-1]
+        assert (error["type"], failed["type"]) == ("error", "response.failed")
+        assert failed["response"]["status"] == "failed"
+        _costly(failed["response"]["error"])
+        stored = live.client().responses.retrieve(failed["response"]["id"])
+        assert stored.status == "failed" and stored.error.code == "invalid_value"
+    else:
+        error = events[-1]["error"]
+        assert streamed.text.rstrip().endswith("data: [DONE]")
+    assert error["param"] == "x-localai-extensions.grammar"
+    _costly(error)
+    assert live.client().completions.create(model="tight", prompt="hi", max_tokens=2).choices[0].text is not None
 
 
 @pytest.mark.parametrize(("limits", "message"), [

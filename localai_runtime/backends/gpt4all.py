@@ -49,8 +49,10 @@ __all__ = ["GPT4AllBackend", "GPT4AllInstance", "HONOURED_EXTENSIONS", "render_c
 
 logger = logging.getLogger(__name__)
 
+_EXTENSION_DEFAULTS = {"top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0, "repeat_last_n": 64}
+"""The ``x-localai-extensions`` sampling keys gpt4all honours, and the value of each left out."""
 #: Keys of ``x-localai-extensions`` this backend applies (the server rejects the others).
-HONOURED_EXTENSIONS = frozenset({"top_k", "min_p", "repeat_penalty", "repeat_last_n"})
+HONOURED_EXTENSIONS = frozenset(_EXTENSION_DEFAULTS)
 
 _SAMPLING = frozenset({"model", "max_tokens", "stop", "temperature", "top_p", "n", "stream", "stream_options"}) | {
     f"x-localai-extensions.{key}" for key in HONOURED_EXTENSIONS}
@@ -202,14 +204,11 @@ class GPT4AllInstance:
         ext = request.get("x-localai-extensions") or {}
         stop = request_value(request, "stop", [])
         stop = [stop] if isinstance(stop, str) else list(stop)
-        options = {
+        options = {  # read once, here: the fields of gpt4all's prompt context, with their defaults
             "n_predict": self._n_ctx if max_tokens is None else max_tokens,
             "temp": request_value(request, "temperature", 1.0),
             "top_p": request_value(request, "top_p", 1.0),
-            "top_k": ext.get("top_k", 0),
-            "min_p": ext.get("min_p", 0.0),
-            "repeat_penalty": ext.get("repeat_penalty", 1.0),
-            "repeat_last_n": ext.get("repeat_last_n", 64),
+            **{key: request_value(ext, key, default) for key, default in _EXTENSION_DEFAULTS.items()},
         }
         n = request_value(request, "n", 1)
         for p, prompt in enumerate(prompts):
@@ -290,12 +289,7 @@ class GPT4AllInstance:
                 return False
             return on_token(data) and not cancel.is_set()
 
-        context = _pyllmodel.LLModelPromptContext(
-            n_predict=options["n_predict"], top_k=options.get("top_k", 0), top_p=options.get("top_p", 1.0),
-            min_p=options.get("min_p", 0.0), temp=options.get("temp", 0.0), n_batch=self._n_batch,
-            repeat_penalty=options.get("repeat_penalty", 1.0), repeat_last_n=options.get("repeat_last_n", 64),
-            context_erase=0.75,
-        )
+        context = _pyllmodel.LLModelPromptContext(**options, n_batch=self._n_batch, context_erase=0.75)
         _pyllmodel.llmodel.llmodel_prompt(
             self._handle, prompt.encode("utf-8"), b"%1%2",  # "%1%2": no text around the prompt
             _pyllmodel.PromptCallback(on_prompt), _pyllmodel.ResponseCallback(on_response),

@@ -20,6 +20,7 @@ import logging
 import math
 import re
 from typing import Any
+from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 from connexion.datastructures import MediaTypeDict
 from connexion.spec import OpenAPISpecification
@@ -202,6 +203,19 @@ class _BodyValidator(JSONRequestBodyValidator):
             raise request_error(error)
 
 
+def _unbracketed(query: bytes, arrays: frozenset[str]) -> bytes:
+    """``query`` with each ``name[]=value`` of an array parameter in ``arrays`` written
+    ``name=value``: the official OpenAI SDKs spell arrays the brackets way (``include[]=a``), the
+    document declares ``include``."""
+    pairs = query.split(b"&")
+    for index, pair in enumerate(pairs):
+        key, sep, value = pair.partition(b"=")
+        name = unquote_to_bytes(key)
+        if sep and name.endswith(b"[]") and name[:-2].decode("latin-1") in arrays:
+            pairs[index] = quote_from_bytes(name[:-2]).encode("ascii") + b"=" + value
+    return b"&".join(pairs)
+
+
 class _Parameters(ParameterValidator):
     """Parameters validated with connexion's resolved copies of their (small) schemas, unknown
     query parameters refused by name; ``validator_map`` sets ``cache``."""
@@ -212,7 +226,16 @@ class _Parameters(ParameterValidator):
         # Nothing declared and no query string: nothing to check, and no request to build.
         if not self.parameters and not scope.get("query_string"):
             return
+        query = scope.get("query_string", b"")
+        if b"]=" in query.upper().replace(b"%5D", b"]"):  # name[]= (the SDKs' arrays): read, and passed on, as name=
+            scope["query_string"] = _unbracketed(query, self._arrays())
         super().validate(scope)
+
+    def _arrays(self) -> frozenset[str]:
+        """The operation's array query parameters whose bracketed name it does not declare itself."""
+        declared = {param["name"]: param for param in self.parameters.get("query", [])}
+        return frozenset(name for name, param in declared.items()
+                         if (param.get("schema") or {}).get("type") == "array" and f"{name}[]" not in declared)
 
     def validate_request(self, request):  # noqa: ANN001, ANN202 - connexion's signature
         if self.strict_validation:

@@ -17,16 +17,15 @@ from typing import Any
 
 from localai_runtime.errors import UnsupportedParameterError
 from localai_runtime.responses.tools import check_kinds, parse_tools, tool_request
-from localai_runtime.serving.fields import NO_OP_VALUES
+from localai_runtime.serving.fields import NESTED_NO_OPS, NO_OP_INCLUDES, NO_OP_VALUES
 from localai_runtime.tools.request import ToolRequest
 from localai_runtime.tools.response_format import ResponseFormat, text_format
 
 _COPIED = ("temperature", "top_p", "parallel_tool_calls", "x-localai-extensions")
 
 
-# What asks for nothing is chat's table (``fields.NO_OP_VALUES``), here on Responses' nested fields.
-_NO_REASONING = (None, *NO_OP_VALUES["reasoning_effort"])
-_NO_OP_INCLUDES = frozenset({"reasoning.encrypted_content"})  # no reasoning items: nothing to encrypt
+# What asks for nothing is serving.fields' table (NO_OP_VALUES, NESTED_NO_OPS), which registration
+# defaults are weighed by too, here removed from Responses' nested fields.
 _DEFAULT_VERBOSITY = (None, *NO_OP_VALUES["verbosity"])
 
 
@@ -34,7 +33,7 @@ def without_no_ops(body: Mapping[str, Any]) -> dict[str, Any]:
     request = dict(body)
     include = request.get("include")
     if isinstance(include, list):
-        request["include"] = [entry for entry in include if entry not in _NO_OP_INCLUDES]
+        request["include"] = [entry for entry in include if entry not in NO_OP_INCLUDES]
         if not request["include"]:
             request.pop("include")
     text = request.get("text")
@@ -42,7 +41,7 @@ def without_no_ops(body: Mapping[str, Any]) -> dict[str, Any]:
             and text.get("verbosity") in _DEFAULT_VERBOSITY:
         request.pop("text")
     reasoning = request.get("reasoning")
-    if reasoning is None or isinstance(reasoning, Mapping) and reasoning.get("effort") in _NO_REASONING:
+    if reasoning is None or NESTED_NO_OPS["reasoning"](reasoning):
         request.pop("reasoning", None)
     if request.get("service_tier") in NO_OP_VALUES["service_tier"]:
         request.pop("service_tier")
@@ -65,7 +64,7 @@ def refuse_include(include: Sequence[str] | None) -> None:
     """``include`` asks for extra output (logprobs, search sources...) no local model gives: any
     entry but ``reasoning.encrypted_content`` (there are no reasoning items) is a 400 naming it."""
     for entry in include or ():
-        if entry not in _NO_OP_INCLUDES:
+        if entry not in NO_OP_INCLUDES:
             raise UnsupportedParameterError(f"include {entry!r} is not supported by local models", param="include")
 
 

@@ -5,8 +5,10 @@
 where the turn's pieces come from.
 
 A response is stored (when its ``store`` is true) before its final object or its
-``response.completed`` event leaves, so a GET or a follow-up sent right after sees it. The
-ids in the stream, the final object and storage are the same objects (:mod:`.output`).
+``response.completed`` event leaves, so a GET or a follow-up sent right after sees it; one that
+cannot be stored is a 503, or ends its stream with ``response.failed`` saying so, and a background
+one's outcome is retried until the store takes it. The ids in the stream, the final object and
+storage are the same objects (:mod:`.output`).
 """
 
 from __future__ import annotations
@@ -14,12 +16,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from starlette.responses import JSONResponse, Response
 
-from localai_runtime.errors import APIError, InvalidRequestError, NotFoundError, log_error
+from localai_runtime.errors import (
+    APIError,
+    InvalidRequestError,
+    NotFoundError,
+    ServiceUnavailableError,
+    log_error,
+)
 from localai_runtime.responses.events import EventStream
 from localai_runtime.responses.hosted import without_hosted_tools
 from localai_runtime.responses.objects import TERMINAL, finished, page, response_object
@@ -39,7 +48,7 @@ from localai_runtime.serving import streaming
 from localai_runtime.serving.base import Serving
 from localai_runtime.serving.fields import RESPONSES
 from localai_runtime.serving.generation import until_disconnected
-from localai_runtime.serving.policy import Prepared
+from localai_runtime.serving.policy import Prepared, check_grammars
 from localai_runtime.serving.registrations import Registration
 from localai_runtime.serving.runtime import Runtime, current_request
 from localai_runtime.store import ResponseRecord, StoreError
@@ -48,6 +57,11 @@ if TYPE_CHECKING:
     from localai_runtime.store import Store
 
 logger = logging.getLogger(__name__)
+
+STORE_RETRY_FOR_S = 600.0
+"""How long a background response's outcome is retried while the store fails."""
+STORE_RETRY_MAX_S = 30.0
+"""The longest wait between two of those tries."""
 
 
 class ResponsesServing(Serving):
@@ -66,7 +80,9 @@ class ResponsesServing(Serving):
 
     async def answer(self, runtime: Runtime, body: Mapping[str, Any], prepared: Prepared,
                      receive: Callable[[], Any]) -> Response:
-        return await _create(runtime, await open_turn(runtime, body, prepared, local_pieces), receive)
+        turn = await open_turn(runtime, body, prepared, local_pieces)
+        await check_grammars(turn.prepared)  # before any wait: an over-limit grammar is a 400 at once
+        return await _create(runtime, turn, receive)
 
     async def relay(self, runtime: Runtime, body: Mapping[str, Any], prepared: Prepared,
                     receive: Callable[[], Any]) -> Response:
@@ -106,7 +122,12 @@ async def _finish(runtime: Runtime, turn: Turn, response: dict[str, Any],
                      prompt_tokens=builder.prompt_tokens, completion_tokens=builder.completion_tokens,
                      cached_tokens=builder.cached_tokens, incomplete_reason=reason)
     turn.finishing = True  # from here a cancel no longer changes the outcome: the answer is stored
-    await asyncio.shield(_save(runtime, turn, final))
+    try:
+        await asyncio.shield(_save(runtime, turn, final))
+    except ServiceUnavailableError as exc:  # a stream then ends with response.failed saying so, not completed
+        raise ServiceUnavailableError(
+            f"Response '{turn.response_id}' was generated but could not be stored, so it is not kept (a GET of it "
+            "will not find it): the response store is unavailable; the server's log says why.") from exc
     turn.observer.finished(builder.finish_reason or "stop", builder.prompt_tokens, builder.completion_tokens)
     return events, final
 
@@ -116,12 +137,10 @@ async def _save(runtime: Runtime, turn: Turn, body: dict[str, Any]) -> None:
         return
     record = ResponseRecord(turn.response_id, turn.created_at, body["model"], body["status"], body, turn.input,
                             turn.request.get("previous_response_id"), turn.conversation_id)
-    try:  # the conversation first: a response is never stored naming a conversation without its items
-        conversation = turn.conversation_id
-        appended = body["status"] in ("completed", "incomplete")
-        if conversation and appended and not await runtime.store.add_items(conversation, turn.input + body["output"]):
+    appended = turn.conversation_id and body["status"] in ("completed", "incomplete")
+    try:  # with its conversation's new items, in one transaction: both are stored, or neither
+        if not await runtime.store.put_response(record, appended=turn.input + body["output"] if appended else None):
             raise NotFoundError(f"Conversation with id '{turn.conversation_id}' not found.", param="conversation")
-        await runtime.store.put_response(record)
     except StoreError as exc:
         raise store_unavailable(exc) from exc
 
@@ -188,9 +207,31 @@ async def _background(runtime: Runtime, turn: Turn, response: dict[str, Any]) ->
         error = streaming.api_error(exc)
         operation, key = current_request()
         log_error(error, f"{operation or 'createResponse'} (background response {turn.response_id})", key=key)
-        with contextlib.suppress(APIError):
-            await _save(runtime, turn, finished(response, "failed", error={
-                "code": error.code or "server_error", "message": error.message}))
+        runtime.count_error(error)
+        if turn.reservation is not None:
+            turn.reservation.release()  # the retries below hold no queue place
+        await _stored_eventually(runtime, turn, finished(response, "failed", error={
+            "code": error.code or "server_error", "message": error.message}))
+
+
+async def _stored_eventually(runtime: Runtime, turn: Turn, outcome: dict[str, Any]) -> None:
+    """Store a background response's outcome, retrying while the store fails (a full disk, a
+    database restarting) with waits growing to :data:`STORE_RETRY_MAX_S`, for up to
+    :data:`STORE_RETRY_FOR_S`: a client polling it reads how it ended, not ``in_progress`` forever."""
+    deadline, wait = time.monotonic() + STORE_RETRY_FOR_S, 1.0
+    while True:
+        try:
+            await _save(runtime, turn, outcome)
+            return
+        except ServiceUnavailableError:  # logged by the store's error
+            if time.monotonic() + wait > deadline:
+                logger.error("background response %s: its outcome (%s) could not be stored in %.0f s; it stays "
+                             "stored as it was before", turn.response_id, outcome["status"], STORE_RETRY_FOR_S)
+                return
+        except APIError:  # its conversation is gone: nothing to retry
+            return
+        await asyncio.sleep(wait)
+        wait = min(2 * wait, STORE_RETRY_MAX_S)
 
 
 # -- stored responses ---------------------------------------------------------------------

@@ -6,7 +6,7 @@ requests), so neither imports the other for it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from localai_runtime.spec.request_schemas import MISSING, RequestSchema, RequestSchemas
@@ -27,6 +27,18 @@ NO_OP_VALUES: Mapping[str, frozenset[Any]] = {
 }
 """Values that ask for nothing of the backend, like the field left out (the document gives these
 fields' defaults inside an ``anyOf``, where :meth:`RequestSchema.default_of` does not look)."""
+
+NO_OP_INCLUDES = frozenset({"reasoning.encrypted_content"})
+"""Responses' ``include`` entries that ask for nothing: no model here reasons, so there is no
+reasoning to encrypt."""
+
+NESTED_NO_OPS: Mapping[str, Callable[[Any], bool]] = {
+    "reasoning": lambda value: isinstance(value, Mapping) and value.get("effort") in (
+        None, *NO_OP_VALUES["reasoning_effort"]),
+    "include": lambda value: isinstance(value, list) and set(value) <= NO_OP_INCLUDES,
+}
+"""Responses' objects and lists that ask for nothing (``reasoning: {effort: none}``, whatever its
+summary; ``include: [reasoning.encrypted_content]``), weighed like :data:`NO_OP_VALUES`."""
 
 HINT_FIELDS = frozenset({"service_tier", "verbosity"})
 """Fields that ask for a way of serving (a processing tier, a concise or verbose style) that a
@@ -116,6 +128,8 @@ def set_fields(values: Mapping[str, Any], request: RequestSchema | None = None) 
 def _asks_nothing(request: RequestSchema, key: str, value: Any) -> bool:
     if key in NO_OP_VALUES:
         return value in NO_OP_VALUES[key]
+    if key in NESTED_NO_OPS and NESTED_NO_OPS[key](value):
+        return True
     default = request.default_of(key)
     return default is not MISSING and default == value
 

@@ -17,6 +17,7 @@ default policy. A field set to ``null``, to its documented default or to a value
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,8 @@ from localai_runtime.serving.registrations import Registration
 from localai_runtime.spec.integers import integral
 from localai_runtime.spec.request_schemas import RequestSchemas
 from localai_runtime.spec.schema_errors import request_error
+from localai_runtime.tools.grammar_checks import check_request_grammars, has_grammars
+from localai_runtime.tools.grammar_limits import GrammarLimits
 from localai_runtime.tools.request import NO_TOOLS, ToolRequest
 from localai_runtime.tools.response_format import TEXT, ResponseFormat
 
@@ -123,6 +126,9 @@ def prepare(
         raise _unsupported(name, registration, operation_id)
 
     merged = effective_request(registration.defaults, incoming, registration.overrides)
+    for name in set_fields({key: merged[key] for key in HINT_FIELDS - served if key in merged}, request):
+        merged.pop(name)  # a registration's default hint, not followed either: said so as a request's is
+        dropped += [] if name in dropped else [name]
     unchanged = validated and not dropped and not registration.defaults and not registration.overrides
     error = None if unchanged else schemas.first_error(request, merged)  # else: validated as it came
     if error is not None:
@@ -130,3 +136,16 @@ def prepare(
     document = schemas.spec.document
     merged = {key: integral(value, request.fields.get(key), document) for key, value in merged.items()}
     return Prepared(registration, merged, dropped, request_filters(merged))
+
+
+async def check_grammars(prepared: Prepared) -> None:
+    """Every grammar ``prepared`` brings (tool parameters, a JSON answer format, a GBNF grammar)
+    measured against the registration's ``grammar_limits`` now, before the request waits for an
+    instance: one over a limit is a 400 at once. The measure runs in a worker thread (a GBNF text
+    at the 1,000,000-character limit takes most of a second). A relayed request's grammars are
+    the engine's to build, and its limits to apply."""
+    extensions = prepared.request.get(EXTENSIONS) or {}
+    if prepared.registration.remote or not has_grammars(prepared.tools, prepared.response_format, extensions):
+        return
+    limits = GrammarLimits.from_settings(prepared.registration.settings.get("grammar_limits"))
+    await asyncio.to_thread(check_request_grammars, limits, prepared.tools, prepared.response_format, extensions)

@@ -35,6 +35,7 @@ from localai_runtime.backends.abstract import COMMON_SETTINGS_SCHEMA
 from localai_runtime.errors import InvalidRequestError, ModelNotFoundError, SpecError
 from localai_runtime.model_packages import model_path
 from localai_runtime.serving.fields import (
+    HINT_FIELDS,
     SERVER_FIELDS,
     backend_operations,
     honoured,
@@ -302,12 +303,16 @@ class _Loader:
             error = self.schemas.first_error_in_part(request, known)
             if error is not None:
                 self.error(where, f"{section} for {operation}: {describe(error, section)[0]}")
-            if backend is not None:
+            if backend is not None:  # weighed as the policy weighs a request's fields (no-ops and hints pass)
                 served = honoured(backend, operation, settings)
-                for name in set_fields(known):
+                for name in set_fields(known, request):
                     if name not in served and name not in SERVER_FIELDS and not is_metadata(name):
                         message = f"backend {backend.name} does not honour it for {operation}"
-                        self.error(where, f"{section}.{name}: {message}")
+                        if name in HINT_FIELDS:
+                            logger.warning("%s: %s.%s: %s; answers list it in x-localai-dropped-fields",
+                                           where, section, name, message)
+                        else:
+                            self.error(where, f"{section}.{name}: {message}")
 
 
 def load_registrations(configs_dir: Path | None, schemas: RequestSchemas, backends: BackendRegistry) -> Registrations:

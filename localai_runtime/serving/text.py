@@ -23,7 +23,7 @@ from localai_runtime.backends import ModelInstance, Piece, Pieces
 from localai_runtime.serving import streaming
 from localai_runtime.serving.base import Serving
 from localai_runtime.serving.generation import collect_pieces, run_pieces, until_disconnected
-from localai_runtime.serving.policy import Prepared
+from localai_runtime.serving.policy import Prepared, check_grammars
 from localai_runtime.serving.runtime import Runtime
 from localai_runtime.serving.streaming import sse
 
@@ -37,6 +37,7 @@ class TextServing(Serving):
 
     async def answer(self, runtime: Runtime, body: Mapping[str, Any], prepared: Prepared,
                      receive: Callable[[], Any]) -> Response:
+        await check_grammars(prepared)  # before any wait: an over-limit grammar is a 400 at once
         stop = threading.Event()
         if prepared.request.get("stream"):
             return await streaming.respond(runtime, _stream(runtime, self, prepared, stop), receive, stop,

@@ -96,11 +96,16 @@ def delete_conversation(engine: Engine, conversation_id: str) -> bool:
 def add_items(engine: Engine, conversation_id: str, items: list[dict]) -> bool:
     """Append ``items`` in order; ``False`` if there is no such conversation."""
     with writing(engine) as conn:
-        if not _exists(conn, conversation_id, lock=True):
-            return False
-        last = conn.execute(select(func.max(_items.position)).where(_items.conversation_id == conversation_id)).scalar()
-        _append(conn, conversation_id, items, 0 if last is None else last + 1)
-        conn.execute(update(conversations).where(conversations.c.id == conversation_id).values(updated_at=time.time()))
+        return append_items(conn, conversation_id, items)
+
+
+def append_items(conn: Connection, conversation_id: str, items: list[dict]) -> bool:
+    """:func:`add_items` in the write transaction of ``conn``."""
+    if not _exists(conn, conversation_id, lock=True):
+        return False
+    last = conn.execute(select(func.max(_items.position)).where(_items.conversation_id == conversation_id)).scalar()
+    _append(conn, conversation_id, items, 0 if last is None else last + 1)
+    conn.execute(update(conversations).where(conversations.c.id == conversation_id).values(updated_at=time.time()))
     return True
 
 

@@ -127,8 +127,10 @@ class Store:
 
     # responses
 
-    async def put_response(self, record: ResponseRecord) -> None:
-        await self._run(f"store response {record.id!r}", responses.put_response, record)
+    async def put_response(self, record: ResponseRecord, *, appended: list[dict] | None = None) -> bool:
+        """Store ``record``; with ``appended``, add those items to its conversation at once (both
+        or neither: ``False`` when the conversation is gone)."""
+        return await self._run(f"store response {record.id!r}", responses.put_response, record, appended)
 
     async def get_response(self, response_id: str) -> ResponseRecord | None:
         return await self._run(f"read response {response_id!r}", responses.get_response, response_id)

@@ -15,6 +15,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine, Row
 
+from localai_runtime.store.conversations import append_items
 from localai_runtime.store.engine import reading, writing
 from localai_runtime.store.jsontext import dumps, loads
 from localai_runtime.store.paging import page
@@ -52,8 +53,10 @@ def _postgres_upsert(conn: Connection, response_id: str, values: dict[str, Any])
 _UPSERTS: dict[str, Callable[[Connection, str, dict[str, Any]], None]] = {"postgresql": _postgres_upsert}
 
 
-def put_response(engine: Engine, record: ResponseRecord) -> None:
-    """Insert ``record``, or replace the stored response with its id."""
+def put_response(engine: Engine, record: ResponseRecord, appended: list[dict] | None = None) -> bool:
+    """Insert ``record``, or replace the stored response with its id; with ``appended``, add those
+    items to its conversation in the same transaction (both or neither are stored: ``False``, and
+    nothing written, when the conversation is gone)."""
     values = {
         "created_at": record.created_at,
         "updated_at": time.time(),
@@ -65,7 +68,10 @@ def put_response(engine: Engine, record: ResponseRecord) -> None:
         "input_items": dumps(record.input_items),
     }
     with writing(engine) as conn:
+        if appended is not None and not append_items(conn, str(record.conversation_id), appended):
+            return False
         _UPSERTS.get(conn.dialect.name, _update_or_insert)(conn, record.id, values)
+    return True
 
 
 def get_response(engine: Engine, response_id: str) -> ResponseRecord | None:

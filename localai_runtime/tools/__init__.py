@@ -10,6 +10,8 @@
 - ``grammar_limits``: what one request's grammar may cost (a registration's ``grammar_limits``),
   and the check of a JSON Schema against it before it is converted;
 - ``gbnf_limits``: the same check of a GBNF text before llama.cpp parses it;
+- ``grammar_checks``: every grammar input of one request measured against those limits, as the
+  serving layer does before the request waits for a model instance;
 - ``parsing``: splitting generated text into content and calls, whole or as it streams;
 - ``response_format``: what the answer must be (text, a JSON object, JSON of a schema), parsed once;
 - ``lark``, ``patterns`` and ``custom_grammar``: a custom tool's Lark or regex grammar read and

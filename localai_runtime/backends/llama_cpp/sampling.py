@@ -18,7 +18,8 @@ from localai_runtime.backends.llama_cpp.engine.params import Bias, SamplingParam
 from localai_runtime.backends.llama_cpp.json_grammar import schema_to_gbnf
 from localai_runtime.errors import InvalidRequestError
 from localai_runtime.tools.gbnf_limits import check_gbnf
-from localai_runtime.tools.grammar_limits import GrammarLimits, check_schema
+from localai_runtime.tools.grammar_checks import GRAMMAR_PARAM
+from localai_runtime.tools.grammar_limits import GrammarLimits
 from localai_runtime.tools.response_format import JSON_OBJECT, JSON_SCHEMA, ResponseFormat
 
 _BANNED = -1e30  # a finite "never": a grammar may still force the token when nothing else is allowed
@@ -75,27 +76,37 @@ def read_params(vocabulary: Vocabulary, request: Mapping[str, Any], response_for
         max_tokens = request_value(request, "max_tokens", COMPLETION_MAX_TOKENS)
         top = request_value(request, "logprobs")
     bias = _bias(vocabulary, request, ext)
-    limits = vocabulary.grammar_limits
-    text, param = _answer_gbnf(response_format, ext, limits)
-    grammar = None if text is None else compile_grammar(vocabulary.vocab, text, param, limits)
+    grammar = _answer_grammar(vocabulary, response_format, ext)
     return SamplingParams(**given, bias=bias, top_logprobs=top, grammar=grammar,
                           max_tokens=max_tokens, stop=(stop,) if isinstance(stop, str) else tuple(stop))
 
 
-def _answer_gbnf(response_format: ResponseFormat, ext: Mapping[str, Any],
-                 limits: GrammarLimits) -> tuple[str | None, str]:
-    """The GBNF the answer must follow (a grammar, or a JSON response format), and its field; a
-    schema over ``limits`` is refused before it is converted."""
+def _answer_grammar(vocabulary: Vocabulary, response_format: ResponseFormat,
+                    ext: Mapping[str, Any]) -> LazyGrammar | None:
+    """The grammar the answer must follow: the request's GBNF (measured against the limits when
+    the request was prepared, before it waited: ``serving.policy.check_grammars``), or one made
+    from a JSON response format (its schema measured then too; the GBNF made of it is measured
+    here, as llama.cpp will read it)."""
+    limits = vocabulary.grammar_limits
+    text, param = _answer_gbnf(response_format, ext)
+    if text is None:
+        return None
+    if param == GRAMMAR_PARAM:
+        return LazyGrammar(vocabulary.vocab, text, param, limits.max_step_seconds)
+    return compile_grammar(vocabulary.vocab, text, param, limits)
+
+
+def _answer_gbnf(response_format: ResponseFormat, ext: Mapping[str, Any]) -> tuple[str | None, str]:
+    """The GBNF the answer must follow (a grammar, or a JSON response format), and its field."""
     if "grammar" in ext and response_format.constrained:
         raise InvalidRequestError(f"give either a grammar or a JSON {response_format.param}, not both",
                                   param=response_format.param)
     if "grammar" in ext:
-        return ext["grammar"], "x-localai-extensions.grammar"
+        return ext["grammar"], GRAMMAR_PARAM
     if response_format.type == JSON_OBJECT:
         return JSON_GBNF, response_format.param
     if response_format.type == JSON_SCHEMA:
         schema = {} if response_format.schema is None else response_format.schema
-        check_schema(schema, response_format.schema_param, limits)
         try:
             return schema_to_gbnf(json.dumps(schema)), response_format.param
         except Exception as exc:  # the converter raises assorted errors for unsupported schemas

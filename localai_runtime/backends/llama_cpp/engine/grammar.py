@@ -28,7 +28,11 @@ checked only when none of them fits."""
 
 
 class GrammarTooCostly(InvalidRequestError):
-    """One token's grammar work took longer than the grammar's limit."""
+    """One token's grammar work took longer than the grammar's limit: the request's mistake, a 400
+    (``invalid_value``) naming the grammar's field and ``grammar_limits.max_step_seconds``. Raised
+    on the engine thread while sampling, where the scheduler ends only this request with it (its
+    slot and grammar freed); the request's reader raises it, before its answer began or as its
+    stream's error event (Responses: ``response.failed``, stored so)."""
 
 
 class LazyGrammar:
@@ -71,7 +75,7 @@ class LazyGrammar:
     def _timed(self, begun: float) -> None:
         took = time.perf_counter() - begun
         if took > self.step_seconds:
-            raise GrammarTooCostly(f"the grammar took {took:.1f} s over one token, more than the {self.step_seconds} s "
+            raise GrammarTooCostly(f"the grammar took {took:.2f} s over one token, more than the {self.step_seconds} s "
                                    "this model allows (grammar_limits.max_step_seconds): it is too ambiguous to follow",
                                    param=self.param)
 
