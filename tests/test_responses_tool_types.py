@@ -16,6 +16,7 @@ import lark
 import llama_cpp
 import pytest
 
+from localai_runtime.responses.events import EventStream
 from localai_runtime.responses.items import input_items, to_messages
 from localai_runtime.responses.output import InputText
 from localai_runtime.responses.request import chat_request
@@ -338,3 +339,24 @@ def test_plan_calls_converts_each_tools_schema_once(monkeypatch):
         model.close()
     assert plan is not None and plan.whole is not None and plan.after_trigger is not None
     assert len(converted) == 3  # get_weather, get_me, get_issue: once each, for both grammars
+
+
+@pytest.mark.parametrize(("arguments", "text"), [
+    ('{"input": "a\\qb"}', "a\\qb"),  # an escape JSON does not have: kept as written
+    ('{"input": "\\uZZZZ!"}', "\\uZZZZ!"),
+    ('{"input": "x\\ud83d"}', "x\ufffd"),  # a lone surrogate, at the end
+    ('{"input": "\\ud83dy"}', "\ufffdy"),
+    ('{"input": "\\ud83d\\u0041"}', "\ufffdA"),
+    ('{"input": "\\udc00"}', "\ufffd"),  # a low half alone
+    ('{"input": "\\ud83d\\ude00"}', "\U0001F600"),
+    ('{"input": 5}', '{"input": 5}'),  # not a string: the arguments as written
+    ("no arguments at all", "no arguments at all"),
+])
+def test_a_custom_input_an_unconstrained_model_wrote_never_raises(arguments, text):
+    stream = EventStream()
+    for size in (1, 2, 5, len(arguments)):
+        decoder = InputText()
+        deltas = "".join(decoder.feed(arguments[i:i + size]) for i in range(0, len(arguments), size))
+        assert decoder.whole() == text, size
+        assert deltas in (text, "")  # streamed as decoded, or (not an input string) only at the end
+        stream.frame({"type": "response.custom_tool_call_input.done", "input": decoder.whole()})  # encodes
