@@ -360,3 +360,50 @@ def test_a_custom_input_an_unconstrained_model_wrote_never_raises(arguments, tex
         assert decoder.whole() == text, size
         assert deltas in (text, "")  # streamed as decoded, or (not an input string) only at the end
         stream.frame({"type": "response.custom_tool_call_input.done", "input": decoder.whole()})  # encodes
+
+
+# -- fields a backend would not act on ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def relaying_server(built_spec, tmp_path_factory):
+    """A server relaying to another (the shipped demo registrations) with ``openai-upstream``:
+    ``relayed`` refuses unsupported fields, ``relayed-drop`` drops them."""
+    with live_server(built_spec, store=False) as upstream:
+        directory = tmp_path_factory.mktemp("relaying")
+        (directory / "relayed.yaml").write_text("\n".join(textwrap.dedent(f"""\
+            - registration: {{model: {name}, operations: [createResponse]}}
+              local_settings: {{backend: openai-upstream, base_urls: ["{upstream.url}/v1"], upstream_model: demo}}
+              request_defaults: {{max_output_tokens: 32}}
+              policy: {{unsupported_parameters: {policy}}}
+            """) for name, policy in (("relayed", "error"), ("relayed-drop", "drop"))))
+        with live_server(built_spec, configs_dir=directory) as live:
+            yield live
+
+
+def test_a_custom_grammar_a_relayed_backend_cannot_enforce_is_refused_or_dropped(relaying_server):
+    """The relayed engine would get the tool as a function of free ``{"input": string}``."""
+    namespaced = {"type": "namespace", "name": "ns", "description": "Tools", "tools": [ANSWER]}
+    refused = post(relaying_server, {"model": "relayed", "input": "hi", "tools": [WEATHER, namespaced]})
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["param"] == "tools[1].tools[0].format"
+    assert refused.json()["error"]["code"] == "unsupported_parameter"
+    dropped = post(relaying_server, {"model": "relayed-drop", "input": "hi", "tools": [ANSWER, WALK]})
+    assert dropped.status_code == 200, dropped.text
+    assert dropped.headers[DROPPED].split(", ") == ["tools[0].format", "tools[1].format"]
+    free = {"type": "custom", "name": "note", "description": "Free text"}  # no format: nothing unenforced
+    relayed = post(relaying_server, {"model": "relayed", "input": "hi", "tools": [free]})
+    assert relayed.status_code == 200, relayed.text
+    assert DROPPED not in relayed.headers
+
+
+def test_defer_loading_true_is_refused_or_dropped(hosted_server, relaying_server):
+    """No tool search loads deferred tools here: the tool would be shown as loaded."""
+    deferred = {**WEATHER, "defer_loading": True}
+    refused = post(hosted_server, {"model": "demo", "input": "hi", "tools": [WALK, deferred]})
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["param"] == "tools[1].defer_loading"
+    assert post(hosted_server, {"model": "demo", "input": "hi", "max_output_tokens": 16,
+                                "tools": [{**WEATHER, "defer_loading": False}]}).status_code == 200
+    dropped = post(relaying_server, {"model": "relayed-drop", "input": "hi", "tools": [deferred]})
+    assert dropped.status_code == 200, dropped.text
+    assert dropped.headers[DROPPED] == "tools[0].defer_loading"
