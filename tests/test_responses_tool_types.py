@@ -407,3 +407,27 @@ def test_defer_loading_true_is_refused_or_dropped(hosted_server, relaying_server
     dropped = post(relaying_server, {"model": "relayed-drop", "input": "hi", "tools": [deferred]})
     assert dropped.status_code == 200, dropped.text
     assert dropped.headers[DROPPED] == "tools[0].defer_loading"
+
+
+def _answers(description: str) -> dict:
+    return {"type": "namespace", "name": "ns", "description": description, "tools": [ANSWER]}
+
+
+def test_a_namespace_description_reaches_the_prompt_and_its_custom_tool_round_trips(hosted_server):
+    """The namespace's description heads its tools' descriptions (the prompt grows with it); a
+    custom tool inside a namespace is called with its name and namespace, and its output taken."""
+    chat, _, _ = chat_request({"model": "demo", "tools": [_answers("Yes-no tools.")]}, [])
+    assert chat["tools"][0]["function"]["description"].startswith("Yes-no tools.\n\nSay yes or no")
+    body = {"model": "demo", "input": "Agree?", "store": False, "max_output_tokens": 128,
+            "tool_choice": {"type": "custom", "name": "answer", "namespace": "ns"}}
+    short = post(hosted_server, {**body, "tools": [_answers("x")]}).json()
+    long = post(hosted_server, {**body, "tools": [_answers("x" + " Tools that answer a question." * 10)]}).json()
+    assert long["usage"]["input_tokens"] >= short["usage"]["input_tokens"] + 30
+    call = short["output"][-1]
+    assert (call["type"], call["name"], call["namespace"]) == ("custom_tool_call", "answer", "ns")
+    assert call["input"] in ("yes", "no")
+    second = post(hosted_server, {**body, "tool_choice": "none", "tools": [_answers("x")], "input": [
+        {"role": "user", "content": "Agree?"}, call, {"type": "custom_tool_call_output", "call_id": call["call_id"],
+                                                      "output": "noted"}]})
+    assert second.status_code == 200, second.text
+    assert second.json()["output"][0]["type"] == "message"
