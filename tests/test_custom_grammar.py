@@ -174,6 +174,8 @@ def test_a_regex_syntax_grammar_takes_what_re_matches(vocabulary, pattern, texts
     (r'start: "\ud800"', "lark", "lone surrogate U+D800"),
     ('start: "\udfff".."\udfff"', "lark", "lone surrogate U+DFFF"),
     ("a\udc00", "regex", "lone surrogate U+DC00"),
+    ('start: "x" -> | "y"', "lark", "an alias '->' must be followed by a name"),
+    ('start: "x" ->', "lark", "an alias '->' must be followed by a name"),
 ])
 def test_other_constructs_are_refused_naming_the_definition_and_the_construct(definition, syntax, construct):
     with pytest.raises(InvalidRequestError) as refused:

@@ -39,8 +39,8 @@ def has_grammars(tools: ToolRequest, response_format: ResponseFormat, extensions
 def check_request_grammars(limits: GrammarLimits, tools: ToolRequest, response_format: ResponseFormat,
                            extensions: Mapping[str, Any]) -> None:
     """A 400 naming the field and the limit for the first grammar input over ``limits``: a tool's
-    parameters or a custom tool's translated grammar, a JSON ``response_format`` (or ``text.format``) schema, the GBNF of
-    ``x-localai-extensions.grammar``."""
+    parameters or a custom tool's translated grammar, a JSON ``response_format`` (or
+    ``text.format``) schema, the GBNF of ``x-localai-extensions.grammar``."""
     for tool, param in tool_grammars(tools):
         if tool.grammar is not None:  # a custom tool's grammar, as translated to GBNF
             check_gbnf(tool.grammar, param, limits)

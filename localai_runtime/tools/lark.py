@@ -197,7 +197,9 @@ class _Parser:
         while self.peek()[0] not in ("newline", "end") and self.peek()[1] not in ("|", ")", "]"):
             if self.peek()[0] == "arrow":  # an alias names the tree node, not the language
                 self.take()
-                self.take()
+                kind, alias = self.take()
+                if kind != "name" or alias[0] in "?!" or "." in alias:
+                    raise GrammarConstructError(f"an alias '->' must be followed by a name, not {alias or 'the end'!r}")
                 continue
             items.append(self.quantified(self.atom(depth)))
         return items[0] if len(items) == 1 else ("seq", items)
