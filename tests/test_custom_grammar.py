@@ -120,6 +120,12 @@ REGEX_CASES = [
     (r"[^\s\\]+(/\w+)*", ["a/b_c/d", "a\\b", "x y", "é/é"]),
     (r"[a-c\]]{1,2}x?", ["]", "ab", "abc", "cx"]),
     (r"(?P<q>.)*z", ["anything z", "z", "a\nz"]),
+    (r"[ -~]+", ['say "hi"', "back\\slash", '\\"', 'a"b\\c', "tab\there", "é"]),
+    (r"\\[\\\"]?\"", ['\\"', '\\\\"', '\\""', '"']),
+    ("a\u2028b\u2029c\x85d", ["a\u2028b\u2029c\x85d", "ab\u2029c\x85d", "a\nb\u2029c\x85d"]),
+    (r"a\u2028b", ["a\u2028b", "ab", "a\nb"]),
+    (r"a{,3}b{,}", ["b", "aaab", "aaaab", "abbb"]),
+    (r"\0\012\101", ["\0\nA", "\0012101"]),
 ]
 
 
@@ -156,6 +162,20 @@ def test_a_regex_syntax_grammar_takes_what_re_matches(vocabulary, pattern, texts
     ('start: x "b"\nx: start | "a"', "lark", "left recursion"),
     ('start: "a"? start "b" | "c"', "lark", "left recursion"),
     ('start: "' + "a" * 100_001 + '"', "lark", "longer than the 100000"),
+    ("a{5,2}", "regex", "the count {5,2}, whose maximum is below its minimum"),
+    ('start: "a" ~ 5..2', "lark", "~ 5..2 has its maximum below its minimum"),
+    ('start: "z".."a"', "lark", 'a bad range "z".."a"'),
+    (r"[\x00-\x08]", "regex", "allows no character that can be generated"),
+    (r"[^\x00-\U0010FFFF]", "regex", "allows no character that can be generated"),
+    ('start: "\x01".."\x08"', "lark", "allows no character that can be generated"),
+    (r"a\ud800", "regex", "not a Unicode scalar value"),
+    (r"[\ud800-\udfff]", "regex", "not a Unicode scalar value"),
+    (r"\U00110000", "regex", "not a Unicode scalar value"),
+    (r'start: "\ud800"', "lark", "lone surrogate U+D800"),
+    ('start: "\udfff".."\udfff"', "lark", "lone surrogate U+DFFF"),
+    ("a\udc00", "regex", "lone surrogate U+DC00"),
+    ('start: "x" -> | "y"', "lark", "an alias '->' must be followed by a name"),
+    ('start: "x" ->', "lark", "an alias '->' must be followed by a name"),
 ])
 def test_other_constructs_are_refused_naming_the_definition_and_the_construct(definition, syntax, construct):
     with pytest.raises(InvalidRequestError) as refused:
@@ -178,3 +198,71 @@ def test_a_malformed_format_is_named(form, param):
 def test_text_format_or_none_leaves_the_input_free():
     assert input_grammar(None, "tools[0].format") is None
     assert input_grammar({"type": "text"}, "tools[0].format") is None
+
+
+@pytest.mark.parametrize(("definition", "syntax", "construct"), [
+    # each is refused in well under a second (the translation runs in a worker thread); timings are
+    # not asserted here
+    ("".join(f"[^{chr(0x100 + i)}]" for i in range(20_000)), "regex", "character classes alone take more than"),
+    ('start: "x"\n' + "".join(f'b{i}:"x"\n' for i in range(10_001)), "lark", "more than the 10000 translated"),
+    ("start: a0\n" + "".join(f"a{i}: a{i + 1}\n" for i in range(7000)) + "a7000: a0\n", "lark", "left recursion"),
+    ("{" * 99_990 + "}" + "a{3,1}", "regex", "the count {3,1}"),
+])
+def test_hostile_definitions_are_refused_naming_the_definition(definition, syntax, construct):
+    with pytest.raises(InvalidRequestError) as refused:
+        grammar(definition, syntax)
+    assert refused.value.param == "tools[0].format.definition"
+    assert construct in refused.value.message
+
+
+def test_a_long_chain_of_rules_that_may_match_nothing_is_read_as_such(vocabulary):
+    """7000 rules each only the next, the last empty (the nullable analysis is linear): the
+    grammar's language is "" then "b"."""
+    definition = 'start: a0 "b"\n' + "".join(f"a{i}: a{i + 1}\n" for i in range(7000)) + 'a7000: ""\n'
+    gbnf = grammar(definition)
+    assert accepts(vocabulary, gbnf, json.dumps({"input": "b"}))
+    assert not accepts(vocabulary, gbnf, json.dumps({"input": "ab"}))
+
+
+def test_a_grammar_of_reversed_counts_in_gbnf_is_refused_as_llama_cpp_would_never_finish_it():
+    for text in ('root ::= ( "a" ){5,2}', 'root ::= "a"{ 3 , # two\n 2 }'):
+        with pytest.raises(InvalidRequestError, match="maximum below its minimum") as refused:
+            check_gbnf(text, "x-localai-extensions.grammar", GrammarLimits())
+        assert refused.value.param == "x-localai-extensions.grammar"
+
+
+def _custom(syntax: str, definition: str) -> dict:
+    return {"model": "demo", "input": "hi", "max_output_tokens": 64, "store": False,
+            "tool_choice": {"type": "custom", "name": "t"},
+            "tools": [{"type": "custom", "name": "t", "format": {"type": "grammar", "syntax": syntax,
+                                                                  "definition": definition}}]}
+
+
+@pytest.mark.parametrize(("path", "body", "param", "said"), [
+    ("/v1/chat/completions", {"model": "demo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2,
+                              "x-localai-extensions": {"grammar": 'root ::= ( "a" ){5,2}'}},
+     "x-localai-extensions.grammar", "maximum below its minimum"),
+    ("/v1/responses", _custom("regex", "a{5,2}"), "tools[0].format.definition", "maximum is below its minimum"),
+    ("/v1/responses", _custom("lark", 'start: "a" ~ 5..2'), "tools[0].format.definition", "maximum below"),
+    ("/v1/responses", _custom("regex", r"a\ud800"), "tools[0].format.definition", "not a Unicode scalar value"),
+    ("/v1/responses", _custom("lark", 'start: "\\ud800"'), "tools[0].format.definition", "lone surrogate"),
+    ("/v1/responses", _custom("regex", r"[\x00-\x08]"), "tools[0].format.definition", "allows no character"),
+    ("/v1/responses", _custom("lark", 'start: "z".."a"'), "tools[0].format.definition", "a bad range"),
+])
+def test_a_live_server_refuses_definitions_llama_cpp_would_hang_or_fail_on(server, path, body, param, said):
+    """Each once ran llama.cpp out of memory, or failed with a 500; now a 400 naming the field."""
+    with server.http() as http:
+        response = http.post(path, json=body)
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert (error["param"], error["code"]) == (param, "invalid_value") and said in error["message"], error
+        assert http.get("/healthz").status_code == 200
+
+
+def test_a_live_server_generates_under_a_definition_with_line_separators(server):
+    """U+2028, U+2029 and U+0085 in a literal stay one line of the grammar."""
+    with server.http() as http:
+        response = http.post("/v1/responses", json=_custom("regex", "a\u2028b\u2029c\x85d"))
+    assert response.status_code == 200, response.text
+    assert response.json()["output"][0]["type"] == "custom_tool_call", response.json()["output"]
+    assert response.json()["output"][0]["input"] == "a\u2028b\u2029c\x85d"

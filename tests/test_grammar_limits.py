@@ -157,6 +157,10 @@ BUSY_CASES = [
     ("createResponse", "/v1/responses",
      {"input": "hi", "store": False, "x-localai-extensions": {"grammar": OVER_LIMIT_GBNF}},
      "x-localai-extensions.grammar"),
+    ("createResponse", "/v1/responses",  # a custom tool's grammar, as translated to GBNF
+     {"input": "hi", "store": False, "tool_choice": "required", "tools": [
+         {"type": "custom", "name": "c", "format": {"type": "grammar", "syntax": "regex", "definition": "a{0,1500}"}}]},
+     "tools[0].format.definition"),
 ]
 
 

@@ -16,6 +16,7 @@ import lark
 import llama_cpp
 import pytest
 
+from localai_runtime.responses.events import EventStream
 from localai_runtime.responses.items import input_items, to_messages
 from localai_runtime.responses.output import InputText
 from localai_runtime.responses.request import chat_request
@@ -338,3 +339,95 @@ def test_plan_calls_converts_each_tools_schema_once(monkeypatch):
         model.close()
     assert plan is not None and plan.whole is not None and plan.after_trigger is not None
     assert len(converted) == 3  # get_weather, get_me, get_issue: once each, for both grammars
+
+
+@pytest.mark.parametrize(("arguments", "text"), [
+    ('{"input": "a\\qb"}', "a\\qb"),  # an escape JSON does not have: kept as written
+    ('{"input": "\\uZZZZ!"}', "\\uZZZZ!"),
+    ('{"input": "x\\ud83d"}', "x\ufffd"),  # a lone surrogate, at the end
+    ('{"input": "\\ud83dy"}', "\ufffdy"),
+    ('{"input": "\\ud83d\\u0041"}', "\ufffdA"),
+    ('{"input": "\\udc00"}', "\ufffd"),  # a low half alone
+    ('{"input": "\\ud83d\\ude00"}', "\U0001F600"),
+    ('{"input": 5}', '{"input": 5}'),  # not a string: the arguments as written
+    ("no arguments at all", "no arguments at all"),
+])
+def test_a_custom_input_an_unconstrained_model_wrote_never_raises(arguments, text):
+    stream = EventStream()
+    for size in (1, 2, 5, len(arguments)):
+        decoder = InputText()
+        deltas = "".join(decoder.feed(arguments[i:i + size]) for i in range(0, len(arguments), size))
+        assert decoder.whole() == text, size
+        assert deltas in (text, "")  # streamed as decoded, or (not an input string) only at the end
+        stream.frame({"type": "response.custom_tool_call_input.done", "input": decoder.whole()})  # encodes
+
+
+# -- fields a backend would not act on ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def relaying_server(built_spec, tmp_path_factory):
+    """A server relaying to another (the shipped demo registrations) with ``openai-upstream``:
+    ``relayed`` refuses unsupported fields, ``relayed-drop`` drops them."""
+    with live_server(built_spec, store=False) as upstream:
+        directory = tmp_path_factory.mktemp("relaying")
+        (directory / "relayed.yaml").write_text("\n".join(textwrap.dedent(f"""\
+            - registration: {{model: {name}, operations: [createResponse]}}
+              local_settings: {{backend: openai-upstream, base_urls: ["{upstream.url}/v1"], upstream_model: demo}}
+              request_defaults: {{max_output_tokens: 32}}
+              policy: {{unsupported_parameters: {policy}}}
+            """) for name, policy in (("relayed", "error"), ("relayed-drop", "drop"))))
+        with live_server(built_spec, configs_dir=directory) as live:
+            yield live
+
+
+def test_a_custom_grammar_a_relayed_backend_cannot_enforce_is_refused_or_dropped(relaying_server):
+    """The relayed engine would get the tool as a function of free ``{"input": string}``."""
+    namespaced = {"type": "namespace", "name": "ns", "description": "Tools", "tools": [ANSWER]}
+    refused = post(relaying_server, {"model": "relayed", "input": "hi", "tools": [WEATHER, namespaced]})
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["param"] == "tools[1].tools[0].format"
+    assert refused.json()["error"]["code"] == "unsupported_parameter"
+    dropped = post(relaying_server, {"model": "relayed-drop", "input": "hi", "tools": [ANSWER, WALK]})
+    assert dropped.status_code == 200, dropped.text
+    assert dropped.headers[DROPPED].split(", ") == ["tools[0].format", "tools[1].format"]
+    free = {"type": "custom", "name": "note", "description": "Free text"}  # no format: nothing unenforced
+    relayed = post(relaying_server, {"model": "relayed", "input": "hi", "tools": [free]})
+    assert relayed.status_code == 200, relayed.text
+    assert DROPPED not in relayed.headers
+
+
+def test_defer_loading_true_is_refused_or_dropped(hosted_server, relaying_server):
+    """No tool search loads deferred tools here: the tool would be shown as loaded."""
+    deferred = {**WEATHER, "defer_loading": True}
+    refused = post(hosted_server, {"model": "demo", "input": "hi", "tools": [WALK, deferred]})
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["param"] == "tools[1].defer_loading"
+    assert post(hosted_server, {"model": "demo", "input": "hi", "max_output_tokens": 16,
+                                "tools": [{**WEATHER, "defer_loading": False}]}).status_code == 200
+    dropped = post(relaying_server, {"model": "relayed-drop", "input": "hi", "tools": [deferred]})
+    assert dropped.status_code == 200, dropped.text
+    assert dropped.headers[DROPPED] == "tools[0].defer_loading"
+
+
+def _answers(description: str) -> dict:
+    return {"type": "namespace", "name": "ns", "description": description, "tools": [ANSWER]}
+
+
+def test_a_namespace_description_reaches_the_prompt_and_its_custom_tool_round_trips(hosted_server):
+    """The namespace's description heads its tools' descriptions (the prompt grows with it); a
+    custom tool inside a namespace is called with its name and namespace, and its output taken."""
+    chat, _, _ = chat_request({"model": "demo", "tools": [_answers("Yes-no tools.")]}, [])
+    assert chat["tools"][0]["function"]["description"].startswith("Yes-no tools.\n\nSay yes or no")
+    body = {"model": "demo", "input": "Agree?", "store": False, "max_output_tokens": 128,
+            "tool_choice": {"type": "custom", "name": "answer", "namespace": "ns"}}
+    short = post(hosted_server, {**body, "tools": [_answers("x")]}).json()
+    long = post(hosted_server, {**body, "tools": [_answers("x" + " Tools that answer a question." * 10)]}).json()
+    assert long["usage"]["input_tokens"] >= short["usage"]["input_tokens"] + 30
+    call = short["output"][-1]
+    assert (call["type"], call["name"], call["namespace"]) == ("custom_tool_call", "answer", "ns")
+    assert call["input"] in ("yes", "no")
+    second = post(hosted_server, {**body, "tool_choice": "none", "tools": [_answers("x")], "input": [
+        {"role": "user", "content": "Agree?"}, call, {"type": "custom_tool_call_output", "call_id": call["call_id"],
+                                                      "output": "noted"}]})
+    assert second.status_code == 200, second.text
+    assert second.json()["output"][0]["type"] == "message"

@@ -11,7 +11,6 @@ ids and indices in the stream, the final object and storage are the same by cons
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -152,7 +151,13 @@ class OutputBuilder:
 
 class InputText:
     """The text of a custom call's arguments, ``{"input": "<JSON string>"}``, as they arrive:
-    each fragment's decoded text, an escape cut in two held back until its end comes."""
+    each fragment's decoded text, an escape cut in two held back until its end comes.
+
+    It never raises, whatever an unconstrained model writes (a custom tool without a ``format``
+    is generated under its arguments schema, which allows any escape JSON has): an escape JSON
+    does not have (``\\q``, ``\\uZZZZ``) is kept as written, a lone surrogate (``\\ud83d`` with
+    no low half after it) becomes U+FFFD, and arguments that are not ``{"input": "<string>"}``
+    at all (``{"input": 5}``, text) give their own text, as written, as the input."""
 
     _START = re.compile(r'\{\s*"input"\s*:\s*"')
 
@@ -175,29 +180,53 @@ class InputText:
             char = raw[at]
             if char == '"':
                 self.closed = True
+                at += 1
             elif char != "\\":
                 decoded.append(char)
+                at += 1
             else:
-                width = 6 if raw[at + 1:at + 2] == "u" else 2
-                if raw[at + 1:at + 2] == "u" and 0xD800 <= int(raw[at + 2:at + 6] or "0", 16) < 0xDC00:
-                    width = 12  # a surrogate pair
-                if at + width > len(raw):
+                escape = _escape(raw, at)
+                if escape is None:  # cut in two: wait for its end
                     break
-                decoded.append(json.loads(f'"{raw[at:at + width]}"'))
-                at += width
-                continue
-            at += 1
+                decoded.append(escape[0])
+                at = escape[1]
         self.at = at
         text = "".join(decoded)
         self.text += text
         return text
 
     def whole(self) -> str:
-        """The input: the arguments' ``input`` once they are whole, else what was decoded."""
-        try:
-            return json.loads(self.raw)["input"]
-        except (ValueError, KeyError, TypeError):
-            return self.text
+        """The input: the decoded string (up to an escape cut short, as at ``max_output_tokens``),
+        or the arguments as written when they never opened ``{"input": "``."""
+        return self.raw if self.at is None else self.text
+
+
+_SIMPLE_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+_HEX = re.compile(r"[0-9a-fA-F]{0,4}")
+_LOW_HALF = re.compile(r"\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+
+
+def _escape(raw: str, at: int) -> tuple[str, int] | None:
+    """The text of the escape at ``raw[at]`` and where it ends, or None when ``raw`` ends before it
+    does (see :class:`InputText` for the escapes JSON does not have)."""
+    kind = raw[at + 1:at + 2]
+    if kind != "u":
+        return (_SIMPLE_ESCAPES.get(kind, raw[at:at + 2]), at + 2) if kind else None
+    digits = _HEX.match(raw, at + 2).group()  # type: ignore[union-attr]  # {0,4} always matches
+    if len(digits) < 4:
+        return None if at + 2 + len(digits) == len(raw) else (raw[at:at + 2], at + 2)
+    code = int(digits, 16)
+    if 0xD800 <= code < 0xDC00:  # a high surrogate: with its low half after it, one character
+        after = raw[at + 6:at + 12]
+        if _LOW_HALF.fullmatch(after):
+            return chr(0x10000 + (code - 0xD800) * 0x400 + int(after[2:], 16) - 0xDC00), at + 12
+        if len(after) < 6 and _could_begin_low_half(after):
+            return None
+    return ("\ufffd" if 0xD800 <= code <= 0xDFFF else chr(code)), at + 6
+
+
+def _could_begin_low_half(text: str) -> bool:
+    return _LOW_HALF.fullmatch(text + "\\udc00"[len(text):]) is not None
 
 
 def _copy(item: dict[str, Any]) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from localai_runtime.responses.hosted import without_hosted_tools
 from localai_runtime.responses.objects import TERMINAL, finished, page, response_object
 from localai_runtime.responses.output import Event, OutputBuilder
 from localai_runtime.responses.request import without_hints, without_no_ops
+from localai_runtime.responses.tool_fields import without_unserved_tool_fields
 from localai_runtime.responses.turn import (
     Turn,
     generate,
@@ -46,7 +47,7 @@ from localai_runtime.responses.turn import (
 )
 from localai_runtime.serving import streaming
 from localai_runtime.serving.base import Serving
-from localai_runtime.serving.fields import RESPONSES
+from localai_runtime.serving.fields import CHAT, EXTENSIONS, RESPONSES, honoured
 from localai_runtime.serving.generation import until_disconnected
 from localai_runtime.serving.policy import Prepared, check_grammars
 from localai_runtime.serving.registrations import Registration
@@ -74,8 +75,10 @@ class ResponsesServing(Serving):
     def prepare(self, runtime: Runtime, body: Mapping[str, Any], registration: Registration) -> Prepared:
         request, hinted = without_hints(body)
         request, hosted = without_hosted_tools(request, registration.hosted_policy == "drop")
+        request, unserved = without_unserved_tool_fields(request, _enforces_grammars(registration),
+                                                         registration.unsupported_policy == "drop")
         prepared = super().prepare(runtime, request, registration)
-        prepared.dropped[:0] = hinted + hosted
+        prepared.dropped[:0] = hinted + hosted + unserved
         return prepared
 
     async def answer(self, runtime: Runtime, body: Mapping[str, Any], prepared: Prepared,
@@ -90,6 +93,14 @@ class ResponsesServing(Serving):
 
 
 SERVING = ResponsesServing()
+
+
+def _enforces_grammars(registration: Registration) -> bool:
+    """Whether the registration's backend generates under a custom tool's grammar: it runs here
+    (a relayed request's tools reach the other engine without their grammars) and honours GBNF."""
+    backend = registration.backend
+    return backend is not None and not registration.remote and \
+        f"{EXTENSIONS}.grammar" in honoured(backend, CHAT, registration.settings)
 
 
 async def _create(runtime: Runtime, turn: Turn, receive: Callable[[], Any]) -> Response:

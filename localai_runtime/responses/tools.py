@@ -9,7 +9,8 @@ Two kinds of tool reach the model, both as functions in its own call format:
 
 - ``function`` tools, and the functions of a ``namespace`` tool (a group of functions, as Codex
   CLI sends each MCP server's tools: ``{"type": "namespace", "name": "mcp__github__", "tools":
-  [...]}``), flattened to one name (:func:`flat_name`). A call comes back as a ``function_call``
+  [...]}``), flattened to one name (:func:`flat_name`), the namespace's ``description`` heading
+  each function's own. A call comes back as a ``function_call``
   item with the function's own ``name`` and its ``namespace``, the two fields Codex routes a call
   by (``codex-rs/core/src/tools/router.rs``: ``ToolName::new(namespace, name)``; the document's
   ``FunctionToolCall.namespace``);
@@ -110,11 +111,15 @@ def call_targets(request: Mapping[str, Any]) -> dict[str, CallTarget]:
 def parse_tools(request: Mapping[str, Any]) -> tuple[Tool, ...]:
     """The request's tools as the model is given them, checked (after :func:`check_kinds`)."""
     parsed, params = [], []
+    groups = {tool.get("name"): tool.get("description") for tool in request.get("tools") or ()
+              if tool.get("type") == NAMESPACE}
     for param, tool, namespace in _entries(request):
         if not isinstance(tool.get("name"), str):
             raise InvalidRequestError(f"a {tool['type']} tool needs a 'name'", param=f"{param}.name")
         name = flat_name(namespace, tool["name"])
-        description = tool.get("description") or ""
+        # a namespace's description (what its tools are for) heads each of its tools' own
+        description = "\n\n".join(text for text in (groups.get(namespace), tool.get("description"))
+                                   if isinstance(text, str) and text)
         if tool["type"] == CUSTOM:
             parsed.append(_custom(tool, name, description, param))
         else:

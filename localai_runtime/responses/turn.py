@@ -9,6 +9,7 @@ with ``truncation: auto``, drops the oldest items until the prompt fits.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -130,7 +131,10 @@ async def open_turn(runtime: Runtime, body: Mapping[str, Any], prepared: Prepare
     check_calls(history, new)
     if conversation:
         check_new_ids(history, new, "input")
-    chat, tools, response_format = chat_request(request, to_messages(request.get("instructions"), history + new))
+    messages = to_messages(request.get("instructions"), history + new)
+    # a custom tool's grammar is translated here: up to about a second for a hostile 100 KB one
+    chat, tools, response_format = await asyncio.to_thread(chat_request, request, messages) if request.get("tools") \
+        else chat_request(request, messages)
     prepared = replace(prepared, tools=tools, response_format=response_format)
     return Turn(prepared, new_id("resp"), time.time(), new, history, stored, conversation,
                 chat, pieces, observer=runtime.observe(prepared.registration.model), targets=call_targets(request))

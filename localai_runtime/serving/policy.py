@@ -139,7 +139,7 @@ def prepare(
 
 
 async def check_grammars(prepared: Prepared) -> None:
-    """Every grammar ``prepared`` brings (tool parameters, a JSON answer format, a GBNF grammar)
+    """Every grammar ``prepared`` brings (tool parameters, custom tools' grammars, a JSON answer format, a GBNF grammar)
     measured against the registration's ``grammar_limits`` now, before the request waits for an
     instance: one over a limit is a 400 at once. The measure runs in a worker thread (a GBNF text
     at the 1,000,000-character limit takes most of a second). A relayed request's grammars are

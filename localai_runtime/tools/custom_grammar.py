@@ -16,12 +16,21 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from localai_runtime.errors import InvalidRequestError
 from localai_runtime.tools.lark import parse_lark
-from localai_runtime.tools.patterns import GrammarConstructError, Node, Ranges, complement, merged, parse_regex
+from localai_runtime.tools.left_recursion import refuse_left_recursion
+from localai_runtime.tools.patterns import (
+    GrammarConstructError,
+    Node,
+    Ranges,
+    complement,
+    merged,
+    parse_regex,
+    refuse_surrogates,
+)
 
 INPUT_PARAMETERS: Mapping[str, Any] = {
     "type": "object", "properties": {"input": {"type": "string", "description": "The tool's input text."}},
@@ -32,6 +41,11 @@ INPUT_PARAMETERS: Mapping[str, Any] = {
 MAX_DEFINITION = 100_000
 """The longest grammar definition translated (Codex's apply_patch grammar has 626 characters); the
 GBNF it becomes is then measured against the registration's ``grammar_limits``."""
+MAX_RULES = 10_000
+"""The most rules (Lark's rules and terminals, the common terminals imported included) translated."""
+MAX_GBNF = 1_000_000
+"""The longest GBNF a definition is translated to (a definition of many distinct character classes
+writes a rule for each); the registration's ``grammar_limits`` then apply to what was written."""
 _ESCAPED = {ord('"'): '\\"', ord("\\"): "\\\\", 10: "\\n", 13: "\\r", 9: "\\t"}
 """Characters a JSON string writes escaped, and how (the only control characters generated)."""
 _PLAIN_EXCLUDED = merged([(0, 0x1F), (ord('"'), ord('"')), (ord("\\"), ord("\\"))])
@@ -50,72 +64,22 @@ def input_grammar(form: Mapping[str, Any] | None, param: str) -> str | None:
     if len(definition) > MAX_DEFINITION:
         raise InvalidRequestError(f"a grammar definition of {len(definition)} characters is longer than the "
                                   f"{MAX_DEFINITION} this server translates", param=f"{param}.definition")
+    if not isinstance(syntax, str) or syntax not in _READERS:
+        raise InvalidRequestError(f"unknown grammar syntax {syntax!r}; lark and regex are", param=f"{param}.syntax")
     try:
-        if syntax == "lark":
-            rules = parse_lark(definition)
-        elif syntax == "regex":
-            rules = {"start": parse_regex(definition)}
-        else:
-            raise InvalidRequestError(f"unknown grammar syntax {syntax!r}; lark and regex are",
-                                      param=f"{param}.syntax")
+        refuse_surrogates(definition, "the definition")
+        rules = _READERS[syntax](definition)
+        if len(rules) > MAX_RULES:
+            raise GrammarConstructError(f"the grammar has {len(rules)} rules, more than the {MAX_RULES} translated")
         refuse_left_recursion(rules)
+        return _Writer(rules).gbnf()
     except GrammarConstructError as exc:
         raise InvalidRequestError(f"this {syntax} grammar cannot be enforced: {exc}",
                                   param=f"{param}.definition") from exc
-    return _Writer(rules).gbnf()
 
 
-def _nullable(node: Node, empty: set[str]) -> bool:
-    kind = node[0]
-    if kind in ("lit", "set"):
-        return kind == "lit" and not node[1]
-    if kind == "ref":
-        return node[1] in empty
-    if kind == "rep":
-        return node[2] == 0 or _nullable(node[1], empty)
-    parts = [_nullable(item, empty) for item in node[1]]
-    return all(parts) if kind == "seq" else any(parts)
-
-
-def _first(node: Node, empty: set[str]) -> set[str]:
-    """The rules ``node`` may begin with."""
-    kind = node[0]
-    if kind == "ref":
-        return {node[1]}
-    if kind == "rep":
-        return _first(node[1], empty)
-    found: set[str] = set()
-    for item in node[1] if kind in ("seq", "alt") else ():
-        found |= _first(item, empty)
-        if kind == "seq" and not _nullable(item, empty):
-            break
-    return found
-
-
-def refuse_left_recursion(rules: dict[str, Node]) -> None:
-    """A rule that may begin with itself (llama.cpp's grammars cannot have one) is refused, named."""
-    empty: set[str] = set()
-    while True:
-        more = {name for name, node in rules.items() if name not in empty and _nullable(node, empty)}
-        if not more:
-            break
-        empty |= more
-    graph = {name: _first(node, empty) for name, node in rules.items()}
-    state: dict[str, int] = {}  # 1: on the current path, 2: done
-    for root in graph:
-        todo: list[tuple[str, bool]] = [(root, False)]
-        while todo:
-            name, leaving = todo.pop()
-            if leaving:
-                state[name] = 2
-                continue
-            if state.get(name) == 1:
-                raise GrammarConstructError(f"left recursion: the rule {name!r} may begin with itself")
-            if state.get(name) == 2:
-                continue
-            state[name] = 1
-            todo.append((name, True))
-            todo.extend((child, False) for child in graph[name] if state.get(child) != 2)
+_READERS: Mapping[str, Callable[[str], dict[str, Node]]] = {
+    "lark": parse_lark, "regex": lambda definition: {"start": parse_regex(definition)}}
 
 
 def _name(rule: str) -> str:
@@ -136,6 +100,8 @@ class _Writer:
             self.names = {name: f"g{i}" for i, name in enumerate(rules)}
         self.classes: dict[Ranges, str] = {}
         self.lines: list[str] = []
+        self.size = 0
+        """Characters of the class rules written so far."""
 
     def gbnf(self) -> str:
         body = [f"{self.names[name]} ::= {self.node(node)}" for name, node in self.rules.items()]
@@ -169,9 +135,13 @@ class _Writer:
             options = [f"[{''.join(_span(low, high) for low, high in plain)}]"] if plain else []
             options += [_literal(escaped) for code, escaped in _ESCAPED.items() if _contains(ranges, code)]
             if not options:
-                raise InvalidRequestError("a character class of the grammar allows no character that can be "
-                                          "generated (only control characters)")
+                raise GrammarConstructError("a character class of the grammar allows no character that can be "
+                                            "generated (it has only control characters, or none)")
             self.lines.append(f"{name} ::= {' | '.join(options)}")
+            self.size += len(self.lines[-1])
+            if self.size > MAX_GBNF:
+                raise GrammarConstructError(f"its character classes alone take more than {MAX_GBNF} characters "
+                                            "of GBNF")
         return self.classes[ranges]
 
 

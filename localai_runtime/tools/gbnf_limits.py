@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from localai_runtime.errors import InvalidRequestError
 from localai_runtime.tools.grammar_limits import GrammarLimits, refuse
 
 _DIGITS = 9
@@ -57,8 +58,10 @@ class _Measure:
         numbers = [int(n) if len(n) <= _DIGITS else 10**_DIGITS for n in re.findall(r"\d+", text)]
         low = numbers[0]
         high = low if "," not in text else numbers[1] if len(numbers) == 2 else None
+        written = "".join(text.split())
+        if high is not None and high < low:  # llama.cpp would write rules without end
+            raise InvalidRequestError(f"the repetition {written} has its maximum below its minimum", param=self.param)
         if max(low, high or 0) > self.limits.max_repetition:
-            written = "".join(text.split())
             raise refuse(f"the repetition {written}", self.limits.max_repetition, "max_repetition", self.param)
         self.count(1 if high is None else high - low)
         self.expanded += low * item

@@ -34,7 +34,7 @@ def prefixed(gbnf: str, prefix: str) -> str:
         return f"{prefix}-{word.group(1)}" if word.group(1) in names else word.group(1)
 
     lines = []
-    for line in gbnf.splitlines():
+    for line in gbnf.split("\n"):  # not splitlines(): a literal may hold U+2028, U+0085...
         if line.lstrip().startswith("#") or not line.strip():
             continue
         head, sep, body = line.partition("::=")

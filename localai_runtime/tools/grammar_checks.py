@@ -14,21 +14,21 @@ from typing import Any
 
 from localai_runtime.tools.gbnf_limits import check_gbnf
 from localai_runtime.tools.grammar_limits import GrammarLimits, check_schema
-from localai_runtime.tools.request import ToolRequest
+from localai_runtime.tools.request import Tool, ToolRequest
 from localai_runtime.tools.response_format import JSON_SCHEMA, ResponseFormat
 
 GRAMMAR_PARAM = "x-localai-extensions.grammar"
 
 
-def tool_schemas(tools: ToolRequest) -> Iterator[tuple[Mapping[str, Any], str]]:
-    """The argument schema of each tool a call may use (those a call grammar is built from), and
-    its request field."""
+def tool_grammars(tools: ToolRequest) -> Iterator[tuple[Tool, str]]:
+    """Each tool a call may use (those a call grammar is built from), and the request field its
+    grammar comes from: its parameters schema, or a custom tool's grammar definition."""
     if not tools.calls:
         return
     names = [tool.name for tool in tools.tools]
     for name in tools.allowed:
         tool = tools.tool(name)
-        yield tool.parameters, tool.param or f"tools[{names.index(name)}].function.parameters"
+        yield tool, tool.param or f"tools[{names.index(name)}].function.parameters"
 
 
 def has_grammars(tools: ToolRequest, response_format: ResponseFormat, extensions: Mapping[str, Any]) -> bool:
@@ -39,10 +39,13 @@ def has_grammars(tools: ToolRequest, response_format: ResponseFormat, extensions
 def check_request_grammars(limits: GrammarLimits, tools: ToolRequest, response_format: ResponseFormat,
                            extensions: Mapping[str, Any]) -> None:
     """A 400 naming the field and the limit for the first grammar input over ``limits``: a tool's
-    parameters, a JSON ``response_format`` (or ``text.format``) schema, the GBNF of
-    ``x-localai-extensions.grammar``."""
-    for schema, param in tool_schemas(tools):
-        check_schema(dict(schema), param, limits)
+    parameters or a custom tool's translated grammar, a JSON ``response_format`` (or
+    ``text.format``) schema, the GBNF of ``x-localai-extensions.grammar``."""
+    for tool, param in tool_grammars(tools):
+        if tool.grammar is not None:  # a custom tool's grammar, as translated to GBNF
+            check_gbnf(tool.grammar, param, limits)
+        else:
+            check_schema(dict(tool.parameters), param, limits)
     if response_format.type == JSON_SCHEMA:
         check_schema({} if response_format.schema is None else response_format.schema, response_format.schema_param,
                      limits)

@@ -19,7 +19,7 @@ import ast
 import re
 import warnings
 
-from localai_runtime.tools.patterns import MAX_NESTING, GrammarConstructError, Node, parse_regex
+from localai_runtime.tools.patterns import MAX_NESTING, GrammarConstructError, Node, parse_regex, refuse_surrogates
 
 _TOKEN = re.compile(r"""
     (?P<space>[ \t\f]+|\\\r?\n)
@@ -86,9 +86,11 @@ def _literal(token: str) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # an unknown escape such as "\d" is kept as written, as Python does
         try:
-            return ast.literal_eval(token)
+            text = ast.literal_eval(token)
         except (SyntaxError, ValueError) as exc:
             raise GrammarConstructError(f"the literal {token} is malformed") from exc
+    refuse_surrogates(text, f"the literal {token}")
+    return text
 
 
 def _references(node: Node) -> list[str]:
@@ -195,7 +197,9 @@ class _Parser:
         while self.peek()[0] not in ("newline", "end") and self.peek()[1] not in ("|", ")", "]"):
             if self.peek()[0] == "arrow":  # an alias names the tree node, not the language
                 self.take()
-                self.take()
+                kind, alias = self.take()
+                if kind != "name" or alias[0] in "?!" or "." in alias:
+                    raise GrammarConstructError(f"an alias '->' must be followed by a name, not {alias or 'the end'!r}")
                 continue
             items.append(self.quantified(self.atom(depth)))
         return items[0] if len(items) == 1 else ("seq", items)
@@ -211,6 +215,8 @@ class _Parser:
             if self.peek()[0] == "range":
                 self.take()
                 high = self._number()
+            if high < low:
+                raise GrammarConstructError(f"the repetition ~ {low}..{high} has its maximum below its minimum")
             item = ("rep", item, low, high)
         else:
             return item
@@ -252,6 +258,7 @@ class _Parser:
         self.take()
         kind, end = self.take()
         high = _literal(end) if kind == "string" else ""
-        if len(text) != 1 or len(high) != 1:
-            raise GrammarConstructError(f"a range {value}..{end} must join two single characters")
+        if len(text) != 1 or len(high) != 1 or high < text:
+            raise GrammarConstructError(f"a bad range {value}..{end}: it must join two single characters, the "
+                                        "first not after the second")
         return ("set", ((ord(text), ord(high)),))

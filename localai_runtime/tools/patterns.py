@@ -14,6 +14,7 @@ ranges), ``("seq", items)``, ``("alt", options)``, ``("rep", item, low, high or 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 Node = tuple[Any, ...]
@@ -53,10 +54,25 @@ _WORD = merged([(48, 57), (65, 90), (95, 95), (97, 122)])
 _SPACE = merged([(9, 13), (32, 32)])
 _CLASSES = {"d": _DIGIT, "w": _WORD, "s": _SPACE, "D": complement(_DIGIT), "W": complement(_WORD),
             "S": complement(_SPACE)}
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "f": "\f", "v": "\v", "0": "\0", "a": "\a"}
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "f": "\f", "v": "\v", "a": "\a"}
 _REFUSED_ESCAPES = {"b": "a word boundary (\\b)", "B": "a word boundary (\\B)", "A": "an anchor (\\A)",
                     "Z": "an anchor (\\Z)", "z": "an anchor (\\z)", "G": "an anchor (\\G)"}
 NEWLINE = ((10, 10),)
+_LONGEST_COUNT = 22
+"""``{`` and ``}`` of the longest count read (``{m,n}`` of two 10-digit numbers); a longer one is
+literal text (Python's ``re`` reads it as a count, and refuses it as too large)."""
+
+
+_SURROGATES = (0xD800, 0xDFFF)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def refuse_surrogates(text: str, where: str) -> None:
+    """A lone surrogate (U+D800 to U+DFFF, which no UTF-8 text holds) in ``text`` is refused."""
+    found = _SURROGATE.search(text)
+    if found is not None:
+        raise GrammarConstructError(f"{where} holds the lone surrogate U+{ord(found.group()):04X} at position "
+                                    f"{found.start()}, which no text can hold")
 
 
 class _Reader:
@@ -126,13 +142,19 @@ def _quantified(reader: _Reader, item: Node) -> Node:
 
 
 def _count(reader: _Reader) -> tuple[int, int | None] | None:
-    """The ``{m}``, ``{m,}`` or ``{m,n}`` at the reader, or None (a literal ``{``, as Python reads it)."""
-    end = reader.text.find("}", reader.at)
+    """The ``{m}``, ``{m,}``, ``{m,n}`` or ``{,n}`` at the reader (``m`` left out is 0, as Python
+    reads it), or None (a literal ``{``, as Python reads it). A count with ``n < m`` is refused,
+    as Python's ``re`` refuses it. Only the next :data:`_LONGEST_COUNT` characters are searched
+    for the closing brace, so a pattern of many ``{`` is read in linear time."""
+    end = reader.text.find("}", reader.at, reader.at + _LONGEST_COUNT)
     body = reader.text[reader.at + 1:end] if end > 0 else ""
     low, comma, high = body.partition(",")
-    if not low.isdigit() or (high and not high.isdigit()) or len(body) > 20:
+    if not (low.isdigit() or comma and not low) or (high and not high.isdigit()):
         return None
-    return int(low), (int(high) if high else None) if comma else int(low)
+    count = int(low or "0"), (int(high) if high else None) if comma else int(low)
+    if count[1] is not None and count[1] < count[0]:
+        raise reader.refuse(f"the count {{{body}}}, whose maximum is below its minimum,")
+    return count
 
 
 def _atom(reader: _Reader, depth: int) -> Node:
@@ -184,14 +206,36 @@ def _escape(reader: _Reader, in_class: bool) -> Node:
         if len(digits) != width or any(d not in "0123456789abcdefABCDEF" for d in digits):
             raise reader.refuse(f"a malformed \\{char} escape")
         reader.at += width
-        return ("lit", chr(min(int(digits, 16), MAX_CODE_POINT)))
+        code = int(digits, 16)
+        if code > MAX_CODE_POINT or _SURROGATES[0] <= code <= _SURROGATES[1]:
+            raise reader.refuse(f"the escape \\{char}{digits}, not a Unicode scalar value (a surrogate or "
+                                "past U+10FFFF),")
+        return ("lit", chr(code))
     if char.isdigit():
-        raise reader.refuse("a back-reference")
+        return ("lit", _octal(reader, char))
     if char in _REFUSED_ESCAPES and not in_class:
         raise reader.refuse(_REFUSED_ESCAPES[char])
     if char.isalnum():
         raise reader.refuse(f"the escape \\{char}")
     return ("lit", char)
+
+
+def _octal(reader: _Reader, first: str) -> str:
+    """The character of an octal escape, as Python reads one: ``\\0`` and up to two more octal
+    digits, or three octal digits; any other digits are a back-reference, refused."""
+    rest = reader.text[reader.at:reader.at + 2]
+    digits = len(rest) - len(rest.lstrip("01234567"))
+    if first == "0":
+        taken = min(digits, 2)
+    elif first in "01234567" and digits == 2:
+        taken = 2
+    else:
+        raise reader.refuse("a back-reference")
+    code = int(first + rest[:taken], 8)
+    reader.at += taken
+    if code > 0o377:
+        raise reader.refuse(f"the octal escape \\{first}{rest[:taken]}, past \\377,")
+    return chr(code)
 
 
 def _class(reader: _Reader) -> Ranges:
