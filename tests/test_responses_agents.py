@@ -152,6 +152,36 @@ def test_a_function_tool_without_strict_is_called(client):
     assert answer.tools[0].name == "shell"
 
 
+LONG = {"type": "function", "name": "apply", "description": "Applies a patch", "parameters": {
+    "type": "object", "properties": {"patch": {"type": "string", "minLength": 400}}, "required": ["patch"]}}
+"""A tool whose arguments cannot fit in 48 tokens."""
+
+
+def test_a_call_cut_off_by_max_output_tokens_is_incomplete_so_no_client_runs_it(server, response_schemas):
+    # Codex CLI ran a call whose arguments max_output_tokens had cut off ("failed to parse function
+    # arguments: EOF") because the item said 'completed'.
+    body = codex_request(tool_choice="required", max_output_tokens=48, tools=[LONG])
+    response, events = sse_events(server, body)
+    final = events[-1]
+    assert response.status_code == 200 and final["type"] == "response.incomplete", final
+    response_schemas.check("Response", final["response"])
+    assert final["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
+    [call] = final["response"]["output"]
+    assert call["type"] == "function_call" and call["status"] == "incomplete"
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(call["arguments"])
+    done = [event["item"] for event in events if event["type"] == "response.output_item.done"]
+    assert [item["status"] for item in done] == ["incomplete"]
+
+
+def test_text_cut_off_by_max_output_tokens_is_an_incomplete_message(client):
+    answer = client.responses.create(model="demo", input="Hi", max_output_tokens=16)
+    assert answer.status == "incomplete" and [item.status for item in answer.output] == ["incomplete"]
+    whole = client.responses.create(model="demo", input="Hi", max_output_tokens=48, tools=[LONG],
+                                    tool_choice="required")
+    assert whole.status == "incomplete" and [item.status for item in whole.output] == ["incomplete"]
+
+
 def test_re_sent_reasoning_items_are_accepted_as_clients_keep_them(client):
     call = {"type": "function_call", "call_id": "call_1", "name": "shell", "arguments": '{"command": "ls"}'}
     output = {"type": "function_call_output", "call_id": "call_1",

@@ -81,12 +81,12 @@ class OutputBuilder:
                            "output_index": self._message, "content_index": 0, "part": dict(part)})
         return events
 
-    def _close_message(self) -> list[Event]:
+    def _close_message(self, status: str = "completed") -> list[Event]:
         if self._message is None:
             return []
         index, self._message = self._message, None
         item = self.items[index]
-        item["status"] = "completed"
+        item["status"] = status
         part = item["content"][0]
         return [
             {"type": "response.output_text.done", "item_id": item["id"], "output_index": index, "content_index": 0,
@@ -123,9 +123,9 @@ class OutputBuilder:
         return [{"type": "response.custom_tool_call_input.delta", "item_id": item["id"], "output_index": index,
                  "delta": delta}] if delta else []
 
-    def _close_call(self, index: int) -> list[Event]:
+    def _close_call(self, index: int, status: str = "completed") -> list[Event]:
         item = self.items[index]
-        item["status"] = "completed"
+        item["status"] = status
         decoder = self._inputs.get(index)
         if decoder is None:
             done = {"type": "response.function_call_arguments.done", "item_id": item["id"], "output_index": index,
@@ -143,9 +143,13 @@ class OutputBuilder:
             events += self.text(filtered_text)
         if not self.items:  # nothing written: an empty message, as an answer always has one item
             events += self._open_message()
-        events += self._close_message()
+        # Cut short by max_output_tokens, the item being written when the budget ran out is
+        # 'incomplete' (a client must not run a call whose arguments were cut off); items the
+        # model had finished before it are complete.
+        last = len(self.items) - 1 if self.finish_reason == "length" else -1
+        events += self._close_message("incomplete" if self._message == last else "completed")
         for index in self._calls.values():
-            events += self._close_call(index)
+            events += self._close_call(index, "incomplete" if index == last else "completed")
         return events
 
 
