@@ -292,9 +292,9 @@ class ResponseSchemas:
         self._validators: dict[str, Draft202012Validator] = {}
 
     @classmethod
-    def served_by(cls, live: LiveServer) -> ResponseSchemas:
+    def served_by(cls, live: LiveServer, path: str = "/openapi.json") -> ResponseSchemas:
         with live.http() as http:
-            response = http.get("/openapi.json")
+            response = http.get(path)
         assert response.status_code == 200, response.text[:500]
         return cls(response.json())
 

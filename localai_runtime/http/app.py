@@ -67,7 +67,9 @@ class RuntimeApp(AsyncApp):
 def _middlewares(settings: Settings, built: BuiltSpec, handlers: dict[str, Any], runtime: Runtime,
                  keys: KeyRing) -> list[Any]:
     implemented = set(handlers)
-    stack: list[Any] = [functools.partial(QueryPathMiddleware, paths=built.document["paths"]),
+    implied = {name: query for document in built.documents for name, query in document.header_queries.items()}
+    stack: list[Any] = [functools.partial(QueryPathMiddleware, paths=built.document["paths"],
+                                          header_queries=implied),
                         functools.partial(HTTPMetricsMiddleware, metrics=runtime.metrics)]
     secured = credential_headers(built.document, built.operations)
     if settings.metrics_need_key:

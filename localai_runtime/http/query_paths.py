@@ -7,8 +7,10 @@ routing, gives a request the path of the key it matches: ``POST /v1/messages?bet
 routed as the path ``/v1/messages?beta=true`` (which no request path can hold, ``?`` always
 starting the query), and the pairs of the key leave its query string, so query validation sees
 only what the operation declares. A request whose query lacks them takes the plain path's
-operation. The documents put these paths first (``spec.documents.route_copy``), so that
-``/v1/messages/batches/{id}`` never takes ``/v1/messages/batches/x?beta=true``.
+operation, unless it has a header that a document says adds them (``header_queries``: the
+anthropic SDKs send ``anthropic-beta`` without ``?beta=true``). The documents put these paths
+first (``spec.documents.route_copy``), so that ``/v1/messages/batches/{id}`` never takes
+``/v1/messages/batches/x?beta=true``.
 """
 
 from __future__ import annotations
@@ -58,17 +60,27 @@ def _without(pairs: Iterable[tuple[str, str]], taken: frozenset[tuple[str, str]]
 
 
 class QueryPathMiddleware:
-    def __init__(self, app: ASGIApp, *, paths: Mapping[str, Any]) -> None:
+    def __init__(self, app: ASGIApp, *, paths: Mapping[str, Any], header_queries: Mapping[str, str]) -> None:
         self.app = app
         self.paths = query_paths(paths)
+        self.header_queries = {name.encode("latin-1"): tuple(parse_qsl(query))
+                               for name, query in header_queries.items()}
+
+    def _implied(self, scope: Scope) -> set[tuple[str, str]]:
+        implied: set[tuple[str, str]] = set()
+        if self.header_queries:
+            for name, _ in scope.get("headers", ()):
+                implied.update(self.header_queries.get(name.lower(), ()))
+        return implied
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         entries = self.paths.get(scope.get("method", "")) if scope["type"] == "http" else None
         query = scope.get("query_string", b"")
-        if entries and query:
+        implied = self._implied(scope) if entries else set()
+        if entries and (query or implied):
             pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
             for entry in entries:
-                if entry.pairs <= set(pairs) and entry.pattern.match(scope["path"]):
+                if entry.pairs <= set(pairs) | implied and entry.pattern.match(scope["path"]):
                     path = f"{scope['path']}?{entry.key_query}"
                     scope = {**scope, "path": path, "raw_path": path.encode(),
                              "query_string": _without(pairs, entry.pairs)}

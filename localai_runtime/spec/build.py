@@ -119,7 +119,7 @@ def _build_vendor(vendor: DocumentSource, patches_dir: Path | None) -> VendorDoc
         logger.warning("%s: no patches directory %s for the %s document", vendor.file, directory, vendor.name)
     served = {f"{vendor.served}.json": "json", f"{vendor.served}.yaml": "yaml"}
     return VendorDocument(vendor.name, document, str(source), digest, patches, served, vendor.errors,
-                          vendor.client_header, vendor.untagged)
+                          vendor.client_header, vendor.untagged, dict(vendor.header_queries))
 
 
 def _routed(vendors: list[VendorDocument]) -> tuple[dict[str, Any], dict[str, str]]:

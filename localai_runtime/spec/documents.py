@@ -14,6 +14,7 @@ The primary document is OpenAI's (with this server's fragments merged in); every
     client_header: anthropic-version     # its clients send this: errors of unmatched routes take its shape
     untagged: Anthropic
     omit: [/v1/models]                   # paths another document serves: not routed, not served
+    header_queries: {anthropic-beta: beta=true}   # a request with this header has this query too
 
 :func:`route_copy` turns a built document into the copy that joins the routed document: its
 components renamed under the document's name (``Message`` becomes ``anthropic.Message``, and
@@ -54,6 +55,8 @@ SOURCE_SCHEMA: dict[str, Any] = {
         "client_header": {"type": "string", "pattern": "^[a-z0-9-]+$"},
         "untagged": {"type": "string"},
         "omit": {"type": "array", "items": {"type": "string", "pattern": "^/"}, "uniqueItems": True},
+        "header_queries": {"type": "object", "propertyNames": {"pattern": "^[a-z0-9-]+$"},
+                           "additionalProperties": {"type": "string", "pattern": "^[^&=]+=[^&=]*$"}},
     },
 }
 
@@ -73,6 +76,7 @@ class DocumentSource:
     client_header: str | None = None
     untagged: str | None = None
     omit: tuple[str, ...] = ()
+    header_queries: dict[str, str] = field(default_factory=dict)
 
     def path(self) -> Path:
         """The document file the package ships."""
@@ -120,6 +124,8 @@ class VendorDocument:
     errors: str
     client_header: str | None = None
     untagged: str | None = None
+    header_queries: dict[str, str] = field(default_factory=dict)
+    """A header whose presence adds a query pair for routing its query-keyed paths."""
 
 
 _COMPONENT_REF = re.compile(r"^#/components/([^/]+)/(.+)$")
