@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from localai_runtime.backends import Piece
@@ -48,8 +49,10 @@ def message(message_id: str, model: str, content: list[dict[str, Any]], reason: 
 
 
 class ContentBuilder:
-    def __init__(self, buffer_text: bool = False) -> None:
+    def __init__(self, buffer_text: bool = False, stop_sequences: Sequence[str] = ()) -> None:
         self.blocks: list[dict[str, Any]] = []
+        self.stop_sequences = frozenset(stop_sequences)
+        """The request's: a stop string of the model's own turn format ends the turn (``end_turn``)."""
         self.buffer_text = buffer_text
         """Hold text back until the end (output filters need the whole text)."""
         self.held_text = ""
@@ -77,7 +80,7 @@ class ContentBuilder:
                                "delta": {"type": "input_json_delta", "partial_json": delta.arguments}})
         if piece.finish_reason is not None:
             self.finish_reason = piece.finish_reason
-            self.stop_sequence = getattr(piece, "stop_sequence", None)
+            self.stop_sequence = piece.stop_sequence if piece.stop_sequence in self.stop_sequences else None
             self.prompt_tokens, self.completion_tokens = piece.prompt_tokens, piece.completion_tokens
             self.cached_tokens = piece.cached_tokens
         return events

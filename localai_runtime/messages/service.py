@@ -100,7 +100,7 @@ class MessagesServing(Serving):
 
 async def _respond(runtime: Runtime, prepared: PreparedMessage, source: Source, stop: threading.Event,
                    observer: Any, receive: Callable[[], Any]) -> Response:
-    builder = ContentBuilder(buffer_text=prepared.filters.active)
+    builder = ContentBuilder(prepared.filters.active, prepared.request.get("stop_sequences") or ())
     message_id = new_id("msg")
     if prepared.request.get("stream"):
         return await streaming.respond(runtime, _events(runtime, prepared, source, builder, message_id, observer),
