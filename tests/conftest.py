@@ -51,7 +51,7 @@ def testing_spec(tmp_path_factory) -> BuiltSpec:
 
     fragments = tmp_path_factory.mktemp("spec")
     for source in [*resource_dir("spec").iterdir(), *(REPO / "tests" / "fake_spec").iterdir()]:
-        shutil.copy(source, fragments / source.name)
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, fragments / source.name)
     return build_spec(spec_path=None, fragments_dir=fragments, patches_dir=resource_dir("patches"))
 
 

@@ -8,8 +8,8 @@ routed as the path ``/v1/messages?beta=true`` (which no request path can hold, `
 starting the query), and the pairs of the key leave its query string, so query validation sees
 only what the operation declares. A request whose query lacks them takes the plain path's
 operation, unless it has a header that a document says adds them (``header_queries``: the
-anthropic SDKs send ``anthropic-beta`` without ``?beta=true``). The documents put these paths
-first (``spec.documents.route_copy``), so that ``/v1/messages/batches/{id}`` never takes
+anthropic SDKs send ``anthropic-beta`` without ``?beta=true``). The routed document puts
+these paths first (``spec.build``), so that ``/v1/messages/batches/{id}`` never takes
 ``/v1/messages/batches/x?beta=true``.
 """
 

@@ -62,6 +62,15 @@ class BuiltSpec:
     def operation(self, operation_id: str) -> Operation:
         return self.operations[operation_id]
 
+    @property
+    def primary(self) -> VendorDocument:
+        """OpenAI's document, with this server's fragments, as served at ``/openapi.json``."""
+        return self.documents[0]
+
+    def operations_in(self, name: str) -> dict[str, Operation]:
+        """The operations of one vendor's document (``openai`` or another document's name)."""
+        return {op_id: op for op_id, op in self.operations.items() if self.owners.get(op_id, PRIMARY) == name}
+
     def document_of(self, operation_id: str | None) -> VendorDocument | None:
         name = self.owners.get(operation_id or "", PRIMARY)
         return next((vendor for vendor in self.documents if vendor.name == name), None)
@@ -150,6 +159,8 @@ def _routed(vendors: list[VendorDocument]) -> tuple[dict[str, Any], dict[str, st
             owners[op.operation_id] = vendor.name
         for section, entries in copy["components"].items():
             routed["components"].setdefault(section, {}).update(entries)
+    # Paths whose key holds a query first: /v1/models/{model} must not take /v1/models/x?beta=true.
+    routed["paths"] = {key: routed["paths"][key] for key in sorted(routed["paths"], key=lambda key: "?" not in key)}
     return routed, owners
 
 

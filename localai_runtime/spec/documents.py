@@ -19,9 +19,9 @@ The primary document is OpenAI's (with this server's fragments merged in); every
 :func:`route_copy` turns a built document into the copy that joins the routed document: its
 components renamed under the document's name (``Message`` becomes ``anthropic.Message``, and
 every ``$ref`` and discriminator mapping with it), so two vendors' ``Message`` schemas never meet;
-the document's own ``security`` written into each operation (with the renamed schemes); and the
-paths whose key holds a query (Anthropic's ``/v1/messages?beta=true``) first, so the route of
-the plain path never takes their requests (see ``localai_runtime.http.query_paths``).
+and the document's own ``security`` written into each operation (with the renamed schemes). The
+routed document puts the paths whose key holds a query (Anthropic's ``/v1/messages?beta=true``)
+first, so the route of a plain path never takes their requests (``localai_runtime.http.query_paths``).
 """
 
 from __future__ import annotations
@@ -172,8 +172,6 @@ def route_copy(vendor: VendorDocument) -> dict[str, Any]:
                                              for requirement in security]
                 if vendor.untagged and not operation.get("tags"):  # the routed copy only: handlers, key scopes
                     operation["tags"] = [vendor.untagged]
-    paths = copy["paths"]
-    copy["paths"] = {key: paths[key] for key in sorted(paths, key=lambda key: "?" not in key)}
     copy["components"] = {section: {prefix + name: value for name, value in entries.items()}
                           for section, entries in copy["components"].items() if isinstance(entries, dict)}
     return copy
