@@ -2,26 +2,28 @@
 
 :func:`without_no_ops` removes what asks for nothing (``thinking`` disabled, the top-level
 ``cache_control``: prompt prefixes are reused whatever it says); :func:`without_hints` removes
-what local models do not do (``thinking`` enabled or adaptive: no model here reasons, so the
-answer has no thinking blocks; ``context_management``: nothing is cleared from the context) and
-names it for ``x-localai-dropped-fields``. :func:`chat_request` then maps the rest: ``system``
-(a string or text blocks) and ``messages`` (text, ``tool_use`` and ``tool_result`` blocks) to
-chat messages, ``tools`` (``input_schema``) and ``tool_choice`` (``auto``, ``any``, ``tool``,
-``none``) to one :class:`ToolRequest` for the same grammar engine as chat, ``stop_sequences``
-to ``stop``, ``top_k`` to the extension chat has for it. A system text block holding Claude
-Code's per-request ``x-anthropic-billing-header:`` is billing data for Anthropic's API, not an
-instruction: it is left out of the prompt (and reported), so that the prompt of every request
-begins the same and its prefix is reused. Every mistake is a 400 naming the field
-(``messages[2].content[0].tool_use_id``).
+what local models do not do (``thinking`` enabled or adaptive and ``output_config.effort``: no
+model here reasons, so the answer has no thinking blocks; ``context_management``: nothing is
+cleared from the context) and names it for ``x-localai-dropped-fields``. :func:`chat_request`
+then maps the rest: ``system`` (a string or text blocks) and ``messages`` (text, ``tool_use``
+and ``tool_result`` blocks) to chat messages, ``tools`` (``input_schema``) and ``tool_choice``
+(``auto``, ``any``, ``tool``, ``none``) to one :class:`ToolRequest` for the same grammar engine
+as chat, ``stop_sequences`` to ``stop``, ``top_k`` to the extension chat has for it. A system
+text block holding Claude Code's per-request ``x-anthropic-billing-header:`` is billing data for
+Anthropic's API, not an instruction: it is left out of the prompt (and reported), so that the
+prompt of every request begins the same and its prefix is reused. Every mistake is a 400 naming
+the field (``messages[2].content[0].tool_use_id``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from localai_runtime.errors import InvalidRequestError, UnsupportedParameterError
+from localai_runtime.tools.grammar_limits import GrammarLimits
 from localai_runtime.tools.request import (
     AUTO,
     NONE,
@@ -54,9 +56,18 @@ def without_no_ops(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def without_hints(body: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """``body`` without the fields local models do not act on, and their names."""
+    """``body`` without the fields local models do not act on, and their names; an
+    ``output_config`` that only sets ``effort`` (how hard to think: no model here thinks) too."""
     hinted = [name for name in _HINTS if body.get(name) is not None]
-    return {key: value for key, value in body.items() if key not in hinted}, hinted
+    request = {key: value for key, value in body.items() if key not in hinted}
+    config = request.get("output_config")
+    if isinstance(config, Mapping) and config.get("effort") is not None:
+        rest = {key: value for key, value in config.items() if key != "effort" and value is not None}
+        request["output_config"] = rest
+        if not rest:
+            request.pop("output_config")
+        hinted.append("output_config.effort")
+    return request, hinted
 
 
 def _text_of(content: Any, where: str) -> str:
@@ -154,17 +165,44 @@ def chat_messages(system: Any, messages: Sequence[Mapping[str, Any]]) -> tuple[l
     return chat, dropped
 
 
-def tools(request: Mapping[str, Any]) -> tuple[Tool, ...]:
-    """The request's custom tools; a server tool (``bash_20250124``, ``web_search``...) is a 400."""
+_BOUNDS = ("maxLength", "maxItems")
+
+
+def _unbounded(schema: Any, where: str, limit: int, dropped: list[str]) -> Any:
+    """``schema`` without the ``maxLength``/``maxItems`` over ``limit`` (each named in ``dropped``)."""
+    if isinstance(schema, list):
+        return [_unbounded(item, f"{where}[{i}]", limit, dropped) for i, item in enumerate(schema)]
+    if not isinstance(schema, Mapping):
+        return schema
+    kept = {}
+    for key, value in schema.items():
+        if key in _BOUNDS and isinstance(value, int) and value > limit:
+            dropped.append(f"{where}.{key}")
+        else:
+            kept[key] = _unbounded(value, f"{where}.{key}", limit, dropped)
+    return kept
+
+
+def tools(request: Mapping[str, Any], loosen: GrammarLimits | None = None,
+          dropped: list[str] | None = None) -> tuple[Tool, ...]:
+    """The request's custom tools; a server tool (``bash_20250124``, ``web_search``...) is a 400.
+    With ``loosen`` (the registration's policy drops what it cannot honour), a ``maxLength`` or
+    ``maxItems`` over its ``max_repetition`` is left out of the grammar and named in ``dropped``
+    (Claude Code's Workflow tool allows a 524,288-character script; no grammar of llama.cpp can
+    count that far, and no answer of a local model comes near it); else it is the 400 naming it."""
     parsed = []
     for i, tool in enumerate(request.get("tools") or ()):
         if tool.get("type") not in (None, "custom"):
             raise UnsupportedParameterError(f"tools of type {tool.get('type')!r} run on Anthropic's servers and are "
                                             "not available here; custom tools (with input_schema) are",
                                             param=f"tools[{i}].type")
+        schema = tool.get("input_schema")
+        if loosen is not None and dropped is not None:
+            schema = _unbounded(schema, f"tools[{i}].input_schema", loosen.max_repetition, dropped)
         try:
-            parsed.append(function_tool(tool["name"], tool.get("description") or "", tool.get("input_schema"),
-                                        tool.get("strict"), f"tools[{i}]"))
+            parsed.append(dataclasses.replace(
+                function_tool(tool["name"], tool.get("description") or "", schema, tool.get("strict"), f"tools[{i}]"),
+                param=f"tools[{i}].input_schema"))
         except InvalidRequestError as exc:
             raise InvalidRequestError(exc.message.replace("'parameters'", "'input_schema'"),
                                       param=f"tools[{i}].input_schema") from exc
@@ -192,9 +230,10 @@ def chat_choice(tool_request: ToolRequest) -> Any:
     return tool_request.mode
 
 
-def chat_request(request: Mapping[str, Any]) -> tuple[dict[str, Any], ToolRequest, list[str]]:
+def chat_request(request: Mapping[str, Any], loosen: GrammarLimits | None = None
+                 ) -> tuple[dict[str, Any], ToolRequest, list[str]]:
     """The chat request serving ``request`` (merged and admitted by the policy), its tools, and
-    the system blocks left out of its prompt."""
+    what was left out (system billing blocks; with ``loosen``, tool bounds: see :func:`tools`)."""
     messages, dropped = chat_messages(request.get("system"), request["messages"])
     chat: dict[str, Any] = {"model": request["model"], "messages": messages, "max_tokens": request["max_tokens"]}
     for source, target in (("temperature", "temperature"), ("top_p", "top_p"), ("stop_sequences", "stop")):
@@ -202,7 +241,7 @@ def chat_request(request: Mapping[str, Any]) -> tuple[dict[str, Any], ToolReques
             chat[target] = request[source]
     if request.get("top_k") is not None:
         chat["x-localai-extensions"] = {"top_k": request["top_k"]}
-    given = tools(request)
+    given = tools(request, loosen, dropped)
     calls = tool_request(request, given, messages)
     if given:
         chat["tools"] = [tool.as_chat() for tool in given]

@@ -34,6 +34,7 @@ from localai_runtime.serving.policy import Prepared, prepare
 from localai_runtime.serving.registrations import Registration
 from localai_runtime.serving.runtime import Runtime
 from localai_runtime.serving.upstream import remote_pieces
+from localai_runtime.tools.grammar_limits import GrammarLimits
 
 
 @dataclasses.dataclass
@@ -47,7 +48,10 @@ def _prepared(operation_id: str, body: Mapping[str, Any], registration: Registra
               runtime: Runtime) -> PreparedMessage:
     request, hinted = without_hints(body)
     prepared = prepare(operation_id, request, registration, runtime.schemas)
-    chat, tools, billing = chat_request(prepared.request)  # a mistake is a 400 before any wait
+    loosen = None
+    if registration.unsupported_policy == "drop":
+        loosen = GrammarLimits.from_settings(registration.settings.get("grammar_limits"))
+    chat, tools, billing = chat_request(prepared.request, loosen)  # a mistake is a 400 before any wait
     fields = {field.name: getattr(prepared, field.name) for field in dataclasses.fields(Prepared)}
     fields["dropped"] = [*hinted, *billing, *prepared.dropped]
     return PreparedMessage(**{**fields, "tools": tools}, chat=chat)
