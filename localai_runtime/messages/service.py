@@ -79,31 +79,35 @@ class MessagesServing(Serving):
     async def answer(self, runtime: Runtime, body: Mapping[str, Any], prepared: Prepared,
                      receive: Callable[[], Any]) -> Response:
         assert isinstance(prepared, PreparedMessage)
-        stop = threading.Event()
-        observer = runtime.observe(prepared.registration.model)
-
-        def source(lease: Lease) -> AsyncGenerator[Piece, None]:
-            chat = functools.partial(lease.instance.chat, tools=prepared.tools,
-                                     response_format=prepared.response_format)
-            return run_pieces(chat, prepared.chat, stop=stop, counter=runtime.generations, executor=runtime.executor,
-                              lease=lease, observer=observer)
-
-        return await _respond(runtime, prepared, source, stop, observer, receive)
+        return await _respond(runtime, prepared, _local, receive)
 
     async def relay(self, runtime: Runtime, body: Mapping[str, Any], prepared: Prepared,
                     receive: Callable[[], Any]) -> Response:
         assert isinstance(prepared, PreparedMessage)
-        stop = threading.Event()
-        observer = runtime.observe(prepared.registration.model)
-
-        def source(lease: Lease) -> AsyncGenerator[Piece, None]:
-            return remote_pieces(lease, prepared.registration, prepared.chat, stop, observer)
-
-        return await _respond(runtime, prepared, source, stop, observer, receive)
+        return await _respond(runtime, prepared, _relayed, receive)
 
 
-async def _respond(runtime: Runtime, prepared: PreparedMessage, source: Source, stop: threading.Event,
-                   observer: Any, receive: Callable[[], Any]) -> Response:
+def _local(runtime: Runtime, prepared: PreparedMessage, stop: threading.Event, observer: Any) -> Source:
+    """The generation of the chat request by a leased local instance."""
+
+    def source(lease: Lease) -> AsyncGenerator[Piece, None]:
+        chat = functools.partial(lease.instance.chat, tools=prepared.tools, response_format=prepared.response_format)
+        return run_pieces(chat, prepared.chat, stop=stop, counter=runtime.generations, executor=runtime.executor,
+                          lease=lease, observer=observer)
+
+    return source
+
+
+def _relayed(runtime: Runtime, prepared: PreparedMessage, stop: threading.Event, observer: Any) -> Source:
+    """The chat request relayed to the registration's upstream engine."""
+    return lambda lease: remote_pieces(lease, prepared.registration, prepared.chat, stop, observer)
+
+
+async def _respond(runtime: Runtime, prepared: PreparedMessage, sourcing: Callable[..., Source],
+                   receive: Callable[[], Any]) -> Response:
+    stop = threading.Event()
+    observer = runtime.observe(prepared.registration.model)
+    source = sourcing(runtime, prepared, stop, observer)
     builder = ContentBuilder(prepared.filters.active, prepared.request.get("stop_sequences") or ())
     message_id = new_id("msg")
     if prepared.request.get("stream"):
