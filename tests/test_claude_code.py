@@ -14,6 +14,7 @@ tool bound no grammar of llama.cpp can count to (its Workflow tool's 524,288-cha
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import threading
@@ -26,6 +27,7 @@ import pytest
 
 from tests.conftest import REPO, ResponseSchemas, live_server
 
+logger = logging.getLogger(__name__)
 CLAUDE = REPO / "tests" / "node-claude" / "node_modules" / ".bin" / "claude"
 GEMMA = "gemma3-270m"
 REGISTRATION = """\
@@ -133,6 +135,8 @@ def test_claude_code_completes_turns_on_gemma(claude_server, tmp_path):
     # Claude Code's per-request billing block is kept out of the prompt: its second turn begins
     # with the first one's prompt, read from the cache.
     cached, fresh = second["usage"]["cache_read_input_tokens"], second["usage"]["input_tokens"]
+    logger.info("Claude Code: first turn %.0f s; second turn %d prompt tokens read from the cache, %d evaluated",
+                first_seconds, cached, fresh)
     assert cached > 5 * fresh, (second["usage"], first_seconds)
     schemas = ResponseSchemas.served_by(live, "/anthropic/openapi.json")
     messages = [exchange for exchange in recorder.exchanges if exchange[1].startswith("/v1/messages")]
