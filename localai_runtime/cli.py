@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     spec = commands.add_parser("spec", help="print the patched OpenAPI document")
     _common(spec)
     spec.add_argument("--format", choices=["json", "yaml"], default="json")
+    spec.add_argument("--document", default="openai", metavar="NAME",
+                      help="which vendor's document: openai (default, as /openapi.json) or a spec/documents/ name")
 
     check = commands.add_parser("check", help="load and validate everything, then exit")
     _common(check)
@@ -174,8 +176,14 @@ def _prewarm(settings: Settings) -> None:
     prewarm(settings.configs_dir)
 
 
-def _spec(settings: Settings, output_format: str) -> None:
-    document = _build(settings).document
+def _spec(settings: Settings, output_format: str, name: str = "openai") -> None:
+    from localai_runtime.errors import SpecError
+
+    built = _build(settings)
+    found = [vendor.document for vendor in built.documents if vendor.name == name]
+    if not found:
+        raise SpecError(f"no document named {name!r} (there are: {', '.join(v.name for v in built.documents)})")
+    document = found[0]
     if output_format == "yaml":
         import yaml
 
@@ -233,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             _serve(settings)
         elif args.command == "spec":
-            _spec(settings, args.format)
+            _spec(settings, args.format, args.document)
         elif args.command == "check":
             return _check(settings)
     except SpecError as exc:

@@ -23,8 +23,14 @@ the document's included, can raise these. The exception tree::
     ├── UnsupportedMediaTypeError  (415)
     ├── ClientClosedRequest        (499: the client went away; nobody reads the answer)
     ├── RateLimitError             (429, Retry-After)
+    │   └── ModelBusyError         (429: the model's queue is full; Anthropic's 529)
     ├── NotImplementedAPIError     (501)
     └── ServiceUnavailableError    (503)
+
+Routes of another vendor's document answer in that vendor's envelope: ``ERROR_SHAPES`` maps a
+shape's name to the body and the status of an error (Anthropic's
+``{"type": "error", "error": {"type", "message"}, "request_id"}``, its error type chosen by the
+status, a full queue as its ``overloaded_error`` 529).
 
 ``SpecError`` is separate: it is raised at start-up (and by ``localai-runtime check``) for a
 bad spec, fragment, patch or registration file, and never reaches a client.
@@ -34,6 +40,8 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
+from collections.abc import Callable, Mapping
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -157,6 +165,10 @@ class RateLimitError(APIError):
     code = "rate_limit_exceeded"
 
 
+class ModelBusyError(RateLimitError):
+    """Every instance of the model busy and its queue full (not the key over its limits)."""
+
+
 class NotImplementedAPIError(APIError):
     status = 501
     type = "not_implemented_error"
@@ -167,6 +179,36 @@ class ServiceUnavailableError(APIError):
     status = 503
     type = "service_unavailable_error"
     code = "service_unavailable"
+
+
+_ANTHROPIC_TYPES: Mapping[int, str] = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+    404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error",
+    415: "invalid_request_error", 429: "rate_limit_error", 499: "invalid_request_error",
+    504: "timeout_error", 529: "overloaded_error",
+}
+"""Anthropic's error type for a status (any other: ``api_error``)."""
+
+def anthropic_status(error: APIError) -> int:
+    """A busy model is Anthropic's 529 ``overloaded_error``; a key over its limit stays 429."""
+    return 529 if isinstance(error, ModelBusyError) else error.status
+
+
+def anthropic_body(error: APIError) -> dict[str, Any]:
+    """Anthropic's error envelope; the message names the field where one is at fault."""
+    message = error.message
+    if error.param and error.param not in message:
+        message = f"{error.param}: {message}"
+    return {"type": "error", "error": {"type": _ANTHROPIC_TYPES.get(anthropic_status(error), "api_error"),
+                                       "message": message},
+            "request_id": f"req_{uuid.uuid4().hex}"}
+
+
+ERROR_SHAPES: Mapping[str, tuple[Callable[[APIError], dict[str, Any]], Callable[[APIError], int]]] = {
+    "openai": (APIError.body, lambda error: error.status),
+    "anthropic": (anthropic_body, anthropic_status),
+}
+"""An error envelope by name: the body of an error and its status."""
 
 
 def stream_error_event(error: APIError) -> bytes:

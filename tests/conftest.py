@@ -51,7 +51,7 @@ def testing_spec(tmp_path_factory) -> BuiltSpec:
 
     fragments = tmp_path_factory.mktemp("spec")
     for source in [*resource_dir("spec").iterdir(), *(REPO / "tests" / "fake_spec").iterdir()]:
-        shutil.copy(source, fragments / source.name)
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, fragments / source.name)
     return build_spec(spec_path=None, fragments_dir=fragments, patches_dir=resource_dir("patches"))
 
 
@@ -292,9 +292,9 @@ class ResponseSchemas:
         self._validators: dict[str, Draft202012Validator] = {}
 
     @classmethod
-    def served_by(cls, live: LiveServer) -> ResponseSchemas:
+    def served_by(cls, live: LiveServer, path: str = "/openapi.json") -> ResponseSchemas:
         with live.http() as http:
-            response = http.get("/openapi.json")
+            response = http.get(path)
         assert response.status_code == 200, response.text[:500]
         return cls(response.json())
 

@@ -25,13 +25,18 @@ def test_spec_prints_the_patched_document_as_json_or_yaml():
     as_yaml = yaml.safe_load(run("spec", "--format", "yaml").stdout)
     assert as_json == as_yaml
     assert as_json["info"]["title"] == "OpenAI API (served by localai-runtime)"
-    assert "/healthz" in as_json["paths"]
+    assert "/healthz" in as_json["paths"] and "/v1/messages" not in as_json["paths"]
+    anthropic = json.loads(run("spec", "--document", "anthropic").stdout)
+    assert anthropic["info"]["title"] == "Anthropic API (served by localai-runtime)"
+    assert "/v1/messages?beta=true" in anthropic["paths"] and "Message" in anthropic["components"]["schemas"]
+    unknown = run("spec", "--document", "klingon")
+    assert unknown.returncode == 2 and "no document named 'klingon'" in unknown.stderr
 
 
 def test_check_passes_on_the_shipped_files():
     result = run("check")
     assert result.returncode == 0, result.stderr
-    assert "278 operations" in result.stdout
+    assert "383 operations" in result.stdout  # OpenAI's 271, ours 8, Anthropic's 104
 
 
 def test_check_fails_with_the_message_start_up_would_give(tmp_path):

@@ -54,7 +54,7 @@ def test_documents_keep_their_references_and_match(server, built_spec):
     chat = as_json.json()["paths"]["/v1/chat/completions"]["post"]
     assert chat["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/CreateChatCompletionRequest"}
-    served = mark_status(built_spec.document, find_handlers(built_spec.operations))  # see below
+    served = mark_status(built_spec.primary.document, find_handlers(built_spec.operations))  # see below
     assert as_json.json() == served == yaml.load(as_yaml.content, Loader=yaml.CSafeLoader)
     assert again.content == as_json.content
 
@@ -99,14 +99,15 @@ def test_served_document_says_which_operations_are_implemented(server, built_spe
 
     with server.http() as http:
         served = http.get("/openapi.json").json()
-    implemented = set(find_handlers(built_spec.operations))
+    openai = built_spec.operations_in("openai")  # Anthropic's document is served apart (test_documents.py)
+    implemented = set(find_handlers(openai))
     status = implementation_status(served)
-    assert set(status) == set(built_spec.operations)
+    assert set(status) == set(openai)
     assert {op_id for op_id, value in status.items() if value == "implemented"} == implemented
     assert {op_id for op_id, value in status.items() if value == "not-implemented"} == set(status) - implemented
     assert {"createChatCompletion", "createEmbedding", "listModels", "getHealth"} <= implemented
     assert {"createImage", "createAssistant", "deleteModel"}.isdisjoint(implemented)
-    for op_id, operation in built_spec.operations.items():
+    for op_id, operation in openai.items():
         marked = served["paths"][operation.path][operation.method]
         assert marked["operationId"] == op_id and marked.get("tags") == operation.spec.get("tags")
         if op_id in implemented:
@@ -116,8 +117,8 @@ def test_served_document_says_which_operations_are_implemented(server, built_spe
             assert marked["summary"] == SUMMARY_PREFIX + operation.spec["summary"], op_id
             assert marked["description"].startswith(DESCRIPTION_NOTE), op_id
             assert marked["description"].endswith(operation.spec.get("description") or DESCRIPTION_NOTE), op_id
-    assert list(served["paths"]) == list(built_spec.document["paths"])
-    assert (f"This server implements {len(implemented)} of these {len(built_spec.operations)} operations"
+    assert list(served["paths"]) == list(built_spec.primary.document["paths"])
+    assert (f"This server implements {len(implemented)} of these {len(openai)} operations"
             in served["info"]["description"])
     tags = {tag["name"]: tag for tag in served["tags"]}
     assert tags["Images"]["x-localai-status"] == "not-implemented"
@@ -139,7 +140,7 @@ def test_marking_follows_the_handlers_found(testing_spec):
     with live_server(testing_spec, handler_packages=("localai_runtime.handlers", "tests.fake_handlers")) as live, live.http() as http:
         with_fakes = implementation_status(http.get("/openapi.json").json())
     assert with_fakes["echoValidated"] == with_fakes["echoItem"] == "implemented"
-    without = implementation_status(mark_status(testing_spec.document, find_handlers(testing_spec.operations)))
+    without = implementation_status(mark_status(testing_spec.primary.document, find_handlers(testing_spec.operations)))
     assert without["echoValidated"] == without["echoItem"] == "not-implemented"
     assert {op_id: value for op_id, value in with_fakes.items() if not op_id.startswith("echo")} == {
         op_id: value for op_id, value in without.items() if not op_id.startswith("echo")}

@@ -41,8 +41,9 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "serving": ("access", "backends", "errors", "model_packages", "observability", "settings", "spec", "store",
                 "tools", "starlette.responses", "connexion.context"),
     "responses": ("backends.__init__", "errors", "serving", "store", "tools", "starlette.responses"),
+    "messages": ("backends.__init__", "errors", "serving", "tools", "starlette.responses"),
     # Handlers keep connexion's signatures: the request context in, a starlette response out.
-    "handlers": ("errors", "observability.metrics", "responses", "serving.operations", "serving.runtime",
+    "handlers": ("errors", "messages", "observability.metrics", "responses", "serving.operations", "serving.runtime",
                  "connexion.context", "starlette.responses"),
     "http": ("access", "backends.__init__", "errors", "observability", "serving", "settings", "spec",
              "connexion", "starlette"),

@@ -15,7 +15,9 @@ def test_wheel_bundles_the_default_directories_and_declares_the_adapters(tmp_pat
     wheel = next(tmp_path.glob("localai_runtime-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     for directory in ("spec", "patches", "configs"):
-        shipped = {p.name for p in (REPO / directory).iterdir() if p.suffix in (".yaml", ".yml", ".json")}
+        found = (REPO / directory).iterdir() if directory == "configs" else (REPO / directory).rglob("*")
+        shipped = {str(p.relative_to(REPO / directory)) for p in found  # spec/documents/, patches/anthropic/ too
+                   if p.suffix in (".yaml", ".yml", ".json")}
         assert shipped and {f"localai_runtime/_bundled/{directory}/{name}" for name in shipped} <= names
     modules = {str(p.relative_to(REPO)) for p in (REPO / "localai_runtime").rglob("*.py") if "__pycache__" not in p.parts}
     assert "localai_runtime/handlers/chat.py" in modules and "localai_runtime/backends/llama_cpp/instance.py" in modules

@@ -68,6 +68,7 @@ class Piece:
     completion_tokens: int = 0  # set on a choice's last piece
     cached_tokens: int = 0  # set on a choice's last piece: prompt tokens taken from a cache
     tool_calls: list[Any] | None = None  # CallDelta: a call's name once, then its argument text
+    stop_sequence: str | None = None  # set on a choice's last piece: the stop string that ended it
 
 
 ShouldStop = Callable[[], bool]

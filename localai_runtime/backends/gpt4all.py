@@ -261,7 +261,7 @@ class GPT4AllInstance:
             raise self._error(error, param)
         length = count >= options["n_predict"] or len(prompt_ids) + count >= self._n_ctx - 1
         yield Piece(text.finish(), index, finish_reason="length" if length and not text.stopped else "stop",
-                    prompt_tokens=len(prompt_ids), completion_tokens=count)
+                    prompt_tokens=len(prompt_ids), completion_tokens=count, stop_sequence=text.stopped_by)
         return False
 
     def _error(self, error: str, param: str) -> Exception:

@@ -1,4 +1,4 @@
-"""Liveness and readiness, declared in ``spec/localai.yaml`` and open without an API key."""
+"""The server's root, liveness and readiness, declared in ``spec/localai.yaml`` and open without an API key."""
 
 from __future__ import annotations
 
@@ -6,6 +6,12 @@ import time
 from typing import Any
 
 from localai_runtime.serving import runtime
+
+
+async def getRoot() -> dict[str, Any]:  # noqa: N802 - named after the operationId
+    documents = runtime.current().spec.documents
+    return {"status": "ok", "ui": "/ui", "documents": {
+        document.name: next(iter(document.served)) for document in documents}}
 
 
 async def getHealth() -> dict[str, Any]:  # noqa: N802 - named after the operationId

@@ -25,22 +25,23 @@ from localai_runtime.backends import BackendRegistry
 from localai_runtime.http import errors as http_errors
 from localai_runtime.http import fast_routes, fast_validation, openapi31, routing
 from localai_runtime.http.dispatch import HandlerMiddleware, plan_calls
-from localai_runtime.http.document_views import PATHS as DOCUMENT_PATHS
-from localai_runtime.http.document_views import DocumentViews
+from localai_runtime.http.document_views import add_document_views, swagger_ui_config
 from localai_runtime.http.metrics import HTTPMetricsMiddleware
 from localai_runtime.http.middleware import (
+    BEARER,
     AuthMiddleware,
     BodyLimitMiddleware,
     NotImplementedMiddleware,
+    credential_headers,
     secured_operations,
 )
+from localai_runtime.http.query_paths import QueryPathMiddleware
 from localai_runtime.http.reloading import ReloadingApp
 from localai_runtime.serving.registrations import Registrations, load_registrations
 from localai_runtime.serving.runtime import Runtime
 from localai_runtime.settings import Settings
 from localai_runtime.spec.build import BuiltSpec, build_spec
 from localai_runtime.spec.request_schemas import RequestSchemas
-from localai_runtime.spec.status import mark_status
 
 logger = logging.getLogger(__name__)
 
@@ -66,10 +67,13 @@ class RuntimeApp(AsyncApp):
 def _middlewares(settings: Settings, built: BuiltSpec, handlers: dict[str, Any], runtime: Runtime,
                  keys: KeyRing) -> list[Any]:
     implemented = set(handlers)
-    stack: list[Any] = [functools.partial(HTTPMetricsMiddleware, metrics=runtime.metrics)]
-    secured = secured_operations(built.document, built.operations)
+    implied = {name: query for document in built.documents for name, query in document.header_queries.items()}
+    stack: list[Any] = [functools.partial(QueryPathMiddleware, paths=built.document["paths"],
+                                          header_queries=implied),
+                        functools.partial(HTTPMetricsMiddleware, metrics=runtime.metrics)]
+    secured = credential_headers(built.document, built.operations)
     if settings.metrics_need_key:
-        secured = secured | {"getMetrics"}
+        secured["getMetrics"] = (BEARER,)
     for middleware in ConnexionMiddleware.default_middlewares:
         if middleware is SecurityMiddleware:
             stack.append(functools.partial(AuthMiddleware, keys=keys, secured=secured))
@@ -147,7 +151,8 @@ def _assemble(settings: Settings, config: Configuration, runtime: Runtime, lifes
         strict_validation=True,  # an unknown query parameter is a 400, not silently ignored
         # connexion would serve its resolved copy, references expanded, re-serialized on the
         # event loop for every request. DocumentViews serves the document.
-        swagger_ui_options=SwaggerUIOptions(swagger_ui_path=UI_PATH, serve_spec=False),
+        swagger_ui_options=SwaggerUIOptions(swagger_ui_path=UI_PATH, serve_spec=False,
+                                            swagger_ui_config=swagger_ui_config(built.documents)),
     )
     app.runtime = runtime
     for exception in http_errors.HANDLED:
@@ -155,11 +160,9 @@ def _assemble(settings: Settings, config: Configuration, runtime: Runtime, lifes
     # connexion replaces top-level keys of the document it is given (servers, components):
     # a shallow copy keeps ours intact; it resolves references on a deep copy of its own.
     app.add_specification(openapi31.OpenAPI31Specification(dict(built.document)))
-    # What /openapi.json, /openapi.yaml and /ui show: which operations have handlers, marked on a
-    # copy (built.document stays as built; connexion routes and validates from it).
-    views = DocumentViews(mark_status(built.document, handlers))
-    for path, kind in DOCUMENT_PATHS.items():
-        app.add_url_rule(path, f"document {path}", views.endpoint(kind))
+    # What /openapi.json, /anthropic/openapi.json... and /ui show: each vendor's document, which
+    # operations have handlers marked on a copy (connexion routes and validates built.document).
+    add_document_views(app, built.documents, handlers)
     return app
 
 

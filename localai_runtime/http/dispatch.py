@@ -10,7 +10,9 @@ arguments planned once per operation at start-up:
   :data:`VALIDATED_BODY`), not parsed a second time;
 - path parameters by name, as starlette's router converted them (string, integer or number);
 - query parameters of simple types (string, integer, number, boolean, arrays of strings) by
-  name, converted here after connexion validated them; an absent one takes the handler's default.
+  name, converted here after connexion validated them; an absent one takes the handler's default;
+- header parameters (Anthropic's ``anthropic-version``, ``anthropic-beta``): validated by
+  connexion, passed to no handler.
 
 Return values follow connexion's conventions: a starlette ``Response``, or a JSON body,
 optionally in a ``(body, status)`` or ``(body, status, headers)`` tuple. An operation whose
@@ -96,7 +98,7 @@ _QUERY_TYPES: dict[str, Callable[[list[str]], Any]] = {
 
 def _parameters(document: Mapping[str, Any], operation: Operation) -> dict[str, tuple[str, Any]] | None:
     """name -> (where, schema type) of the operation's path and simple query parameters; None if
-    it has other kinds (headers, cookies, objects), which connexion's decorator converts."""
+    it has other kinds (cookies, objects), which connexion's decorator converts."""
     declared = [
         *(document["paths"][operation.path].get("parameters") or []),
         *(operation.spec.get("parameters") or []),
@@ -113,6 +115,8 @@ def _parameters(document: Mapping[str, Any], operation: Operation) -> dict[str, 
             found[parameter["name"]] = ("query", kind)
         elif parameter.get("in") == "path":
             found[parameter["name"]] = ("path", kind)
+        elif parameter.get("in") == "header":
+            continue  # validated by connexion; a handler reads none (Anthropic's anthropic-version)
         else:
             return None
     return found

@@ -1,4 +1,5 @@
-"""Exceptions as HTTP responses: OpenAI's error envelope with the error's status.
+"""Exceptions as HTTP responses: OpenAI's error envelope with the error's status (on the routes
+of another vendor's document, that vendor's envelope: :func:`shape_of`).
 
 :mod:`localai_runtime.errors` holds the exception tree and the envelope itself (no web
 framework, so ``spec`` and ``serving`` can raise them); this module turns any exception that
@@ -20,8 +21,11 @@ from starlette.responses import Response
 from localai_runtime import errors
 from localai_runtime.access.keys import SCOPE_KEY
 from localai_runtime.http.middleware import operation_id
+from localai_runtime.spec.build import PRIMARY, BuiltSpec
 
 if TYPE_CHECKING:
+    from starlette.types import Scope
+
     from localai_runtime.serving.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -47,14 +51,28 @@ _HTTP_MESSAGES = {
 }
 
 
-def error_response(error: errors.APIError) -> Response:
-    """The HTTP response for ``error``: OpenAI's envelope with the error's status."""
+def error_response(error: errors.APIError, shape: str = PRIMARY) -> Response:
+    """The HTTP response for ``error``: the envelope of ``shape`` (OpenAI's unless another is
+    named, :data:`localai_runtime.errors.ERROR_SHAPES`) with its status."""
+    body, status = errors.ERROR_SHAPES[shape]
     return Response(
-        content=json.dumps(error.body()),
-        status_code=error.status,
+        content=json.dumps(body(error)),
+        status_code=status(error),
         media_type=ERROR_MEDIA_TYPE,
         headers=error.headers,
     )
+
+
+def shape_of(spec: BuiltSpec, scope: Scope) -> str:
+    """The error envelope of a request: its operation's document's, or where no operation matched,
+    that of a document whose clients send a header the request has (``anthropic-version``)."""
+    op_id = operation_id(scope)
+    if op_id is not None:
+        document = spec.document_of(op_id)
+        return document.errors if document is not None else PRIMARY
+    names = {name.decode("latin-1").lower() for name, _ in scope.get("headers", ())}
+    return next((document.errors for document in spec.documents
+                 if document.client_header and document.client_header in names), PRIMARY)
 
 
 def to_api_error(request: ConnexionRequest, exc: Exception) -> errors.APIError:
@@ -80,9 +98,9 @@ def error_handler(runtime: Runtime, request: ConnexionRequest, exc: Exception) -
     key = request.scope.get("extensions", {}).get(SCOPE_KEY)
     where = operation_id(request.scope) or f"{request.method} {request.url.path}"
     errors.log_error(error, where, key=key.name if key is not None else None)
-    response = error_response(error)
+    response = error_response(error, shape_of(runtime.spec, request.scope))
     return ConnexionResponse(
-        status_code=error.status,
+        status_code=response.status_code,
         mimetype=ERROR_MEDIA_TYPE,
         body=response.body,
         headers=error.headers,

@@ -2,9 +2,10 @@
 
 - :class:`BodyLimitMiddleware`: 413 for a body over the configured limit, counted as it
   arrives (a missing or lying ``Content-Length`` does not get around it).
-- :class:`AuthMiddleware`: bearer keys for every operation the spec secures, replacing
-  connexion's ``SecurityMiddleware`` (which needs a token function per scheme and answers in
-  problem+json).
+- :class:`AuthMiddleware`: keys for every operation the spec secures, presented as its security
+  schemes say (a bearer token, or an API key header such as Anthropic's ``x-api-key``),
+  replacing connexion's ``SecurityMiddleware`` (which needs a token function per scheme and
+  answers in problem+json).
 - :class:`NotImplementedMiddleware`: 501 for operations without a handler, before request
   validation, so an unimplemented operation never answers 400 for a body it would not use.
 
@@ -98,35 +99,50 @@ class BodyLimitMiddleware:
         return scope, replay
 
 
+BEARER = "authorization"
+"""The header of an HTTP bearer scheme, among an operation's credential headers."""
+
+
 class AuthMiddleware:
-    """Requires ``Authorization: Bearer <key>`` for operations whose spec ``security`` asks for
-    it, then the key's scope (403 for an operation outside it) and limits (429 over its rate or
+    """Requires a key for operations whose spec ``security`` asks for one, in a header of one of
+    their schemes (``secured``: operationId -> those headers, :func:`credential_headers`), then
+    the key's scope (403 for an operation outside it) and limits (429 over its rate or
     concurrency, with ``Retry-After`` and ``x-ratelimit-*``). The key is left in
     ``scope["extensions"]`` (``SCOPE_KEY``) for the model scope, which the handlers apply; a request
     counts against the key's concurrency until its answer, a stream included, has ended."""
 
-    def __init__(self, app: ASGIApp, *, keys: KeyRing, secured: Collection[str]) -> None:
+    def __init__(self, app: ASGIApp, *, keys: KeyRing, secured: Mapping[str, tuple[str, ...]]) -> None:
         self.app = app
         self.keys = keys
-        self.secured = frozenset(secured)
+        self.secured = dict(secured)
 
-    def _key(self, scope: Scope) -> Key:
-        header = Headers(scope=scope).get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        key = self.keys.match(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
-        if key is None:
-            raise AuthenticationError(
-                "Missing API key: send 'Authorization: Bearer <key>'" if not header else "Incorrect API key provided",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        return key
+    def _key(self, scope: Scope, sources: tuple[str, ...]) -> Key:
+        headers = Headers(scope=scope)
+        presented = False
+        for name in sources:
+            value = headers.get(name)
+            if value is None:
+                continue
+            presented = True
+            if name == BEARER:
+                scheme, _, value = value.partition(" ")
+                if scheme.lower() != "bearer":
+                    continue
+            key = self.keys.match(value.strip()) if value.strip() else None
+            if key is not None:
+                return key
+        asked = " or ".join("'Authorization: Bearer <key>'" if name == BEARER else f"'{name}: <key>'"
+                            for name in sources)
+        raise AuthenticationError(f"Missing API key: send {asked}" if not presented else "Incorrect API key provided",
+                                  headers={"WWW-Authenticate": "Bearer"})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         op_id = operation_id(scope)
-        if scope["type"] != "http" or not self.keys or op_id not in self.secured:
+        sources = self.secured.get(op_id or "") if scope["type"] == "http" and self.keys else None
+        if sources is None or op_id is None:
             await self.app(scope, receive, send)
             return
-        key = self._key(scope)
+        key = self._key(scope, sources)
         scope.setdefault("extensions", {})[SCOPE_KEY] = key  # its name is logged with a refusal too
         if not key.allows_operation(op_id):
             raise PermissionDeniedError(f"The API key '{key.name}' may not call {op_id}")
@@ -169,11 +185,26 @@ def not_implemented(operation: Operation) -> NotImplementedAPIError:
 
 def secured_operations(document: dict, operations: Mapping[str, Operation]) -> set[str]:
     """Operations whose effective ``security`` requires at least one scheme."""
+    return set(credential_headers(document, operations))
+
+
+def credential_headers(document: dict, operations: Mapping[str, Operation]) -> dict[str, tuple[str, ...]]:
+    """Each secured operation (one whose effective ``security`` requires at least one scheme) and
+    the headers its schemes take a key in: ``authorization`` for a bearer token, the header of an
+    ``apiKey`` scheme (``x-api-key``); a scheme of any other kind is read as a bearer token."""
     default = document.get("security") or []
-    secured = set()
+    schemes = (document.get("components") or {}).get("securitySchemes") or {}
+    secured: dict[str, tuple[str, ...]] = {}
     for op_id, operation in operations.items():
         requirements = operation.spec.get("security", default)
         # An empty requirement object ({}) in the list makes the operation optionally open.
         if requirements and all(requirement for requirement in requirements):
-            secured.add(op_id)
+            headers = [_header(schemes.get(name) or {}) for requirement in requirements for name in requirement]
+            secured[op_id] = tuple(dict.fromkeys(headers))
     return secured
+
+
+def _header(scheme: Mapping[str, object]) -> str:
+    if scheme.get("type") == "apiKey" and scheme.get("in") == "header" and isinstance(scheme.get("name"), str):
+        return str(scheme["name"]).lower()
+    return BEARER

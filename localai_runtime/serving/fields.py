@@ -79,6 +79,21 @@ RESPONSES_SERVER_FIELDS = frozenset({
 })
 """createResponse fields the server honours itself (the store, the chain, truncation)."""
 
+MESSAGES_AS_CHAT = {
+    "messages": "messages", "system": "messages", "max_tokens": "max_tokens", "temperature": "temperature",
+    "top_p": "top_p", "top_k": f"{EXTENSIONS}.top_k", "stop_sequences": "stop", "tools": "tools",
+    "tool_choice": "tool_choice",
+}
+"""Anthropic's Messages API is served as a chat completion too (``localai_runtime.messages``)."""
+
+AS_CHAT: Mapping[str, tuple[Mapping[str, str], frozenset[str]]] = {
+    RESPONSES: (RESPONSES_AS_CHAT, RESPONSES_SERVER_FIELDS),
+    "messages_post": (MESSAGES_AS_CHAT, frozenset()),
+    "beta_messages_post": (MESSAGES_AS_CHAT, frozenset()),
+}
+"""Operations served as chat completions: each field, the chat field the backend must honour for
+it, and the fields the server honours itself."""
+
 
 def honoured(backend: Any, operation_id: str, settings: Any = None) -> frozenset[str]:
     """The fields ``backend`` honours for ``operation_id``: its own table (a backend whose
@@ -87,21 +102,22 @@ def honoured(backend: Any, operation_id: str, settings: Any = None) -> frozenset
     table: Mapping[str, frozenset[str]] = backend.honoured if settings is None else backend.honoured_for(settings)
     if operation_id in table:
         return table[operation_id]
-    if operation_id == RESPONSES and CHAT in table:
+    if operation_id in AS_CHAT and CHAT in table:
         chat = table[CHAT]
-        fields = {name for name, target in RESPONSES_AS_CHAT.items() if target in chat}
+        as_chat, server = AS_CHAT[operation_id]
+        fields = {name for name, target in as_chat.items() if target in chat}
         fields |= {name for name in chat if name.startswith(f"{EXTENSIONS}.")}
-        return frozenset(fields | RESPONSES_SERVER_FIELDS)
+        return frozenset(fields | server)
     return frozenset()
 
 
 def serves(backend: Any, operation_id: str) -> bool:
-    return operation_id in backend.honoured or (operation_id == RESPONSES and CHAT in backend.honoured)
+    return operation_id in backend.honoured or (operation_id in AS_CHAT and CHAT in backend.honoured)
 
 
 def backend_operations(operations: frozenset[str]) -> frozenset[str]:
-    """The operations a backend serves for ``operations`` (createResponse runs as chat)."""
-    return frozenset(CHAT if op == RESPONSES else op for op in operations)
+    """The operations a backend serves for ``operations`` (createResponse and Messages run as chat)."""
+    return frozenset(CHAT if op in AS_CHAT else op for op in operations)
 
 
 def is_metadata(name: str) -> bool:

@@ -19,7 +19,7 @@ from concurrent.futures import Executor, Future
 from typing import Any
 
 from localai_runtime.backends import ModelInstance
-from localai_runtime.errors import RateLimitError, ServiceUnavailableError
+from localai_runtime.errors import ModelBusyError, RateLimitError, ServiceUnavailableError
 from localai_runtime.observability.metrics import Metrics
 from localai_runtime.serving.fields import backend_operations
 from localai_runtime.serving.leases import Lease, Reservation
@@ -183,7 +183,7 @@ class ModelPool:
         return self._waiting >= self.queue_size + free
 
     def busy_error(self) -> RateLimitError:
-        return RateLimitError(
+        return ModelBusyError(
             f"The model '{self.registration.model}' is busy: {self.busy} running and "
             f"{self._waiting} queued requests. Retry shortly.",
             headers={"Retry-After": str(RETRY_AFTER_S)},

@@ -28,10 +28,8 @@ STATUS = "x-localai-status"
 IMPLEMENTED = "implemented"
 NOT_IMPLEMENTED = "not-implemented"
 SUMMARY_PREFIX = "Not implemented: "
-DESCRIPTION_NOTE = (
-    "**Not implemented by this server:** it answers 501 with OpenAI's error envelope "
-    "(`not_implemented_error`) for this operation."
-)
+OPENAI_ENVELOPE = "OpenAI's error envelope (`not_implemented_error`)"
+DESCRIPTION_NOTE = f"**Not implemented by this server:** it answers 501 with {OPENAI_ENVELOPE} for this operation."
 TAG_NOTE = "**Not implemented by this server** (its operations answer 501)."
 INFO_NOTE_START = "This server implements "
 
@@ -48,10 +46,10 @@ def _with(text: str | None, note: str, separator: str) -> str:
     return note + separator + text if text else note
 
 
-def _mark_operation(operation: dict[str, Any], implemented: bool) -> dict[str, Any]:
+def _mark_operation(operation: dict[str, Any], implemented: bool, note: str = DESCRIPTION_NOTE) -> dict[str, Any]:
     marked = dict(operation)
     summary = _without(operation.get("summary"), SUMMARY_PREFIX, "")
-    description = _without(operation.get("description"), DESCRIPTION_NOTE, "\n\n")
+    description = _without(operation.get("description"), note, "\n\n")
     if implemented:
         marked[STATUS] = IMPLEMENTED
         for key, value in (("summary", summary), ("description", description)):
@@ -62,7 +60,7 @@ def _mark_operation(operation: dict[str, Any], implemented: bool) -> dict[str, A
         return marked
     marked[STATUS] = NOT_IMPLEMENTED
     marked["summary"] = SUMMARY_PREFIX + (summary or str(operation.get("operationId", "")))
-    marked["description"] = _with(description, DESCRIPTION_NOTE, "\n\n")
+    marked["description"] = _with(description, note, "\n\n")
     return marked
 
 
@@ -92,8 +90,11 @@ def _info_description(described: str | None, implemented: int, total: int) -> st
     return "\n\n".join([*kept, note])
 
 
-def mark_status(document: dict[str, Any], implemented: Collection[str]) -> dict[str, Any]:
-    """A copy of ``document`` saying which operations are ``implemented`` (operationIds)."""
+def mark_status(document: dict[str, Any], implemented: Collection[str],
+                envelope: str = OPENAI_ENVELOPE) -> dict[str, Any]:
+    """A copy of ``document`` saying which operations are ``implemented`` (operationIds); an
+    unimplemented one's description says it answers 501 with ``envelope``."""
+    note = DESCRIPTION_NOTE.replace(OPENAI_ENVELOPE, envelope)
     operations = index_operations(document, source="the document to mark")
     statuses: dict[str | None, set[bool]] = {}
     paths: dict[str, Any] = {}
@@ -101,7 +102,7 @@ def mark_status(document: dict[str, Any], implemented: Collection[str]) -> dict[
         paths[route] = dict(item) if isinstance(item, dict) else item
     for op_id, operation in operations.items():
         done = op_id in implemented
-        paths[operation.path][operation.method] = _mark_operation(operation.spec, done)
+        paths[operation.path][operation.method] = _mark_operation(operation.spec, done, note)
         for tag in operation.spec.get("tags") or [None]:
             statuses.setdefault(tag, set()).add(done)
     marked = {**document, "paths": paths}

@@ -51,7 +51,7 @@ class Generation:
         if decoded.finish is None:
             return True
         yield Piece(decoded.tail, index, finish_reason=decoded.finish, prompt_tokens=len(prompt),
-                    completion_tokens=decoded.tokens, cached_tokens=decoded.cached)
+                    completion_tokens=decoded.tokens, cached_tokens=decoded.cached, stop_sequence=decoded.stopped_by)
         return False
 
     def decode(self, prompt: list[int], params: SamplingParams) -> Generator[tuple[str, Any], None, Decoded]:

@@ -67,14 +67,14 @@ class CallPlan:
                                         scanner, index, form.opening)
             if decoded.finish is None:
                 return True
-            used = decoded.tokens
+            used, cached = decoded.tokens, decoded.cached
         else:
             free = yield from generation.pieces(prompt, replace(params, stop=(*params.stop, form.trigger)), index)
             if free.finish is None:
                 return True
             if free.stopped_by != form.trigger:
                 yield Piece(free.tail, index, finish_reason=free.finish, prompt_tokens=len(prompt),
-                            completion_tokens=free.tokens)
+                            completion_tokens=free.tokens, cached_tokens=free.cached, stop_sequence=free.stopped_by)
                 return False
             # The model began a call: go on from the trigger under the call grammar.
             continued = prompt + generation.codec.tokenize_more(free.content + form.trigger)
@@ -84,9 +84,10 @@ class CallPlan:
             decoded = yield from _calls(generation.decode(continued, calling), scanner, index, "")
             if decoded.finish is None:
                 return True
-            used = free.tokens + decoded.tokens
+            used, cached = free.tokens + decoded.tokens, free.cached
         finish = self.finish if scanner.complete else decoded.finish
-        yield Piece("", index, finish_reason=finish, prompt_tokens=len(prompt), completion_tokens=used)
+        yield Piece("", index, finish_reason=finish, prompt_tokens=len(prompt), completion_tokens=used,
+                    cached_tokens=cached)
         return False
 
 
