@@ -199,6 +199,36 @@ def test_strings_generated_under_a_schema_are_valid_json(demo_model):
         instance.close()
 
 
+@pytest.mark.parametrize("parameters", [{}, {"description": "What to run"}])
+def test_a_tool_whose_parameters_constrain_nothing_is_called_with_an_object(demo_model, parameters):
+    """At the root, a schema that constrains nothing is an object (a call's arguments always are);
+    below it, one is any JSON value (Claude Code's Workflow tool gives its ``args`` only a
+    description, which llama-cpp-python's converter refused)."""
+    import json
+
+    from localai_runtime.backends.llama_cpp.json_grammar import schema_to_gbnf
+
+    nested = {"type": "object", "properties": {"args": {"description": "anything"}}, "required": ["args"]}
+    assert "Unrecognized" not in schema_to_gbnf(json.dumps(nested))
+    instance = LlamaCppBackend().load(settings(demo_model))
+    whole = 0
+    try:
+        for schema, seeds in ((parameters, range(12)), (nested, range(4))):
+            tool = {"type": "function", "function": {"name": "run", "parameters": schema}}
+            for seed in seeds:
+                calls = {"model": "demo", "messages": [{"role": "user", "content": "Run it"}], "tools": [tool],
+                         "tool_choice": "required", "temperature": 1.5, "seed": seed, "max_tokens": 300}
+                pieces = list(instance.chat(calls, never, tool_request(calls), TEXT))
+                arguments = "".join(d.arguments for p in pieces for d in p.tool_calls or () if d.arguments)
+                if pieces[-1].finish_reason == "length":
+                    continue  # cut off: its arguments are not whole
+                assert isinstance(json.loads(arguments), dict), arguments
+                whole += 1
+    finally:
+        instance.close()
+    assert whole >= 8, f"only {whole} of 16 calls ended before max_tokens"
+
+
 def test_a_preloaded_model_is_loaded_while_the_server_starts_and_then_handed_over(demo_model, tmp_path):
     from localai_runtime.backends.prewarm import prewarm
 

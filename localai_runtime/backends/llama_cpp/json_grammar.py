@@ -7,9 +7,10 @@ beside it, exclude them; this applies the same rule to every converted schema.
 
 The converter also refuses a schema that constrains nothing but is not empty (only a
 ``description``, as Claude Code's Workflow tool gives its ``args``: "Unrecognized schema"), and
-reads an empty one as an object; JSON Schema reads both as any value, so both are written as the
-list of every JSON type before conversion (:func:`any_value_explicit`): the same meaning, in a
-form the converter takes.
+reads an empty one as an object; JSON Schema reads both as any value, so below the root both are
+written as the list of every JSON type before conversion (:func:`any_value_explicit`): the same
+meaning, in a form the converter takes. At the root such a schema stays an object (a call's
+arguments, and a structured answer, are objects).
 """
 
 from __future__ import annotations
@@ -52,5 +53,9 @@ def any_value_explicit(schema: Any) -> Any:
 
 
 def schema_to_gbnf(schema_json: str) -> str:
+    """The GBNF of a schema; at the root, one that constrains nothing is an object, as the
+    converter (and a tool's ``parameters``, whose arguments are always an object) reads it."""
     schema = json.loads(schema_json)
+    if isinstance(schema, dict) and set(schema) <= _ANNOTATIONS:
+        schema = {**schema, "type": "object"}
     return _LOOSE_CHAR.sub(_STRICT_CHAR, json_schema_to_gbnf(json.dumps(any_value_explicit(schema))))
