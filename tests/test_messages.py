@@ -195,3 +195,27 @@ def test_beta_query_or_header_reach_the_beta_operation(live):
         plain = http.post("/v1/messages", json=body, headers=headers)
     assert by_query.status_code == 200 and by_header.status_code == 200, (by_query.text, by_header.text)
     assert plain.status_code == 400 and "context_management" in plain.json()["error"]["message"]
+
+
+def test_a_tool_call_cut_off_by_max_tokens_says_so_and_never_fails(client, live, schemas):
+    """A call whose arguments ``max_tokens`` cut off (here: a string of at least 400 characters
+    in 40 tokens) ends with ``stop_reason: max_tokens`` and the ``tool_use`` block's input as
+    ``{}``, whole and streamed (it was a 500 and an ``api_error`` event)."""
+    tool = {"name": "Write", "description": "Writes a file", "input_schema": {
+        "type": "object", "properties": {"text": {"type": "string", "minLength": 400}}, "required": ["text"]}}
+    body = {"model": DEMO, "max_tokens": 40, "messages": HI, "tools": [tool], "tool_choice": {"type": "any"}}
+    message = client.messages.create(**body, extra_body={"temperature": 0})
+    schemas.check("Message", message.model_dump(mode="json"))
+    assert message.stop_reason == "max_tokens"
+    [block] = [block for block in message.content if block.type == "tool_use"]
+    assert block.name == "Write" and block.input == {}
+    with httpx.Client(base_url=live.url, headers={"x-api-key": "sk-test"}, timeout=60) as http:
+        streamed = http.post("/v1/messages", json={**body, "temperature": 0, "stream": True})
+    assert streamed.status_code == 200
+    events = events_of(streamed.text)
+    kinds = [kind for kind, _ in events]
+    assert "error" not in kinds and kinds[-1] == "message_stop", kinds
+    starts = [data["content_block"] for kind, data in events if kind == "content_block_start"]
+    assert [block["type"] for block in starts] == ["tool_use"], events
+    [delta] = [data for kind, data in events if kind == "message_delta"]
+    assert delta["delta"]["stop_reason"] == "max_tokens"

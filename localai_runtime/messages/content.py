@@ -111,7 +111,7 @@ class ContentBuilder:
             return []
         index, self._open = self._open, None
         if index in self._arguments:
-            self.blocks[index]["input"] = json.loads(self._arguments[index] or "{}")
+            self.blocks[index]["input"] = _input(self._arguments[index])
         return [{"type": "content_block_stop", "index": index}]
 
     def finish(self, filtered_text: str | None = None) -> list[Event]:
@@ -127,3 +127,14 @@ class ContentBuilder:
 
     def usage(self) -> dict[str, Any]:
         return usage(self.prompt_tokens, self.completion_tokens, self.cached_tokens)
+
+
+def _input(arguments: str) -> dict[str, Any]:
+    """A ``tool_use`` block's input: the call's arguments, or ``{}`` where they are not a whole JSON
+    object (cut off by ``max_tokens``, which ``stop_reason`` then says; or written by an
+    unconstrained upstream model). The stream carried the text as written either way."""
+    try:
+        value = json.loads(arguments or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
