@@ -199,11 +199,11 @@ def test_beta_query_or_header_reach_the_beta_operation(live):
 
 def test_a_tool_call_cut_off_by_max_tokens_says_so_and_never_fails(client, live, schemas):
     """A call whose arguments ``max_tokens`` cut off (here: a string of at least 400 characters
-    in 40 tokens) ends with ``stop_reason: max_tokens`` and the ``tool_use`` block's input as
+    in 64 tokens) ends with ``stop_reason: max_tokens`` and the ``tool_use`` block's input as
     ``{}``, whole and streamed (it was a 500 and an ``api_error`` event)."""
     tool = {"name": "Write", "description": "Writes a file", "input_schema": {
         "type": "object", "properties": {"text": {"type": "string", "minLength": 400}}, "required": ["text"]}}
-    body = {"model": DEMO, "max_tokens": 40, "messages": HI, "tools": [tool], "tool_choice": {"type": "any"}}
+    body = {"model": DEMO, "max_tokens": 64, "messages": HI, "tools": [tool], "tool_choice": {"type": "any"}}
     message = client.messages.create(**body, extra_body={"temperature": 0})
     schemas.check("Message", message.model_dump(mode="json"))
     assert message.stop_reason == "max_tokens"
@@ -217,5 +217,8 @@ def test_a_tool_call_cut_off_by_max_tokens_says_so_and_never_fails(client, live,
     assert "error" not in kinds and kinds[-1] == "message_stop", kinds
     starts = [data["content_block"] for kind, data in events if kind == "content_block_start"]
     assert [block["type"] for block in starts] == ["tool_use"], events
+    partial = "".join(data["delta"]["partial_json"] for kind, data in events
+                      if kind == "content_block_delta" and data["delta"]["type"] == "input_json_delta")
+    assert partial.startswith("{") and len(partial) > 10, partial  # the arguments had begun
     [delta] = [data for kind, data in events if kind == "message_delta"]
     assert delta["delta"]["stop_reason"] == "max_tokens"
