@@ -222,3 +222,16 @@ def test_a_tool_call_cut_off_by_max_tokens_says_so_and_never_fails(client, live,
     assert partial.startswith("{") and len(partial) > 10, partial  # the arguments had begun
     [delta] = [data for kind, data in events if kind == "message_delta"]
     assert delta["delta"]["stop_reason"] == "max_tokens"
+
+
+def test_a_prefill_the_answer_would_continue_is_refused_naming_it(client):
+    """Anthropic continues a final assistant message; rendering it as a finished turn would answer
+    something else, so it is a 400 naming the message rather than a silent change."""
+    prefill = [*HI, {"role": "assistant", "content": "Hi! I am"}]
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        client.messages.create(model=DEMO, max_tokens=4, messages=prefill)
+    error = refused.value.body["error"]
+    assert error["type"] == "invalid_request_error" and "messages[1]" in error["message"], error
+    assert "prefill" in error["message"]
+    answered = client.messages.create(model=DEMO, max_tokens=4, messages=[*prefill, {"role": "user", "content": "Go on"}])
+    assert answered.stop_reason == "max_tokens"

@@ -162,6 +162,12 @@ def chat_messages(system: Any, messages: Sequence[Mapping[str, Any]]) -> tuple[l
             chat.append({"role": "system", "content": _text_of(message["content"], where)})
         else:
             chat.extend(_user(message["content"], where))
+    if messages and messages[-1].get("role") == "assistant":
+        # Anthropic continues a final assistant message (a prefill); the chat templates here would
+        # close it as a finished turn and start a new one: a different answer, so it is refused.
+        raise UnsupportedParameterError(
+            "a final assistant message (a prefill for the answer to continue) is not supported here: end with a "
+            "user message", param=f"messages[{len(messages) - 1}]")
     return chat, dropped
 
 
