@@ -195,7 +195,7 @@ def test_registrations_are_listed_with_defaults_and_policy(echo_server, configs)
         listing = http.get("/v1/localai/registrations").json()["data"]
     echo_chat = next(r for r in listing if r["source"] == "echo.yaml#0")
     assert echo_chat["request_defaults"] == {"temperature": 0.5, "max_tokens": 100, "x-localai-extensions": {"top_k": 3}}
-    assert echo_chat["policy"] == {"unsupported_parameters": "error", "unknown_parameters": "error"}
+    assert echo_chat["policy"] == {"unsupported_parameters": "error", "unknown_parameters": "error", "hosted_tools": "error"}
     nofile = next(r for r in listing if r["model"] == "nofile")
     assert nofile["status"] == "unavailable" and nofile["local_settings"]["model_file"] == "does-not-exist.gguf"
     assert str(configs) not in json.dumps(listing)
