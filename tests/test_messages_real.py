@@ -94,7 +94,9 @@ def test_a_tool_result_round_trip(client):
                                              "content": [{"type": "text", "text": "Sunny, 21 degrees"}]}]}]
     final = client.messages.create(model=GEMMA, max_tokens=40, extra_body=T0, messages=history, tools=[WEATHER],
                                    tool_choice={"type": "none"})
-    without = client.messages.count_tokens(model=GEMMA, messages=history[:2], tools=[WEATHER],
+    shorter = [*history[:2], {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id,
+                                                           "content": [{"type": "text", "text": "-"}]}]}]
+    without = client.messages.count_tokens(model=GEMMA, messages=shorter, tools=[WEATHER],  # (a prefill is refused)
                                            tool_choice={"type": "none"})
     assert final.usage.input_tokens + final.usage.cache_read_input_tokens > without.input_tokens  # rendered
     assert final.stop_reason in ("end_turn", "max_tokens") and all(block.type == "text" for block in final.content)
