@@ -197,6 +197,20 @@ def test_beta_query_or_header_reach_the_beta_operation(live):
     assert plain.status_code == 400 and "context_management" in plain.json()["error"]["message"]
 
 
+def test_the_beta_header_never_shadows_a_served_operation_of_the_other_document(live):
+    """``anthropic-beta`` on a path both documents have (``GET /v1/models``, which only OpenAI's
+    serves) keeps the served operation: it was routed to Anthropic's unimplemented
+    ``/v1/models?beta=true`` and got its 501. An explicit ``?beta=true`` still asks for that one."""
+    headers = {"authorization": "Bearer sk-test", "anthropic-beta": "context-management-2025-06-27"}
+    with httpx.Client(base_url=live.url) as http:
+        listed = http.get("/v1/models", headers=headers)
+        explicit = http.get("/v1/models", params={"beta": "true"}, headers=headers)
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["object"] == "list" and DEMO in [model["id"] for model in listed.json()["data"]]
+    assert explicit.status_code == 501 and explicit.json()["type"] == "error"
+    assert "?beta=true" in explicit.json()["error"]["message"]
+
+
 def test_a_tool_call_cut_off_by_max_tokens_says_so_and_never_fails(client, live, schemas):
     """A call whose arguments ``max_tokens`` cut off (here: a string of at least 400 characters
     in 64 tokens) ends with ``stop_reason: max_tokens`` and the ``tool_use`` block's input as

@@ -69,7 +69,7 @@ def _middlewares(settings: Settings, built: BuiltSpec, handlers: dict[str, Any],
     implemented = set(handlers)
     implied = {name: query for document in built.documents for name, query in document.header_queries.items()}
     stack: list[Any] = [functools.partial(QueryPathMiddleware, paths=built.document["paths"],
-                                          header_queries=implied),
+                                          header_queries=implied, served=implemented.__contains__),
                         functools.partial(HTTPMetricsMiddleware, metrics=runtime.metrics)]
     secured = credential_headers(built.document, built.operations)
     if settings.metrics_need_key:
