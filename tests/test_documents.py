@@ -38,7 +38,7 @@ def test_the_anthropic_document_is_pinned_and_patched(built_spec):
     [source] = read_sources(resource_dir("spec"))
     assert source.sha256 == files.sha256_of(source.path())
     anthropic = built_spec.documents[1]
-    assert anthropic.name == "anthropic" and anthropic.patches == ["00-info.yaml", "10-security.yaml"]
+    assert anthropic.name == "anthropic" and anthropic.patches == ["00-info.yaml", "10-security.yaml", "20-stop-sequences.yaml"]
     assert anthropic.served == {"/anthropic/openapi.json": "json", "/anthropic/openapi.yaml": "yaml"}
     assert len(built_spec.operations_in("anthropic")) == 104  # 106, less the two /v1/models paths OpenAI's serve
     assert built_spec.operation("beta_messages_post").path == "/v1/messages?beta=true"

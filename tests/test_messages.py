@@ -211,6 +211,22 @@ def test_the_beta_header_never_shadows_a_served_operation_of_the_other_document(
     assert "?beta=true" in explicit.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("stop", [[f"stop {i}" for i in range(65)], ["x" * 1025]], ids=["65 sequences", "1025 chars"])
+def test_stop_sequences_are_bounded_with_a_400_naming_them(client, schemas, stop):
+    """Each stop sequence is matched against every generated piece: the list and its strings are
+    capped (``patches/anthropic/20-stop-sequences.yaml``), plain and beta, before anything runs."""
+    with pytest.raises(anthropic.BadRequestError) as plain:
+        client.messages.create(model=DEMO, max_tokens=2, messages=HI, stop_sequences=stop)
+    with pytest.raises(anthropic.BadRequestError) as beta:
+        client.beta.messages.create(model=DEMO, max_tokens=2, messages=HI, stop_sequences=stop,
+                                    betas=["context-management-2025-06-27"])
+    assert "stop_sequences" in plain.value.message and "stop_sequences" in beta.value.message
+    schemas.check("ErrorResponse", plain.value.body)
+    at_the_bound = [f"stop {i}" for i in range(63)] + ["x" * 1024]
+    accepted = client.messages.create(model=DEMO, max_tokens=2, messages=HI, stop_sequences=at_the_bound)
+    schemas.check("Message", accepted.model_dump(mode="json"))
+
+
 def test_a_tool_call_cut_off_by_max_tokens_says_so_and_never_fails(client, live, schemas):
     """A call whose arguments ``max_tokens`` cut off (here: a string of at least 400 characters
     in 64 tokens) ends with ``stop_reason: max_tokens`` and the ``tool_use`` block's input as
