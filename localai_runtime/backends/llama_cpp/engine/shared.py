@@ -49,6 +49,14 @@ def share(settings: LocalSettings) -> SharedModel:
     return model
 
 
+def _has_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            return " amx_int8" in info.read()
+    except OSError:
+        return False
+
+
 class SharedModel:
     def __init__(self, key: tuple[Any, ...], settings: LocalSettings) -> None:
         self._key = key
@@ -70,6 +78,11 @@ class SharedModel:
             layers = settings.get("n_gpu_layers", 0)
             params.n_gpu_layers = 0x7FFFFFFF if layers == -1 else layers
             params.main_gpu = settings.get("main_gpu", 0)
+            if _has_amx():
+                # llama.cpp's AMX weight buffers crash in ggml_backend_amx_mul_mat on a long
+                # prompt chunk (seen with llama-cpp-python 0.3.35 and 0.3.36 on Gemma 3, SIGSEGV
+                # in llama_decode): on a CPU with AMX the weights stay in plain CPU buffers.
+                params.use_extra_bufts = False
             mmap, mlock = settings.get("use_mmap", True), settings.get("use_mlock", False)
             params.load_mode = {(True, True): llama_cpp.LLAMA_LOAD_MODE_MMAP_MLOCK,
                                 (False, True): llama_cpp.LLAMA_LOAD_MODE_MLOCK,
