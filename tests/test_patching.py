@@ -84,7 +84,8 @@ def test_shipped_patches_apply_to_the_upstream_document(built_spec):
     built document (and not in the upstream document without patches)."""
     shipped = sorted(path.name for path in resource_dir("patches").iterdir() if path.is_file())
     assert built_spec.primary.patches == shipped == SHIPPED_PATCHES
-    assert built_spec.patches == [*SHIPPED_PATCHES, "anthropic/00-info.yaml", "anthropic/10-security.yaml"]
+    assert built_spec.patches == [*SHIPPED_PATCHES, "anthropic/00-info.yaml", "anthropic/10-security.yaml",
+                                  "anthropic/20-stop-sequences.yaml"]
     upstream = build_spec(spec_path=None, fragments_dir=resource_dir("spec"), patches_dir=None).document
     document, schemas = built_spec.document, built_spec.document["components"]["schemas"]
 
