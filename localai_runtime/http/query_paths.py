@@ -44,8 +44,7 @@ def _compile(base: str) -> re.Pattern[str]:
     return re.compile("^" + "[^/]+".join(re.escape(part) for part in parts) + "$")
 
 
-def query_paths(paths: Mapping[str, Any], served: Callable[[str], bool] = lambda _: True
-                ) -> dict[str, list[_QueryPath]]:
+def query_paths(paths: Mapping[str, Any], served: Callable[[str], bool]) -> dict[str, list[_QueryPath]]:
     """method -> the query-keyed paths it has, most pairs first; ``served`` tells, by
     operationId, which operations are implemented."""
     found: dict[str, list[_QueryPath]] = {}
@@ -70,7 +69,7 @@ def _without(pairs: Iterable[tuple[str, str]], taken: frozenset[tuple[str, str]]
 
 class QueryPathMiddleware:
     def __init__(self, app: ASGIApp, *, paths: Mapping[str, Any], header_queries: Mapping[str, str],
-                 served: Callable[[str], bool] = lambda _: True) -> None:
+                 served: Callable[[str], bool]) -> None:
         self.app = app
         self.paths = query_paths(paths, served)
         self.header_queries = {name.encode("latin-1"): tuple(parse_qsl(query))

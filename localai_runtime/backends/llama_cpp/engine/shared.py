@@ -9,6 +9,7 @@ registration using it lets go. Templates, tool-call formats and seeds stay per r
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from functools import cached_property
@@ -49,7 +50,9 @@ def share(settings: LocalSettings) -> SharedModel:
     return model
 
 
+@functools.cache
 def _has_amx() -> bool:
+    """Whether this CPU has AMX (read once: every model load asks)."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
             return " amx_int8" in info.read()
@@ -79,9 +82,9 @@ class SharedModel:
             params.n_gpu_layers = 0x7FFFFFFF if layers == -1 else layers
             params.main_gpu = settings.get("main_gpu", 0)
             if _has_amx():
-                # llama.cpp's AMX weight buffers crash in ggml_backend_amx_mul_mat on a long
-                # prompt chunk (seen with llama-cpp-python 0.3.35 and 0.3.36 on Gemma 3, SIGSEGV
-                # in llama_decode): on a CPU with AMX the weights stay in plain CPU buffers.
+                # llama.cpp's AMX weight buffers crash in ggml_backend_amx_mul_mat (seen with
+                # llama-cpp-python 0.3.35 and 0.3.36 on Gemma 3 with the Agents SDK's prompt,
+                # SIGSEGV in llama_decode): on a CPU with AMX the weights stay in plain CPU buffers.
                 params.use_extra_bufts = False
             mmap, mlock = settings.get("use_mmap", True), settings.get("use_mlock", False)
             params.load_mode = {(True, True): llama_cpp.LLAMA_LOAD_MODE_MMAP_MLOCK,
